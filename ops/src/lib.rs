@@ -1,0 +1,19 @@
+//! The `covenant` binary's library: settings, connections, managed local services (used by
+//! `covenant serve` and by the integration tests' harness), demo seeding and benchmarks.
+//!
+//! May depend on every other Covenant crate.
+//!
+//! Modules:
+//! - [`settings`]: the typed `Settings` (environment and flags).
+//! - [`connect`]: NATS connections; managed services when none are configured.
+//! - [`managed`]: nats-server (single node or 3-node cluster) and PostgreSQL as children.
+//! - [`seed`]: the Gapminder demo data.
+//! - [`bench`]: `covenant bench …`.
+//! - [`telemetry`]: the tracing subscriber.
+
+pub mod bench;
+pub mod connect;
+pub mod managed;
+pub mod seed;
+pub mod settings;
+pub mod telemetry;

@@ -1,0 +1,214 @@
+//! `covenant`: the Covenant service and its operations CLI. See `covenant --help`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use covenant_ops::bench::commands::CommandsBench;
+use covenant_ops::managed::postgres::PgCluster;
+use covenant_ops::settings::{MANAGED_PG_PORT, Settings};
+use covenant_ops::{connect, seed, telemetry};
+
+/// Covenant: an event-sourced ledger of countries, GDP figures and projects on NATS
+/// JetStream, with a tamper-evident audit trail.
+///
+/// With no COVENANT_NATS_URL / COVENANT_DATABASE_URL, commands start (or reuse) a managed
+/// nats-server and PostgreSQL cluster under COVENANT_DATA_DIR (default ./.covenant).
+#[derive(Parser)]
+#[command(name = "covenant", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs Covenant: opens (or creates and checks) the event stream and keeps the managed
+    /// services up until Ctrl-C. With --demo, seeds the demo countries first.
+    Serve {
+        /// Seed the Gapminder demo data (142 countries, GDP 1952–2007) before serving.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Registers the demo countries and replays their GDP history (skips what exists).
+    Seed,
+    /// Stream state, durability in force, configuration checks and consumers.
+    Streams {
+        #[command(subcommand)]
+        what: StreamsCmd,
+    },
+    /// Benchmarks, each beside a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamsCmd {
+    /// Prints the event stream's state (what `nats stream info` gave the old runbook).
+    Info,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Commands/s and p50/p99 across many aggregates beside raw JetStream publishes.
+    Commands(CommandsBench),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let s = cli.settings;
+    match cli.command {
+        Cmd::Serve { demo } => serve(&s, demo).await,
+        Cmd::Seed => {
+            let nats = connect::nats(&s).await?;
+            let side = connect::command_side(&nats.url, &s).await?;
+            run_seed(&side).await.map(|_| ())
+        }
+        Cmd::Streams { what: StreamsCmd::Info } => {
+            let nats = connect::nats(&s).await?;
+            streams_info(&nats.url, &s).await
+        }
+        Cmd::Bench { what: BenchCmd::Commands(opts) } => {
+            covenant_ops::bench::commands::run(&opts, s.nats_url.as_deref()).await
+        }
+    }
+}
+
+async fn run_seed(side: &covenant_commands::CommandSide) -> Result<seed::SeedReport> {
+    let report = seed::seed(side, |done, total| {
+        eprint!("\rseeding demo countries: {done}/{total}");
+        let _ = std::io::stderr().flush();
+    })
+    .await?;
+    eprintln!();
+    println!(
+        "seed: {} countries registered, {} GDP histories recorded, {} already present; {} events appended (stream at sequence {})",
+        report.registered, report.histories, report.skipped, report.events, report.last_sequence
+    );
+    Ok(report)
+}
+
+async fn serve(s: &Settings, demo: bool) -> Result<()> {
+    let nats = connect::nats(s).await?;
+    let mut pg = None;
+    let database_url = match &s.database_url {
+        Some(u) => u.clone(),
+        None => {
+            let dir = s.data_dir.join("postgres");
+            let cluster = PgCluster::start_in(&dir, MANAGED_PG_PORT)
+                .await
+                .with_context(|| format!("starting the managed PostgreSQL in {}", dir.display()))?;
+            cluster.create_database("covenant").await?;
+            let url = cluster.url("covenant");
+            pg = Some(cluster);
+            url
+        }
+    };
+    let side = connect::command_side(&nats.url, s).await?;
+    if demo {
+        run_seed(&side).await?;
+    }
+    let data_dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
+    println!("Covenant is running (command side; the GraphQL API is not built yet).");
+    println!("  data directory : {}", data_dir.display());
+    println!("  NATS           : {}{}", nats.url, if nats.managed.is_some() { " (managed)" } else { "" });
+    if let Some(sync) = nats.sync {
+        println!("  durability     : replicas {}, sync {}", s.stream_replicas, sync.as_str());
+    }
+    println!("  PostgreSQL     : {database_url}{}", if pg.is_some() { " (managed)" } else { "" });
+    println!("  event stream   : {} ({} events)", side.log.config().stream, side.log.last_sequence().await?);
+    println!("Inspect with `covenant streams info`. Press Ctrl-C to stop.");
+    shutdown_signal().await?;
+    println!("stopping");
+    drop(side);
+    if let Some(mut n) = nats.managed {
+        n.stop();
+    }
+    if let Some(mut p) = pg {
+        p.stop(false);
+    }
+    Ok(())
+}
+
+async fn streams_info(url: &str, s: &Settings) -> Result<()> {
+    let client = connect::client(url).await?;
+    let cfg = covenant_commands::LogConfig { replicas: s.stream_replicas, ..Default::default() };
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(&cfg.stream).await.with_context(|| format!("stream {} not found", cfg.stream))?;
+    let info = stream.info().await?.clone();
+    let st = &info.state;
+    println!("stream {}  subjects {:?}", info.config.name, info.config.subjects);
+    println!(
+        "  messages {}  bytes {}  first seq {}  last seq {}  subjects {}",
+        st.messages, st.bytes, st.first_sequence, st.last_sequence, st.subjects_count
+    );
+    println!("  deleted messages (gaps) {}", st.deleted_count.unwrap_or(0));
+    let sync = managed_sync(&s.data_dir, url);
+    println!("  durability: replicas {}, sync {sync}", info.config.num_replicas);
+    let problems = covenant_commands::config::check_stream_config(&info.config, &cfg);
+    if problems.is_empty() {
+        println!(
+            "  configuration: OK (deny delete/purge, no rollup, no per-subject limit, retention {:?})",
+            info.config.max_age
+        );
+    }
+    for p in problems {
+        println!("  configuration PROBLEM: {} = {}", p.setting, p.detail);
+    }
+    let mut names = stream.consumer_names();
+    let mut any = false;
+    use futures::StreamExt;
+    while let Some(name) = names.next().await {
+        let name = name?;
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&name).await.map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+        let ci = c.info().await?;
+        println!(
+            "  consumer {name}: pending {}  ack pending {}  redelivered {}  delivered seq {}",
+            ci.num_pending, ci.num_ack_pending, ci.num_redelivered, ci.delivered.stream_sequence
+        );
+        any = true;
+    }
+    if !any {
+        println!("  consumers: none");
+    }
+    Ok(())
+}
+
+/// The managed server's sync setting, read from its config file; external servers'
+/// settings are not visible through the JetStream API.
+fn managed_sync(data_dir: &std::path::Path, url: &str) -> String {
+    let managed = url.ends_with(&format!(":{}", covenant_ops::settings::MANAGED_NATS_PORT));
+    match std::fs::read_to_string(data_dir.join("nats/covenant.conf")) {
+        Ok(conf) if managed && conf.contains("sync_interval: always") => "always (fsync before every ack)".into(),
+        Ok(_) if managed => "default (flush every 2 min; an OS crash can lose up to 2 min of acked events)".into(),
+        _ => "set by the external server's config (not visible here); R3 makes an ack mean a quorum holds it".into(),
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

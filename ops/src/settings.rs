@@ -1,0 +1,60 @@
+//! Typed settings, read once in `main`: defaults, then environment variables, then flags
+//! (clap reads each `COVENANT_*` variable named below). Nothing else reads the environment.
+
+use std::path::PathBuf;
+
+use crate::managed::nats::SyncPolicy;
+
+/// Port of the managed nats-server (not 4222, where an older system server may listen).
+pub const MANAGED_NATS_PORT: u16 = 14222;
+/// Port of the managed PostgreSQL cluster.
+pub const MANAGED_PG_PORT: u16 = 15432;
+
+/// Durability of the managed nats-server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    /// fsync before every acknowledgement: an acknowledged event survives an OS crash.
+    Always,
+    /// The server default (flush every 2 min): an OS crash may lose up to 2 min of
+    /// acknowledged events; a process crash loses nothing.
+    Default,
+}
+
+impl From<SyncArg> for SyncPolicy {
+    fn from(s: SyncArg) -> Self {
+        match s {
+            SyncArg::Always => SyncPolicy::Always,
+            SyncArg::Default => SyncPolicy::Default,
+        }
+    }
+}
+
+/// Where Covenant finds (or starts) its services.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// NATS server URL(s), comma-separated. Unset: a managed nats-server is started under
+    /// the data directory on 127.0.0.1:14222.
+    #[arg(long, env = "COVENANT_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+
+    /// PostgreSQL URL of the read models. Unset: a managed cluster is started under the
+    /// data directory on 127.0.0.1:15432.
+    #[arg(long, env = "COVENANT_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Directory of the managed services' data.
+    #[arg(long, env = "COVENANT_DATA_DIR", default_value = "./.covenant", global = true)]
+    pub data_dir: PathBuf,
+
+    /// JetStream replicas of the event stream: 1 for one node, 3 in a cluster.
+    #[arg(long, env = "COVENANT_STREAM_REPLICAS", default_value_t = 1, global = true)]
+    pub stream_replicas: usize,
+
+    /// Durability of the managed nats-server (ignored with COVENANT_NATS_URL).
+    #[arg(long, env = "COVENANT_NATS_SYNC", value_enum, default_value_t = SyncArg::Always, global = true)]
+    pub nats_sync: SyncArg,
+
+    /// Explicit nats-server binary for the managed server (default: pip's, then PATH).
+    #[arg(long, env = "COVENANT_NATS_SERVER", global = true, hide = true)]
+    pub nats_server: Option<PathBuf>,
+}

@@ -1,0 +1,13 @@
+//! Covenant's integration tests: one binary, real nats-server and PostgreSQL processes
+//! started per test by the harness (`covenant_ops::managed`), never the machine's own.
+
+mod harness;
+
+mod audit_chain;
+mod bad_input;
+mod cluster;
+mod concurrency;
+mod domain_purity;
+mod idempotency;
+mod managed_postgres;
+mod nats_faults;
