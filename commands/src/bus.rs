@@ -14,6 +14,7 @@ use crate::error::{CommandError, LogError};
 use crate::idempotency::{Begin, IdempotencyStore, Receipt, Reservation, digest};
 use crate::log::EventLog;
 use crate::record::IDEMPOTENCY_KEY;
+use crate::snapshot::Snapshots;
 use crate::store::{JetStreamStore, Loaded};
 
 /// How many times a command is run against a moving aggregate before it is reported as a
@@ -179,7 +180,9 @@ where
         match self.store.append(id, &loaded.tip, &events, &ctx.actor, headers).await {
             Ok(appended) => {
                 let receipt = self.receipt(id, appended.tip.version, appended.last_seq, appended.event_ids);
-                *guard = Some(Loaded { aggregate, tip: appended.tip });
+                let now = Loaded { aggregate, tip: appended.tip };
+                self.store.snapshot_if_due(id, loaded.tip.version, &now);
+                *guard = Some(now);
                 Ok(receipt)
             }
             // On a conflict or an unknown outcome the cached state is no longer trusted: the
@@ -225,5 +228,6 @@ where
     A::Command: Clone + Serialize,
 {
     let idempotency = IdempotencyStore::open(log.clone()).await?;
-    Ok(CommandBus::new(JetStreamStore::new(log.clone(), cache_capacity), services, idempotency))
+    let store = JetStreamStore::new(log.clone(), cache_capacity).with_snapshots(Snapshots::open(log).await?);
+    Ok(CommandBus::new(store, services, idempotency))
 }

@@ -8,7 +8,8 @@
 //! - [`log`]: [`EventLog`], domain-agnostic: append to a subject with an expected tip
 //!   (hash chain, optimistic concurrency, atomic batches, lost-ack recovery), read a
 //!   subject, scan the stream. Tools and benchmarks use it directly.
-//! - [`store`]: [`JetStreamStore`], the cqrs-es `EventStore` with an aggregate cache.
+//! - [`store`]: [`JetStreamStore`], the cqrs-es `EventStore` with an aggregate cache and
+//!   [`snapshot`]s in a KV bucket of our own for long aggregates.
 //! - [`bus`]: [`CommandBus`], validate → reserve key → decide → append → retry on conflict.
 //! - [`CommandSide`]: the four buses on one connection.
 //!
@@ -23,6 +24,7 @@ pub mod error;
 pub mod idempotency;
 pub mod log;
 pub mod record;
+pub mod snapshot;
 pub mod store;
 
 use std::sync::Arc;

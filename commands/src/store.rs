@@ -16,6 +16,7 @@ use cqrs_es::{AggregateContext, AggregateError, EventEnvelope, EventStore};
 use crate::error::LogError;
 use crate::log::{Appended, EventLog};
 use crate::record::{ChainTip, NewEvent};
+use crate::snapshot::{self, Snapshots};
 
 /// An aggregate as loaded, with the tip its next append must extend.
 #[derive(Debug, Clone)]
@@ -49,18 +50,50 @@ pub struct JetStreamStore<A> {
     log: EventLog,
     slots: Arc<Mutex<HashMap<String, Slot<A>>>>,
     capacity: usize,
+    snapshots: Option<Snapshots>,
 }
 
 impl<A> Clone for JetStreamStore<A> {
     fn clone(&self) -> Self {
-        Self { log: self.log.clone(), slots: self.slots.clone(), capacity: self.capacity }
+        Self {
+            log: self.log.clone(),
+            slots: self.slots.clone(),
+            capacity: self.capacity,
+            snapshots: self.snapshots.clone(),
+        }
     }
 }
 
 impl<A: CovenantAggregate> JetStreamStore<A> {
     /// A store caching up to about `capacity` aggregates (idle ones are dropped beyond it).
     pub fn new(log: EventLog, capacity: usize) -> Self {
-        Self { log, slots: Arc::default(), capacity: capacity.max(1) }
+        Self { log, slots: Arc::default(), capacity: capacity.max(1), snapshots: None }
+    }
+
+    /// The same store, loading from and writing to `snapshots`.
+    pub fn with_snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    fn snapshot_key(id: &str) -> String {
+        format!("{}.{id}", A::TYPE)
+    }
+
+    /// Records a snapshot in the background when `before → after` crossed the interval
+    /// (a failed write only means the next load folds more events).
+    pub fn snapshot_if_due(&self, id: &str, before: u64, loaded: &Loaded<A>) {
+        let Some(snaps) = self.snapshots.clone() else { return };
+        if !snapshot::due(before, loaded.tip.version) {
+            return;
+        }
+        let Ok(state) = serde_json::to_value(&loaded.aggregate) else { return };
+        let (key, tip) = (Self::snapshot_key(id), loaded.tip);
+        tokio::spawn(async move {
+            if let Err(e) = snaps.put(&key, &state, &tip).await {
+                tracing::warn!(error = %e, key, "snapshot not written");
+            }
+        });
     }
 
     /// The underlying log.
@@ -92,9 +125,15 @@ impl<A: CovenantAggregate> JetStreamStore<A> {
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, LogError> {
         let subject = self.subject(id);
         let origin = self.log.origin().to_owned();
-        let mut tip = ChainTip::genesis(&origin, &subject)?;
-        let mut aggregate = A::default();
-        for e in self.log.read_subject(&subject, 0).await? {
+        let snapshot = match &self.snapshots {
+            Some(s) => s.get::<A>(&Self::snapshot_key(id)).await?,
+            None => None,
+        };
+        let (mut aggregate, mut tip) = match snapshot {
+            Some(found) => found,
+            None => (A::default(), ChainTip::genesis(&origin, &subject)?),
+        };
+        for e in self.log.read_subject(&subject, tip.last_seq).await? {
             let corrupt = |reason: String| LogError::Corrupt { seq: e.seq, reason };
             if e.version != tip.version + 1 {
                 return Err(corrupt(format!("version {} follows {}", e.version, tip.version)));

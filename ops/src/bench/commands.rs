@@ -32,7 +32,7 @@ pub struct CommandsBench {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Alternating raw/covenant rounds (the ratio is the mean over rounds).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Durability profiles of the managed server to run (ignored with COVENANT_NATS_URL).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SyncArg::Default, SyncArg::Always])]
