@@ -64,7 +64,67 @@ pub async fn client(url: &str) -> Result<async_nats::Client> {
 /// # Errors
 /// When NATS cannot be reached or the stream is misconfigured.
 pub async fn command_side(url: &str, settings: &Settings) -> Result<CommandSide> {
-    let cfg = LogConfig { replicas: settings.stream_replicas, ..LogConfig::default() };
+    let cfg: LogConfig = settings.log_config();
     let side = CommandSide::open(client(url).await?, cfg).await.context("opening the event stream")?;
     Ok(side)
+}
+
+/// PostgreSQL as this process reaches it: a pool, and the managed cluster if we started it.
+pub struct DbHandle {
+    /// Connection pool (migrations applied).
+    pub pool: sqlx::PgPool,
+    /// URL (for display; managed URLs carry no password).
+    pub url: String,
+    /// The managed cluster when this process started it.
+    pub managed: Option<crate::managed::postgres::PgCluster>,
+}
+
+/// Uses `COVENANT_DATABASE_URL`, or the managed cluster (reusing one already listening on
+/// the managed port, or starting it), then applies migrations.
+///
+/// # Errors
+/// When PostgreSQL cannot be started or reached, or a migration fails.
+pub async fn database(settings: &Settings) -> Result<DbHandle> {
+    use crate::settings::MANAGED_PG_PORT;
+    let (url, managed) = match &settings.database_url {
+        Some(u) => (u.clone(), None),
+        None if std::net::TcpStream::connect(("127.0.0.1", MANAGED_PG_PORT)).is_ok() => {
+            (format!("postgres://postgres@127.0.0.1:{MANAGED_PG_PORT}/covenant"), None)
+        }
+        None => {
+            let dir = settings.data_dir.join("postgres");
+            let cluster = crate::managed::postgres::PgCluster::start_in(&dir, MANAGED_PG_PORT)
+                .await
+                .with_context(|| format!("starting the managed PostgreSQL in {}", dir.display()))?;
+            cluster.create_database("covenant").await?;
+            (cluster.url("covenant"), Some(cluster))
+        }
+    };
+    let pool = pool(&url).await?;
+    covenant_projections::migrate(&pool).await.context("applying database migrations")?;
+    Ok(DbHandle { pool, url, managed })
+}
+
+/// A pool that fails fast (3 s) when PostgreSQL is unreachable, instead of hanging.
+///
+/// # Errors
+/// When the URL is invalid or the first connection fails.
+pub async fn pool(url: &str) -> Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))
+}
+
+/// A URL with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let colon = s + 3 + url[s + 3..at].find(':').unwrap_or(0);
+            format!("{}:***{}", &url[..colon], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }

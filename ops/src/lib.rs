@@ -7,6 +7,7 @@
 //! - [`settings`]: the typed `Settings` (environment and flags).
 //! - [`connect`]: NATS connections; managed services when none are configured.
 //! - [`managed`]: nats-server (single node or 3-node cluster) and PostgreSQL as children.
+//! - [`projections`]: running projections in-process; `covenant projections …`.
 //! - [`seed`]: the Gapminder demo data.
 //! - [`bench`]: `covenant bench …`.
 //! - [`telemetry`]: the tracing subscriber.
@@ -14,6 +15,7 @@
 pub mod bench;
 pub mod connect;
 pub mod managed;
+pub mod projections;
 pub mod seed;
 pub mod settings;
 pub mod telemetry;

@@ -5,8 +5,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use covenant_ops::bench::commands::CommandsBench;
-use covenant_ops::managed::postgres::PgCluster;
-use covenant_ops::settings::{MANAGED_PG_PORT, Settings};
+use covenant_ops::settings::Settings;
 use covenant_ops::{connect, seed, telemetry};
 
 /// Covenant: an event-sourced ledger of countries, GDP figures and projects on NATS
@@ -25,12 +24,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Runs Covenant: opens (or creates and checks) the event stream and keeps the managed
-    /// services up until Ctrl-C. With --demo, seeds the demo countries first.
+    /// Runs Covenant: opens (or creates and checks) the event stream, runs the projections
+    /// into PostgreSQL and keeps the managed services up until Ctrl-C or SIGTERM. With
+    /// --demo, seeds the demo countries first.
     Serve {
         /// Seed the Gapminder demo data (142 countries, GDP 1952–2007) before serving.
         #[arg(long)]
         demo: bool,
+        /// Do not run the projections in this process (run `covenant projections run`
+        /// elsewhere).
+        #[arg(long)]
+        without_projections: bool,
     },
     /// Registers the demo countries and replays their GDP history (skips what exists).
     Seed,
@@ -38,6 +42,11 @@ enum Cmd {
     Streams {
         #[command(subcommand)]
         what: StreamsCmd,
+    },
+    /// Read-model projections: run them, see their position, rebuild one.
+    Projections {
+        #[command(subcommand)]
+        what: ProjectionsCmd,
     },
     /// Benchmarks, each beside a baseline measured in the same run.
     Bench {
@@ -50,6 +59,20 @@ enum Cmd {
 enum StreamsCmd {
     /// Prints the event stream's state (what `nats stream info` gave the old runbook).
     Info,
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCmd {
+    /// Runs every projection (and the gauges monitor) until Ctrl-C or SIGTERM.
+    Run,
+    /// Checkpoint, lag, pending, events/s and skipped events per projection.
+    Status,
+    /// Replays the stream into shadow tables while the live ones keep serving, then swaps
+    /// them atomically. Safe to interrupt and rerun.
+    Rebuild {
+        /// Projection name: `ledger` or `audit`.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,7 +97,19 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let s = cli.settings;
     match cli.command {
-        Cmd::Serve { demo } => serve(&s, demo).await,
+        Cmd::Serve { demo, without_projections } => serve(&s, demo, !without_projections).await,
+        Cmd::Projections { what } => {
+            let nats = connect::nats(&s).await?;
+            let js = async_nats::jetstream::new(connect::client(&nats.url).await?);
+            let db = connect::database(&s).await?;
+            match what {
+                ProjectionsCmd::Run => run_projections(&js, &s, &db.pool).await,
+                ProjectionsCmd::Status => covenant_ops::projections::status(&js, &s.stream, &db.pool).await,
+                ProjectionsCmd::Rebuild { name } => {
+                    covenant_ops::projections::rebuild_cmd(&js, &s.stream, &db.pool, &name).await
+                }
+            }
+        }
         Cmd::Seed => {
             let nats = connect::nats(&s).await?;
             let side = connect::command_side(&nats.url, &s).await?;
@@ -104,51 +139,70 @@ async fn run_seed(side: &covenant_commands::CommandSide) -> Result<seed::SeedRep
     Ok(report)
 }
 
-async fn serve(s: &Settings, demo: bool) -> Result<()> {
+async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     let nats = connect::nats(s).await?;
-    let mut pg = None;
-    let database_url = match &s.database_url {
-        Some(u) => u.clone(),
-        None => {
-            let dir = s.data_dir.join("postgres");
-            let cluster = PgCluster::start_in(&dir, MANAGED_PG_PORT)
-                .await
-                .with_context(|| format!("starting the managed PostgreSQL in {}", dir.display()))?;
-            cluster.create_database("covenant").await?;
-            let url = cluster.url("covenant");
-            pg = Some(cluster);
-            url
-        }
-    };
+    let db = connect::database(s).await?;
     let side = connect::command_side(&nats.url, s).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = if projections {
+        covenant_ops::projections::spawn(
+            side.log.jetstream(),
+            &s.stream,
+            &db.pool,
+            &stop_rx,
+            std::time::Duration::from_secs(5),
+        )
+    } else {
+        Vec::new()
+    };
     if demo {
         run_seed(&side).await?;
     }
     let data_dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
-    println!("Covenant is running (command side; the GraphQL API is not built yet).");
+    println!(
+        "Covenant is running (command side{}; the GraphQL API is not built yet).",
+        if projections { " and projections" } else { "" }
+    );
     println!("  data directory : {}", data_dir.display());
     println!("  NATS           : {}{}", nats.url, if nats.managed.is_some() { " (managed)" } else { "" });
     if let Some(sync) = nats.sync {
         println!("  durability     : replicas {}, sync {}", s.stream_replicas, sync.as_str());
     }
-    println!("  PostgreSQL     : {database_url}{}", if pg.is_some() { " (managed)" } else { "" });
+    println!("  PostgreSQL     : {}{}", connect::redact(&db.url), if db.managed.is_some() { " (managed)" } else { "" });
     println!("  event stream   : {} ({} events)", side.log.config().stream, side.log.last_sequence().await?);
-    println!("Inspect with `covenant streams info`. Press Ctrl-C to stop.");
+    println!("Inspect with `covenant streams info` and `covenant projections status`. Press Ctrl-C to stop.");
     shutdown_signal().await?;
     println!("stopping");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
     drop(side);
+    db.pool.close().await;
     if let Some(mut n) = nats.managed {
         n.stop();
     }
-    if let Some(mut p) = pg {
+    if let Some(mut p) = db.managed {
         p.stop(false);
+    }
+    Ok(())
+}
+
+async fn run_projections(js: &async_nats::jetstream::Context, s: &Settings, pool: &sqlx::PgPool) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = covenant_ops::projections::spawn(js, &s.stream, pool, &stop_rx, std::time::Duration::from_secs(5));
+    eprintln!("projections running on stream {}; Ctrl-C to stop", s.stream);
+    shutdown_signal().await?;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
     }
     Ok(())
 }
 
 async fn streams_info(url: &str, s: &Settings) -> Result<()> {
     let client = connect::client(url).await?;
-    let cfg = covenant_commands::LogConfig { replicas: s.stream_replicas, ..Default::default() };
+    let cfg = s.log_config();
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(&cfg.stream).await.with_context(|| format!("stream {} not found", cfg.stream))?;
     let info = stream.info().await?.clone();

@@ -54,7 +54,27 @@ pub struct Settings {
     #[arg(long, env = "COVENANT_NATS_SYNC", value_enum, default_value_t = SyncArg::Always, global = true)]
     pub nats_sync: SyncArg,
 
+    /// Event stream name (tests and side-by-side deployments vary it).
+    #[arg(long, env = "COVENANT_STREAM", default_value = "COVENANT_EVENTS", global = true)]
+    pub stream: String,
+
+    /// Subject prefix of the event stream: subjects are `<prefix>.<aggregate>.<id>`.
+    #[arg(long, env = "COVENANT_SUBJECT_PREFIX", default_value = "covenant.events", global = true)]
+    pub subject_prefix: String,
+
     /// Explicit nats-server binary for the managed server (default: pip's, then PATH).
     #[arg(long, env = "COVENANT_NATS_SERVER", global = true, hide = true)]
     pub nats_server: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The event log configuration these settings describe.
+    pub fn log_config(&self) -> covenant_commands::LogConfig {
+        covenant_commands::LogConfig {
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.stream_replicas,
+            ..Default::default()
+        }
+    }
 }

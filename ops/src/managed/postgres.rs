@@ -133,8 +133,8 @@ impl PgCluster {
     pub async fn start(&mut self) -> Result<()> {
         let status = self.pg_command("pg_ctl").arg("-D").arg(self.dir.join("data")).arg("status").output()?;
         if status.status.success() {
-            // Left running by a previous process that did not shut down: adopt it.
-            self.running = true;
+            // Already running (another covenant process, or one that did not shut down):
+            // use it, but leave stopping it to whoever started it.
             return Ok(());
         }
         let out = self
@@ -162,7 +162,8 @@ impl PgCluster {
         .await
     }
 
-    /// Stops the server: `immediate` is a crash (no checkpoint), otherwise a fast shutdown.
+    /// Stops the server if this handle started it: `immediate` is a crash (no
+    /// checkpoint), otherwise a fast shutdown.
     pub fn stop(&mut self, immediate: bool) {
         if !self.running {
             return;

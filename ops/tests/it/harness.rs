@@ -53,3 +53,77 @@ pub async fn eventually(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) 
     }
     false
 }
+
+/// A PostgreSQL cluster of the test's own with a migrated database `covenant`.
+pub async fn pg() -> (covenant_ops::managed::postgres::PgCluster, sqlx::PgPool) {
+    let cluster = covenant_ops::managed::postgres::PgCluster::start_temp()
+        .await
+        .expect("PostgreSQL starts (run the README's test command to install it)");
+    let pool = database(&cluster, "covenant").await;
+    (cluster, pool)
+}
+
+/// Creates and migrates database `name` on `cluster`.
+pub async fn database(cluster: &covenant_ops::managed::postgres::PgCluster, name: &str) -> sqlx::PgPool {
+    cluster.create_database(name).await.expect("create database");
+    let pool = covenant_ops::connect::pool(&cluster.url(name)).await.expect("pool");
+    covenant_projections::migrate(&pool).await.expect("migrations");
+    pool
+}
+
+/// The process-wide Prometheus recorder (installed once; tests read their own labels).
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("one recorder per test process")
+    })
+}
+
+/// The value of the series whose name and labels contain every part of `parts`.
+pub fn metric_value(name: &str, parts: &[&str]) -> Option<f64> {
+    metrics().render().lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        (series.starts_with(name) && parts.iter().all(|p| series.contains(p))).then(|| value.parse().ok())?
+    })
+}
+
+/// Every row of each read-model table as JSON, ordered by primary key: two databases with
+/// equal snapshots hold the same read models, row by row.
+pub async fn read_models(pool: &sqlx::PgPool) -> Vec<(String, serde_json::Value)> {
+    let tables = [
+        ("countries", "code"),
+        ("country_gdp_history", "code, version"),
+        ("projects", "id"),
+        ("users", "id"),
+        ("covenant_fund", "id"),
+        ("audit_events", "seq"),
+    ];
+    let mut out = Vec::new();
+    for (t, order) in tables {
+        let sql = format!("SELECT COALESCE(jsonb_agg(to_jsonb(x) ORDER BY {order}), '[]'::jsonb) FROM {t} x");
+        let v: serde_json::Value = sqlx::query_scalar(&sql).fetch_one(pool).await.expect("snapshot query");
+        out.push((t.to_owned(), v));
+    }
+    out
+}
+
+/// Runs every projection in this process against `pool` until each has applied `seq`.
+pub async fn fold_until(js: &async_nats::jetstream::Context, stream: &str, pool: &sqlx::PgPool, seq: u64) {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    for p in covenant_projections::all() {
+        let cfg = covenant_projections::RunnerConfig {
+            stream: stream.to_owned(),
+            fetch_wait: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let mut runner = covenant_projections::Runner::new(js.clone(), pool.clone(), p, cfg, rx.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "projection did not reach {seq}");
+            match runner.try_process_next().await.expect("step") {
+                covenant_projections::Outcome::Applied { last_seq, .. } if last_seq >= seq => break,
+                _ => {}
+            }
+        }
+    }
+}

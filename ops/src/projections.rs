@@ -1,0 +1,117 @@
+//! Running projections in this process, and the `covenant projections …` commands.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream;
+use covenant_projections::monitor::Monitor;
+use covenant_projections::{Runner, RunnerConfig, rebuild};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Starts a runner per projection and a monitor refreshing the lag and business gauges
+/// every `monitor_every`, until `shutdown` turns true.
+pub fn spawn(
+    js: &jetstream::Context,
+    stream: &str,
+    pool: &PgPool,
+    shutdown: &watch::Receiver<bool>,
+    monitor_every: Duration,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks: Vec<JoinHandle<()>> = covenant_projections::all()
+        .into_iter()
+        .map(|p| {
+            let cfg = RunnerConfig { stream: stream.to_owned(), ..Default::default() };
+            let runner = Runner::new(js.clone(), pool.clone(), p, cfg, shutdown.clone());
+            tokio::spawn(async move {
+                let _ = runner.run().await;
+            })
+        })
+        .collect();
+    let monitor = Monitor::new(js.clone(), stream, pool.clone());
+    let mut stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            if let Err(e) = monitor.tick().await {
+                tracing::warn!(error = %e, "projection monitor could not refresh the gauges");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(monitor_every) => {}
+                _ = stop.changed() => break,
+            }
+        }
+    }));
+    tasks
+}
+
+/// `covenant projections status`: checkpoint, lag and events/s per projection (sampled
+/// over one second), skipped events.
+///
+/// # Errors
+/// When NATS or PostgreSQL cannot be read.
+pub async fn status(js: &jetstream::Context, stream: &str, pool: &PgPool) -> Result<()> {
+    let monitor = Monitor::new(js.clone(), stream, pool.clone());
+    let before = monitor.tick().await?;
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = monitor.tick().await?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{:<10} {:>12} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "projection", "checkpoint", "stream last", "lag", "pending", "events/s", "skipped"
+    );
+    for (b, a) in before.iter().zip(&after) {
+        let rate = (a.checkpoint - b.checkpoint.min(a.checkpoint)) as f64 / secs;
+        let pending = a.consumer_pending.map_or("-".into(), |p| p.to_string());
+        println!(
+            "{:<10} {:>12} {:>12} {:>10} {:>10} {:>10.0} {:>8}",
+            a.name, a.checkpoint, a.stream_last_seq, a.lag, pending, rate, a.skipped
+        );
+    }
+    if after.iter().any(|s| s.skipped > 0) {
+        println!(
+            "skipped events are listed in the projection_skipped_events table (and were logged with their sequence)"
+        );
+    }
+    Ok(())
+}
+
+/// `covenant projections rebuild NAME`: shadow rebuild with a progress bar, then swap.
+///
+/// # Errors
+/// Unknown name, or NATS/PostgreSQL failures (the live tables then stay as they were).
+pub async fn rebuild_cmd(js: &jetstream::Context, stream: &str, pool: &PgPool, name: &str) -> Result<()> {
+    let Some(p) = covenant_projections::by_name(name) else {
+        let names: Vec<&str> = covenant_projections::all().iter().map(|p| p.name()).collect();
+        bail!("unknown projection `{name}` (known: {})", names.join(", "));
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}")
+            .expect("static progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("rebuilding {name}"));
+    let report = rebuild::rebuild(js, stream, pool, p.as_ref(), |done, target| {
+        bar.set_length(target);
+        bar.set_position(done);
+    })
+    .await
+    .with_context(|| format!("rebuilding {name} (the live tables are unchanged)"))?;
+    bar.finish();
+    let lag = Monitor::new(js.clone(), stream, pool.clone())
+        .tick()
+        .await?
+        .into_iter()
+        .find(|s| s.name == name)
+        .map_or(0, |s| s.lag);
+    println!(
+        "rebuilt {name}: {} events in {:.1?} ({:.0} events/s); swapped at sequence {}; lag now {lag}",
+        report.events,
+        report.elapsed,
+        report.events as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        report.swapped_at
+    );
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Projection checkpoints and read-your-writes.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+
+/// Every projection this crate runs; read-your-writes waits for all of them by default.
+pub const PROJECTIONS: [&str; 2] = ["ledger", "audit"];
+
+/// Locks and reads a checkpoint row inside a transaction (creating it at 0). The lock is
+/// what serialises a rebuild's swap with the runner's batches.
+///
+/// # Errors
+/// Database errors.
+pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query("INSERT INTO projection_checkpoints (name, seq) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    let seq: i64 = sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(seq as u64)
+}
+
+/// Advances a locked checkpoint.
+///
+/// # Errors
+/// Database errors.
+pub async fn advance(conn: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projection_checkpoints SET seq = $2, updated_at = now() WHERE name = $1")
+        .bind(name)
+        .bind(seq as i64)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The checkpoint of `name` (0 if it never ran).
+///
+/// # Errors
+/// Database errors.
+pub async fn get(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+/// Why a read-your-writes wait ended without the sequence being reached.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The projections did not reach the sequence in time.
+    #[error("projections have not reached sequence {wanted} after {waited:?} (at {reached})")]
+    Timeout {
+        /// The sequence asked for.
+        wanted: u64,
+        /// The lowest checkpoint among the projections waited for.
+        reached: u64,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The database could not be read.
+    #[error("read models unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Waits until every projection in `names` has applied stream sequence `seq`, polling every
+/// 5 ms, for at most `timeout`.
+///
+/// # Errors
+/// [`WaitError::Timeout`] with the reached sequence; [`WaitError::Database`].
+pub async fn wait_for_sequence(pool: &PgPool, names: &[&str], seq: u64, timeout: Duration) -> Result<(), WaitError> {
+    let start = tokio::time::Instant::now();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    loop {
+        let reached: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(c.seq, 0)) FROM UNNEST($1::text[]) AS n(name) LEFT JOIN projection_checkpoints c ON c.name = n.name",
+        )
+        .bind(&names)
+        .fetch_one(pool)
+        .await?;
+        let reached = reached.unwrap_or(0) as u64;
+        if reached >= seq {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(WaitError::Timeout { wanted: seq, reached, waited: start.elapsed() });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

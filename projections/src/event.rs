@@ -1,0 +1,134 @@
+//! Events as projections see them: parsed from a JetStream message's subject and headers,
+//! decoded into the domain's event enums.
+//!
+//! Projections depend on the domain and on the stored header names (a contract), never on
+//! the command side.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use covenant_domain::{CountryEvent, DecodeError, EventCodec, ProjectEvent, SecurityEvent, UserEvent};
+
+/// A stored event, as read from the stream.
+#[derive(Debug, Clone)]
+pub struct ProjectedEvent {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Full subject.
+    pub subject: String,
+    /// Aggregate type (second-to-last subject token).
+    pub aggregate: String,
+    /// Aggregate id (last subject token).
+    pub aggregate_id: String,
+    /// `Event-Id`.
+    pub event_id: String,
+    /// `Event-Type`.
+    pub event_type: String,
+    /// `Aggregate-Version`.
+    pub version: u64,
+    /// `Actor`.
+    pub actor: String,
+    /// `Occurred-At`, parsed (the stream's time if the header is missing or malformed).
+    pub occurred_at: DateTime<Utc>,
+    /// Payload bytes as stored.
+    pub payload: Bytes,
+    /// Why the headers could not be read in full, if so (the event is then skipped).
+    pub header_problem: Option<String>,
+}
+
+impl ProjectedEvent {
+    /// Parses a raw message; problems are recorded in `header_problem`, never panicked on.
+    pub fn parse(
+        seq: u64,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+        stream_time: DateTime<Utc>,
+    ) -> Self {
+        let get = |n: &str| headers.and_then(|h| h.get(n)).map(|v| v.as_str().to_owned());
+        let mut problems = Vec::new();
+        let mut need = |n: &str| {
+            get(n).unwrap_or_else(|| {
+                problems.push(format!("missing {n}"));
+                String::new()
+            })
+        };
+        let event_id = need("Event-Id");
+        let event_type = need("Event-Type");
+        let actor = need("Actor");
+        let version = need("Aggregate-Version");
+        let occurred = need("Occurred-At");
+        let version = version.parse().unwrap_or_else(|_| {
+            problems.push("Aggregate-Version is not a number".into());
+            0
+        });
+        let occurred_at = DateTime::parse_from_rfc3339(&occurred).map(|d| d.with_timezone(&Utc)).unwrap_or(stream_time);
+        let mut tokens = subject.rsplitn(3, '.');
+        let aggregate_id = tokens.next().unwrap_or_default().to_owned();
+        let aggregate = tokens.next().unwrap_or_default().to_owned();
+        Self {
+            seq,
+            subject: subject.to_owned(),
+            aggregate,
+            aggregate_id,
+            event_id,
+            event_type,
+            version,
+            actor,
+            occurred_at,
+            payload,
+            header_problem: (!problems.is_empty()).then(|| problems.join(", ")),
+        }
+    }
+
+    /// Decodes the payload into the domain event of its aggregate type.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for an unknown aggregate or event type or an unparsable payload.
+    pub fn decode(&self) -> Result<DomainEvent, DecodeError> {
+        if let Some(p) = &self.header_problem {
+            return Err(DecodeError::BadPayload { event_type: self.event_type.clone(), reason: p.clone() });
+        }
+        let (t, p) = (self.event_type.as_str(), self.payload.as_ref());
+        Ok(match self.aggregate.as_str() {
+            "country" => DomainEvent::Country(CountryEvent::decode(t, p)?),
+            "project" => DomainEvent::Project(ProjectEvent::decode(t, p)?),
+            "user" => DomainEvent::User(UserEvent::decode(t, p)?),
+            "security" => DomainEvent::Security(SecurityEvent::decode(t, p)?),
+            other => return Err(DecodeError::UnknownType(format!("{other}/{t}"))),
+        })
+    }
+}
+
+/// A decoded event of any aggregate.
+#[derive(Debug, Clone)]
+pub enum DomainEvent {
+    /// A country event.
+    Country(CountryEvent),
+    /// A project event.
+    Project(ProjectEvent),
+    /// A user event.
+    User(UserEvent),
+    /// A security event.
+    Security(SecurityEvent),
+}
+
+impl ProjectedEvent {
+    /// Builds from a JetStream message delivered by a consumer.
+    ///
+    /// # Errors
+    /// When the message carries no JetStream metadata (not from a consumer).
+    pub fn from_message(m: &async_nats::jetstream::Message) -> Result<(Self, u64), String> {
+        let info = m.info().map_err(|e| e.to_string())?;
+        let t = info.published;
+        let stream_time = DateTime::<Utc>::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default();
+        let e = Self::parse(
+            info.stream_sequence,
+            &m.message.subject,
+            m.message.headers.as_ref(),
+            m.message.payload.clone(),
+            stream_time,
+        );
+        Ok((e, info.pending))
+    }
+}

@@ -1,0 +1,431 @@
+//! The `ledger` projection: countries (with GDP history), projects, users and the covenant
+//! fund. A batch is first folded in memory into one change per row, then written with a
+//! handful of `UNNEST` statements, so throughput is not one round trip per event.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use covenant_domain::{CountryEvent, ProjectEvent, UserEvent};
+use sqlx::PgConnection;
+
+use crate::event::{DomainEvent, ProjectedEvent};
+use crate::projection::{Applied, Projection, Skipped, Tables};
+use crate::views::Fund;
+
+/// Projects countries, projects, users and the fund.
+pub struct LedgerProjection;
+
+#[derive(Default)]
+struct Row {
+    new: bool,
+    version: i64,
+    last_seq: i64,
+    at: DateTime<Utc>,
+    created_at: Option<DateTime<Utc>>,
+    a: Option<String>,
+    b: Option<String>,
+    c: Option<String>,
+    n: Option<i64>,
+    t: Option<DateTime<Utc>>,
+    t2: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct FundDelta {
+    total: i64,
+    countries: i64,
+    projects: i64,
+    users: i64,
+    created: i64,
+}
+
+/// One batch folded: row changes keyed by id, history rows, fund delta.
+#[derive(Default)]
+struct Fold {
+    countries: BTreeMap<String, Row>,
+    history: Vec<HistoryRow>,
+    projects: BTreeMap<uuid::Uuid, Row>,
+    users: BTreeMap<uuid::Uuid, Row>,
+    fund: FundDelta,
+    skipped: Vec<Skipped>,
+}
+
+fn touch<'a, K: Ord>(map: &'a mut BTreeMap<K, Row>, key: K, e: &ProjectedEvent) -> &'a mut Row {
+    let row = map.entry(key).or_default();
+    row.version = e.version as i64;
+    row.last_seq = e.seq as i64;
+    row.at = e.occurred_at;
+    row
+}
+
+fn usd(v: covenant_domain::Usd) -> i64 {
+    // Usd is at most 10^16 (domain invariant), far below i64::MAX.
+    i64::try_from(v.get()).unwrap_or(i64::MAX)
+}
+
+impl Fold {
+    fn add(&mut self, e: &ProjectedEvent) {
+        let skip = |reason: String| Skipped {
+            seq: e.seq,
+            subject: e.subject.clone(),
+            event_type: e.event_type.clone(),
+            reason,
+        };
+        match e.decode() {
+            Ok(DomainEvent::Country(c)) => self.country(e, c),
+            Ok(DomainEvent::Project(p)) => match uuid::Uuid::parse_str(&e.aggregate_id) {
+                Ok(id) => self.project(e, id, p),
+                Err(_) => self.skipped.push(skip("project id is not a UUID".into())),
+            },
+            Ok(DomainEvent::User(u)) => match uuid::Uuid::parse_str(&e.aggregate_id) {
+                Ok(id) => self.user(e, id, u),
+                Err(_) => self.skipped.push(skip("user id is not a UUID".into())),
+            },
+            Ok(DomainEvent::Security(_)) => {}
+            Err(err) => self.skipped.push(skip(err.to_string())),
+        }
+    }
+
+    fn country(&mut self, e: &ProjectedEvent, c: CountryEvent) {
+        let code = e.aggregate_id.clone();
+        let (gdp, delta) = match &c {
+            CountryEvent::Registered(r) => (Some(usd(r.gdp_usd)), None),
+            CountryEvent::GdpUpdated(u) => (Some(usd(u.new_gdp_usd)), Some(u.delta_bp)),
+            CountryEvent::Renamed(_) => (None, None),
+        };
+        let row = touch(&mut self.countries, code.clone(), e);
+        match c {
+            CountryEvent::Registered(r) => {
+                row.new = true;
+                row.created_at = Some(e.occurred_at);
+                row.a = Some(r.name.as_str().to_owned());
+                row.n = Some(usd(r.gdp_usd));
+                self.fund.total += usd(r.gdp_usd);
+                self.fund.countries += 1;
+            }
+            CountryEvent::GdpUpdated(u) => {
+                row.n = Some(usd(u.new_gdp_usd));
+                self.fund.total += usd(u.new_gdp_usd) - usd(u.old_gdp_usd);
+            }
+            CountryEvent::Renamed(r) => row.a = Some(r.new_name.as_str().to_owned()),
+        }
+        if let Some(g) = gdp {
+            self.history.push(HistoryRow {
+                code,
+                version: e.version as i64,
+                seq: e.seq as i64,
+                gdp: g,
+                delta,
+                at: e.occurred_at,
+            });
+        }
+    }
+
+    fn project(&mut self, e: &ProjectedEvent, id: uuid::Uuid, p: ProjectEvent) {
+        let row = touch(&mut self.projects, id, e);
+        match p {
+            ProjectEvent::Created(c) => {
+                row.new = true;
+                row.created_at = Some(e.occurred_at);
+                row.a = Some(c.country_code.to_string());
+                row.b = Some(c.name.as_str().to_owned());
+                row.c = Some("proposed".into());
+                row.n = Some(usd(c.budget_usd));
+                self.fund.projects += 1;
+                self.fund.created += 1;
+            }
+            ProjectEvent::Updated(u) => {
+                row.b = u.name.map(|n| n.as_str().to_owned()).or(row.b.take());
+                row.n = u.budget_usd.map(usd).or(row.n);
+                row.c = u.status.map(|s| s.as_str().to_owned()).or(row.c.take());
+            }
+            ProjectEvent::Deleted(_) => {
+                row.t = Some(e.occurred_at);
+                self.fund.projects -= 1;
+            }
+        }
+    }
+
+    fn user(&mut self, e: &ProjectedEvent, id: uuid::Uuid, u: UserEvent) {
+        let row = touch(&mut self.users, id, e);
+        match u {
+            UserEvent::Registered(r) => {
+                row.new = true;
+                row.created_at = Some(e.occurred_at);
+                row.a = Some(r.email.as_str().to_owned());
+                row.b = Some(r.role.as_str().to_owned());
+                self.fund.users += 1;
+            }
+            UserEvent::RoleChanged(c) => row.b = Some(c.new_role.as_str().to_owned()),
+            UserEvent::LoggedIn(l) => {
+                row.t = Some(e.occurred_at);
+                row.c = Some(l.ip.to_string());
+            }
+            UserEvent::LoggedOut(_) => row.t2 = Some(e.occurred_at),
+        }
+    }
+}
+
+/// Column vectors of a set of rows, for `UNNEST`.
+struct Cols<K> {
+    key: Vec<K>,
+    version: Vec<i64>,
+    last_seq: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+    created_at: Vec<Option<DateTime<Utc>>>,
+    a: Vec<Option<String>>,
+    b: Vec<Option<String>>,
+    c: Vec<Option<String>>,
+    n: Vec<Option<i64>>,
+    t: Vec<Option<DateTime<Utc>>>,
+    t2: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<K> Default for Cols<K> {
+    fn default() -> Self {
+        Self {
+            key: Vec::new(),
+            version: Vec::new(),
+            last_seq: Vec::new(),
+            at: Vec::new(),
+            created_at: Vec::new(),
+            a: Vec::new(),
+            b: Vec::new(),
+            c: Vec::new(),
+            n: Vec::new(),
+            t: Vec::new(),
+            t2: Vec::new(),
+        }
+    }
+}
+
+/// Splits rows into (new, existing) column sets.
+fn columns<K: Clone>(rows: BTreeMap<K, Row>) -> (Cols<K>, Cols<K>) {
+    let (mut ins, mut upd) = (Cols::default(), Cols::default());
+    for (k, r) in rows {
+        let c: &mut Cols<K> = if r.new { &mut ins } else { &mut upd };
+        c.key.push(k);
+        c.version.push(r.version);
+        c.last_seq.push(r.last_seq);
+        c.at.push(r.at);
+        c.created_at.push(r.created_at);
+        c.a.push(r.a);
+        c.b.push(r.b);
+        c.c.push(r.c);
+        c.n.push(r.n);
+        c.t.push(r.t);
+        c.t2.push(r.t2);
+    }
+    (ins, upd)
+}
+
+async fn write_countries(conn: &mut PgConnection, t: Tables, rows: BTreeMap<String, Row>) -> Result<(), sqlx::Error> {
+    let (ins, upd) = columns(rows);
+    let table = t.name("countries");
+    if !ins.key.is_empty() {
+        let sql = format!(
+            "INSERT INTO {table} (code, name, gdp_usd, version, last_seq, registered_at, updated_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[])"
+        );
+        sqlx::query(&sql)
+            .bind(ins.key)
+            .bind(ins.a)
+            .bind(ins.n)
+            .bind(ins.version)
+            .bind(ins.last_seq)
+            .bind(ins.created_at)
+            .bind(ins.at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !upd.key.is_empty() {
+        let sql = format!(
+            "UPDATE {table} c SET name = COALESCE(u.name, c.name), gdp_usd = COALESCE(u.gdp, c.gdp_usd), version = u.version, last_seq = u.last_seq, updated_at = u.at
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[]) AS u(code, name, gdp, version, last_seq, at)
+             WHERE c.code = u.code"
+        );
+        sqlx::query(&sql)
+            .bind(upd.key)
+            .bind(upd.a)
+            .bind(upd.n)
+            .bind(upd.version)
+            .bind(upd.last_seq)
+            .bind(upd.at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One GDP figure of a country (registration or update).
+struct HistoryRow {
+    code: String,
+    version: i64,
+    seq: i64,
+    gdp: i64,
+    delta: Option<i64>,
+    at: DateTime<Utc>,
+}
+
+async fn write_history(conn: &mut PgConnection, t: Tables, rows: Vec<HistoryRow>) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let code: Vec<String> = rows.iter().map(|r| r.code.clone()).collect();
+    let version: Vec<i64> = rows.iter().map(|r| r.version).collect();
+    let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let gdp: Vec<i64> = rows.iter().map(|r| r.gdp).collect();
+    let delta: Vec<Option<i64>> = rows.iter().map(|r| r.delta).collect();
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
+    let sql = format!(
+        "INSERT INTO {} (code, version, seq, gdp_usd, delta_bp, occurred_at)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[])",
+        t.name("country_gdp_history")
+    );
+    sqlx::query(&sql).bind(code).bind(version).bind(seq).bind(gdp).bind(delta).bind(at).execute(conn).await?;
+    Ok(())
+}
+
+async fn write_projects(
+    conn: &mut PgConnection,
+    t: Tables,
+    rows: BTreeMap<uuid::Uuid, Row>,
+) -> Result<(), sqlx::Error> {
+    let (ins, upd) = columns(rows);
+    let table = t.name("projects");
+    if !ins.key.is_empty() {
+        let sql = format!(
+            "INSERT INTO {table} (id, country_code, name, status, budget_usd, version, last_seq, created_at, updated_at, deleted_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])"
+        );
+        sqlx::query(&sql)
+            .bind(ins.key)
+            .bind(ins.a)
+            .bind(ins.b)
+            .bind(ins.c)
+            .bind(ins.n)
+            .bind(ins.version)
+            .bind(ins.last_seq)
+            .bind(ins.created_at)
+            .bind(ins.at)
+            .bind(ins.t)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !upd.key.is_empty() {
+        let sql = format!(
+            "UPDATE {table} p SET name = COALESCE(u.name, p.name), status = COALESCE(u.status, p.status),
+                 budget_usd = COALESCE(u.budget, p.budget_usd), deleted_at = COALESCE(u.deleted_at, p.deleted_at),
+                 version = u.version, last_seq = u.last_seq, updated_at = u.at
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::timestamptz[], $8::timestamptz[])
+                 AS u(id, name, status, budget, version, last_seq, at, deleted_at)
+             WHERE p.id = u.id"
+        );
+        sqlx::query(&sql)
+            .bind(upd.key)
+            .bind(upd.b)
+            .bind(upd.c)
+            .bind(upd.n)
+            .bind(upd.version)
+            .bind(upd.last_seq)
+            .bind(upd.at)
+            .bind(upd.t)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn write_users(conn: &mut PgConnection, t: Tables, rows: BTreeMap<uuid::Uuid, Row>) -> Result<(), sqlx::Error> {
+    let (ins, upd) = columns(rows);
+    let table = t.name("users");
+    if !ins.key.is_empty() {
+        let sql = format!(
+            "INSERT INTO {table} (id, email, role, last_login_ip, version, last_seq, registered_at, last_login_at, last_logout_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])"
+        );
+        sqlx::query(&sql)
+            .bind(ins.key)
+            .bind(ins.a)
+            .bind(ins.b)
+            .bind(ins.c)
+            .bind(ins.version)
+            .bind(ins.last_seq)
+            .bind(ins.created_at)
+            .bind(ins.t)
+            .bind(ins.t2)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !upd.key.is_empty() {
+        let sql = format!(
+            "UPDATE {table} x SET role = COALESCE(u.role, x.role), last_login_ip = COALESCE(u.ip, x.last_login_ip),
+                 last_login_at = COALESCE(u.login_at, x.last_login_at), last_logout_at = COALESCE(u.logout_at, x.last_logout_at),
+                 version = u.version, last_seq = u.last_seq
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[])
+                 AS u(id, role, ip, version, last_seq, login_at, logout_at)
+             WHERE x.id = u.id"
+        );
+        sqlx::query(&sql)
+            .bind(upd.key)
+            .bind(upd.b)
+            .bind(upd.c)
+            .bind(upd.version)
+            .bind(upd.last_seq)
+            .bind(upd.t)
+            .bind(upd.t2)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Projection for LedgerProjection {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["countries", "country_gdp_history", "projects", "users", "covenant_fund"]
+    }
+
+    fn init_sql(&self, tables: Tables) -> Vec<String> {
+        vec![format!("INSERT INTO {} VALUES (1, 0, 0, 0, 0, 0, 0)", tables.name("covenant_fund"))]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        tables: Tables,
+        events: &[ProjectedEvent],
+    ) -> Result<Applied, sqlx::Error> {
+        let mut fold = Fold::default();
+        for e in events {
+            fold.add(e);
+        }
+        let last_seq = events.last().map_or(0, |e| e.seq as i64);
+        write_countries(conn, tables, std::mem::take(&mut fold.countries)).await?;
+        write_history(conn, tables, std::mem::take(&mut fold.history)).await?;
+        write_projects(conn, tables, std::mem::take(&mut fold.projects)).await?;
+        write_users(conn, tables, std::mem::take(&mut fold.users)).await?;
+        let d = &fold.fund;
+        let sql = format!(
+            "UPDATE {} SET total_usd = total_usd + $1, countries = countries + $2, projects = projects + $3,
+                 users = users + $4, projects_created = projects_created + $5, as_of_seq = GREATEST(as_of_seq, $6)
+             WHERE id = 1
+             RETURNING total_usd, countries, projects, users, projects_created, as_of_seq",
+            tables.name("covenant_fund")
+        );
+        let fund: Fund = sqlx::query_as(&sql)
+            .bind(d.total)
+            .bind(d.countries)
+            .bind(d.projects)
+            .bind(d.users)
+            .bind(d.created)
+            .bind(last_seq)
+            .fetch_one(conn)
+            .await?;
+        Ok(Applied { skipped: fold.skipped, fund: Some(fund), projects_created: d.created as u64 })
+    }
+}

@@ -1,0 +1,188 @@
+//! Shadow rebuilds: replay the stream into fresh copies of a projection's tables while the
+//! live ones keep serving, then swap them in one transaction.
+//!
+//! The swap locks the live checkpoint row (which the runner also locks for every batch),
+//! applies the few events the shadow still lacks, renames the tables and commits: readers
+//! see the old tables or the new, never an error or a half state. Interrupting a rebuild
+//! leaves only shadow tables behind; rerunning starts them afresh.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use sqlx::{PgConnection, PgPool};
+
+use crate::checkpoint;
+use crate::event::ProjectedEvent;
+use crate::projection::{Projection, Tables};
+use crate::runner::apply_batch;
+
+/// Events per rebuild transaction.
+const REBUILD_BATCH: usize = 2000;
+
+/// Why a rebuild stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// NATS could not be read.
+    #[error("JetStream: {0}")]
+    Nats(String),
+    /// PostgreSQL failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildReport {
+    /// Events replayed into the shadow tables.
+    pub events: u64,
+    /// The checkpoint at the swap.
+    pub swapped_at: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Rebuilds `projection` from the stream, calling `progress(applied_seq, target_seq)`.
+///
+/// # Errors
+/// [`RebuildError`]; the live tables are untouched unless the swap committed.
+pub async fn rebuild(
+    js: &jetstream::Context,
+    stream: &str,
+    pool: &PgPool,
+    projection: &dyn Projection,
+    progress: impl Fn(u64, u64),
+) -> Result<RebuildReport, RebuildError> {
+    let started = std::time::Instant::now();
+    prepare_shadow(pool, projection).await?;
+    let shadow_cp = Tables::SHADOW.checkpoint(projection.name());
+    let mut done = 0u64;
+    let mut events = 0u64;
+    loop {
+        let target = stream_last_seq(js, stream).await?.max(checkpoint::get(pool, projection.name()).await?);
+        if target.saturating_sub(done) <= REBUILD_BATCH as u64 && done > 0 {
+            break;
+        }
+        if target == 0 {
+            break;
+        }
+        read_range(js, stream, done + 1, target, async |batch| {
+            let (cp, _) = apply_batch(pool, projection, Tables::SHADOW, &batch).await?;
+            events += batch.len() as u64;
+            done = cp;
+            progress(done, target);
+            Ok(())
+        })
+        .await?;
+    }
+    let swapped_at = swap(js, stream, pool, projection, &shadow_cp).await?;
+    progress(swapped_at, swapped_at);
+    Ok(RebuildReport { events, swapped_at, elapsed: started.elapsed() })
+}
+
+async fn prepare_shadow(pool: &PgPool, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for t in projection.tables() {
+        let shadow = Tables::SHADOW.name(t);
+        sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("CREATE TABLE {shadow} (LIKE {t} INCLUDING ALL)")).execute(&mut *tx).await?;
+    }
+    for sql in projection.init_sql(Tables::SHADOW) {
+        sqlx::query(&sql).execute(&mut *tx).await?;
+    }
+    let cp = Tables::SHADOW.checkpoint(projection.name());
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&cp).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM projection_skipped_events WHERE projection = $1").bind(&cp).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Locks the live checkpoint, brings the shadow up to it, renames, commits.
+async fn swap(
+    js: &jetstream::Context,
+    stream: &str,
+    pool: &PgPool,
+    projection: &dyn Projection,
+    shadow_cp: &str,
+) -> Result<u64, RebuildError> {
+    let mut tx = pool.begin().await?;
+    let live = checkpoint::lock(&mut tx, projection.name()).await?;
+    let have = checkpoint::lock(&mut tx, shadow_cp).await?;
+    if live > have {
+        let mut batches = Vec::new();
+        read_range(js, stream, have + 1, live, async |b| {
+            batches.push(b);
+            Ok(())
+        })
+        .await?;
+        for b in batches {
+            projection.apply(&mut tx, Tables::SHADOW, &b).await?;
+        }
+    }
+    rename_all(&mut tx, projection).await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(shadow_cp).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(live.max(have))
+}
+
+async fn rename_all(conn: &mut PgConnection, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+    for t in projection.tables() {
+        let (shadow, old) = (Tables::SHADOW.name(t), format!("{t}__old"));
+        sqlx::query(&format!("DROP TABLE IF EXISTS {old}")).execute(&mut *conn).await?;
+        sqlx::query(&format!("ALTER TABLE {t} RENAME TO {old}")).execute(&mut *conn).await?;
+        sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {t}")).execute(&mut *conn).await?;
+        sqlx::query(&format!("DROP TABLE {old}")).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn stream_last_seq(js: &jetstream::Context, stream: &str) -> Result<u64, RebuildError> {
+    let mut s = js.get_stream(stream).await.map_err(|e| RebuildError::Nats(e.to_string()))?;
+    Ok(s.info().await.map_err(|e| RebuildError::Nats(e.to_string()))?.state.last_sequence)
+}
+
+/// Reads stream sequences `from..=to` with an ordered consumer, handing batches of up to
+/// 2000 events to `each`.
+///
+/// # Errors
+/// NATS errors, or what `each` returns.
+pub async fn read_range(
+    js: &jetstream::Context,
+    stream: &str,
+    from: u64,
+    to: u64,
+    mut each: impl AsyncFnMut(Vec<ProjectedEvent>) -> Result<(), RebuildError>,
+) -> Result<(), RebuildError> {
+    if to < from {
+        return Ok(());
+    }
+    let nats = |e: &dyn std::fmt::Display| RebuildError::Nats(e.to_string());
+    let s = js.get_stream(stream).await.map_err(|e| nats(&e))?;
+    let c = s
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(&e))?;
+    let mut messages = c.messages().await.map_err(|e| nats(&e))?;
+    let mut batch = Vec::with_capacity(REBUILD_BATCH);
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .map_err(|_| RebuildError::Nats("stream read timed out".into()))?;
+        let m = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(nats(&e)),
+            None => return Err(RebuildError::Nats("ordered consumer closed".into())),
+        };
+        let (e, _) = ProjectedEvent::from_message(&m).map_err(|e| nats(&e))?;
+        let seq = e.seq;
+        batch.push(e);
+        if seq >= to || batch.len() >= REBUILD_BATCH {
+            each(std::mem::take(&mut batch)).await?;
+        }
+        if seq >= to {
+            return Ok(());
+        }
+    }
+}

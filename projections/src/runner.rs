@@ -1,0 +1,318 @@
+//! The projection runner: one durable pull consumer per projection (`projection-<name>`),
+//! each fetched batch applied to PostgreSQL in one transaction that also advances
+//! `projection_checkpoints`, then acknowledged. Events at or below the checkpoint are
+//! skipped, so a redelivery never applies twice.
+//!
+//! PostgreSQL is the checkpoint's home: at start the consumer is (re)created to deliver
+//! from `checkpoint + 1`, so a crash between commit and ack, or an ack lost in flight,
+//! costs a redelivery at most. While PostgreSQL is unreachable the batch is kept and
+//! retried with back-off; nothing is acknowledged that was not committed. One runner per
+//! projection is active at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use futures::FutureExt;
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::checkpoint;
+use crate::event::ProjectedEvent;
+use crate::projection::{Applied, Projection, Tables};
+
+/// The durable consumer name of a projection.
+pub fn consumer_name(projection: &str) -> String {
+    format!("projection-{projection}")
+}
+
+/// Why the runner stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// JetStream refused or could not be reached for consumer management.
+    #[error("JetStream: {0}")]
+    Nats(String),
+    /// Shutdown was requested.
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A batch was applied (or skipped as already applied) up to `last_seq`.
+    Applied {
+        /// Messages in the batch.
+        events: usize,
+        /// The checkpoint after it.
+        last_seq: u64,
+    },
+    /// Nothing to do within the fetch wait.
+    Idle,
+}
+
+/// Settings of a runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Event stream name.
+    pub stream: String,
+    /// Most messages per batch (and per transaction).
+    pub batch_size: usize,
+    /// How long one fetch waits for messages.
+    pub fetch_wait: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self { stream: "COVENANT_EVENTS".into(), batch_size: 1000, fetch_wait: Duration::from_millis(500) }
+    }
+}
+
+/// Runs one projection.
+pub struct Runner {
+    js: jetstream::Context,
+    pool: PgPool,
+    projection: Arc<dyn Projection>,
+    cfg: RunnerConfig,
+    messages: Option<pull::Stream>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Runner {
+    /// A runner that stops when `shutdown` turns true.
+    pub fn new(
+        js: jetstream::Context,
+        pool: PgPool,
+        projection: Arc<dyn Projection>,
+        cfg: RunnerConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self { js, pool, projection, cfg, messages: None, shutdown }
+    }
+
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Sleeps `d`, or returns early (true) when shutdown is requested.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.stopping(),
+            _ = self.shutdown.changed() => true,
+        }
+    }
+
+    /// Reads the checkpoint (waiting out a PostgreSQL outage) and recreates the durable
+    /// consumer to deliver from the next sequence.
+    async fn start_consumer(&mut self) -> Result<PullConsumer, RunnerError> {
+        let mut backoff = Duration::from_millis(100);
+        let cp = loop {
+            match checkpoint::get(&self.pool, self.name()).await {
+                Ok(cp) => break cp,
+                Err(e) => {
+                    tracing::warn!(projection = self.name(), error = %e, "read models unavailable; retrying");
+                    if self.pause(backoff).await {
+                        return Err(RunnerError::Shutdown);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let stream = self.js.get_stream(&self.cfg.stream).await.map_err(|e| RunnerError::Nats(e.to_string()))?;
+        let name = consumer_name(self.name());
+        let _ = stream.delete_consumer(&name).await;
+        let deliver_policy =
+            if cp == 0 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: cp + 1 } };
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("Covenant projection {}", self.name())),
+                deliver_policy,
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 100_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| RunnerError::Nats(format!("creating consumer {name}: {e}")))?;
+        tracing::info!(projection = self.name(), checkpoint = cp, "projection consumer ready");
+        Ok(consumer)
+    }
+
+    /// Fetches and applies one batch (the step that tests drive one at a time).
+    ///
+    /// # Errors
+    /// [`RunnerError::Shutdown`] when asked to stop mid-batch (nothing acknowledged);
+    /// [`RunnerError::Nats`] when the consumer cannot be (re)created.
+    pub async fn try_process_next(&mut self) -> Result<Outcome, RunnerError> {
+        let mut stream = match self.messages.take() {
+            Some(s) => s,
+            None => {
+                let consumer = self.start_consumer().await?;
+                consumer
+                    .stream()
+                    .max_messages_per_batch(self.cfg.batch_size)
+                    .messages()
+                    .await
+                    .map_err(|e| RunnerError::Nats(format!("consuming: {e}")))?
+            }
+        };
+        // Wait for the first message, then take whatever else is already buffered, so a
+        // lone event is applied at once and a backlog goes in full batches.
+        let first = tokio::select! {
+            m = tokio::time::timeout(self.cfg.fetch_wait, stream.next()) => m,
+            _ = self.shutdown.changed() => return Err(RunnerError::Shutdown),
+        };
+        let first = match first {
+            Err(_) => {
+                self.messages = Some(stream);
+                return Ok(Outcome::Idle);
+            }
+            Ok(Some(Ok(m))) => m,
+            Ok(other) => {
+                let why = other
+                    .map_or("consumer stream ended".to_owned(), |e| e.err().map(|e| e.to_string()).unwrap_or_default());
+                tracing::warn!(projection = self.name(), error = %why, "consumer stream failed; recreating the consumer");
+                self.pause(Duration::from_millis(200)).await;
+                return Ok(Outcome::Idle);
+            }
+        };
+        let mut messages = vec![first];
+        while messages.len() < self.cfg.batch_size {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(m))) => messages.push(m),
+                _ => break,
+            }
+        }
+        self.messages = Some(stream);
+        let mut events = Vec::with_capacity(messages.len());
+        let mut pending = 0;
+        for m in &messages {
+            match ProjectedEvent::from_message(m) {
+                Ok((e, p)) => {
+                    pending = p;
+                    events.push(e);
+                }
+                Err(reason) => {
+                    tracing::warn!(projection = self.name(), %reason, "message without JetStream metadata ignored")
+                }
+            }
+        }
+        let Some(last) = messages.last() else { return Ok(Outcome::Idle) };
+        let last_seq = self.apply_with_retry(&events).await?;
+        // AckPolicy::All: acknowledging the last message acknowledges the batch. A lost ack
+        // only means a redelivery, which the checkpoint skips.
+        if let Err(e) = last.ack_with(AckKind::Ack).await {
+            tracing::debug!(projection = self.name(), error = %e, "ack not sent");
+        }
+        metrics::gauge!("nats_consumer_pending_messages", "stream" => self.cfg.stream.clone(), "consumer" => consumer_name(self.name()))
+            .set(pending as f64);
+        Ok(Outcome::Applied { events: messages.len(), last_seq })
+    }
+
+    /// Applies `events` in one transaction with the checkpoint, retrying with back-off
+    /// while PostgreSQL fails. Returns the checkpoint after the batch.
+    async fn apply_with_retry(&mut self, events: &[ProjectedEvent]) -> Result<u64, RunnerError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            match apply_batch(&self.pool, self.projection.as_ref(), Tables::LIVE, events).await {
+                Ok((cp, applied)) => {
+                    self.record(&applied, events.len(), started.elapsed());
+                    return Ok(cp);
+                }
+                Err(e) => {
+                    tracing::warn!(projection = self.name(), error = %e, retry_in = ?backoff, "batch not applied; PostgreSQL unavailable?");
+                    if self.pause(backoff).await {
+                        return Err(RunnerError::Shutdown);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn record(&self, applied: &Applied, n: usize, took: Duration) {
+        let name = self.name();
+        metrics::counter!("covenant_projection_events_total", "projection" => name).increment(n as u64);
+        metrics::histogram!("covenant_projection_batch_duration_seconds", "projection" => name)
+            .record(took.as_secs_f64());
+        for s in &applied.skipped {
+            tracing::error!(projection = name, seq = s.seq, subject = %s.subject, event_type = %s.event_type, reason = %s.reason, "event skipped");
+        }
+        metrics::counter!("covenant_projection_skipped_events_total", "projection" => name)
+            .increment(applied.skipped.len() as u64);
+        if let Some(f) = applied.fund {
+            crate::monitor::set_business_gauges(&f);
+            metrics::counter!("covenant_projects_created_total").increment(applied.projects_created);
+        }
+    }
+
+    /// Runs until shutdown: steps batch after batch; on a JetStream error, waits and
+    /// recreates the consumer.
+    ///
+    /// # Errors
+    /// None in practice; returns `Ok` on shutdown.
+    pub async fn run(mut self) -> Result<(), RunnerError> {
+        while !self.stopping() {
+            match self.try_process_next().await {
+                Ok(_) => {}
+                Err(RunnerError::Shutdown) => break,
+                Err(e) => {
+                    tracing::warn!(projection = self.name(), error = %e, "projection paused; retrying");
+                    self.messages = None;
+                    if self.pause(Duration::from_secs(1)).await {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(projection = self.name(), "projection stopped");
+        Ok(())
+    }
+}
+
+/// One transaction: lock the checkpoint, apply the events above it, record skipped
+/// events, advance the checkpoint. Returns the new checkpoint and what was applied.
+///
+/// # Errors
+/// Database errors (nothing is then committed).
+pub async fn apply_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    tables: Tables,
+    events: &[ProjectedEvent],
+) -> Result<(u64, Applied), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let name = tables.checkpoint(projection.name());
+    let cp = checkpoint::lock(&mut tx, &name).await?;
+    let fresh: Vec<ProjectedEvent> = events.iter().filter(|e| e.seq > cp).cloned().collect();
+    if events.len() > fresh.len() {
+        metrics::counter!("covenant_projection_redeliveries_total", "projection" => projection.name())
+            .increment((events.len() - fresh.len()) as u64);
+    }
+    let Some(last) = fresh.last().map(|e| e.seq) else {
+        tx.commit().await?;
+        return Ok((cp, Applied::default()));
+    };
+    let applied = projection.apply(&mut tx, tables, &fresh).await?;
+    for s in &applied.skipped {
+        sqlx::query("INSERT INTO projection_skipped_events (projection, seq, subject, event_type, reason) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+            .bind(projection.name())
+            .bind(s.seq as i64)
+            .bind(&s.subject)
+            .bind(&s.event_type)
+            .bind(&s.reason)
+            .execute(&mut *tx)
+            .await?;
+    }
+    checkpoint::advance(&mut tx, &name, last).await?;
+    tx.commit().await?;
+    Ok((last, applied))
+}
