@@ -93,22 +93,7 @@ impl IdempotencyStore {
     /// # Errors
     /// [`LogError::Unavailable`].
     pub async fn open(log: EventLog) -> Result<Self, LogError> {
-        let bucket = format!("{}_IDEMPOTENCY", log.config().stream);
-        let js = log.jetstream();
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "Covenant idempotency keys".into(),
-                    history: 1,
-                    max_age: KEY_TTL,
-                    num_replicas: log.config().replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LogError::unavailable(format!("idempotency bucket {bucket}: {e}")))?,
-        };
+        let kv = log.kv_bucket("IDEMPOTENCY", "Covenant idempotency keys", KEY_TTL).await?;
         Ok(Self { kv, log, stale_after: Duration::from_secs(30) })
     }
 

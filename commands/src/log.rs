@@ -339,6 +339,34 @@ impl EventLog {
         }
     }
 
+    /// Opens the KV bucket `<stream>_<suffix>` beside the stream, creating it (with the
+    /// stream's replica count) when absent.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`].
+    pub async fn kv_bucket(
+        &self,
+        suffix: &str,
+        description: &str,
+        max_age: Duration,
+    ) -> Result<jetstream::kv::Store, LogError> {
+        let bucket = format!("{}_{suffix}", self.cfg.stream);
+        if let Ok(kv) = self.js.get_key_value(&bucket).await {
+            return Ok(kv);
+        }
+        self.js
+            .create_key_value(jetstream::kv::Config {
+                bucket: bucket.clone(),
+                description: description.into(),
+                history: 1,
+                max_age,
+                num_replicas: self.cfg.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::unavailable(format!("KV bucket {bucket}: {e}")))
+    }
+
     /// The stream's last sequence (0 when empty).
     ///
     /// # Errors

@@ -37,21 +37,9 @@ impl Snapshots {
     /// # Errors
     /// [`LogError::Unavailable`].
     pub async fn open(log: &EventLog) -> Result<Self, LogError> {
-        let bucket = format!("{}_SNAPSHOTS", log.config().stream);
-        let js = log.jetstream();
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "Covenant aggregate snapshots (a cache; safe to delete)".into(),
-                    history: 1,
-                    num_replicas: log.config().replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LogError::unavailable(format!("snapshot bucket {bucket}: {e}")))?,
-        };
+        let kv = log
+            .kv_bucket("SNAPSHOTS", "Covenant aggregate snapshots (a cache; safe to delete)", std::time::Duration::ZERO)
+            .await?;
         Ok(Self { kv })
     }
 

@@ -79,6 +79,9 @@ enum ProjectionsCmd {
 enum BenchCmd {
     /// Commands/s and p50/p99 across many aggregates beside raw JetStream publishes.
     Commands(CommandsBench),
+    /// Projection events/s over a large stream beside a raw PostgreSQL bulk insert, and
+    /// the wall time of a full rebuild.
+    Projections(covenant_ops::bench::projections::ProjectionsBench),
 }
 
 #[tokio::main]
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { what: BenchCmd::Commands(opts) } => {
             covenant_ops::bench::commands::run(&opts, s.nats_url.as_deref()).await
         }
+        Cmd::Bench { what: BenchCmd::Projections(opts) } => covenant_ops::bench::projections::run(&opts).await,
     }
 }
 

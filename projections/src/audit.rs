@@ -1,6 +1,8 @@
 //! The `audit` projection: every event, newest first by type, subject or actor (the seed's
 //! `get_recent_events`), one bulk insert per batch.
 
+use std::io::Write as _;
+
 use sqlx::PgConnection;
 
 use crate::event::ProjectedEvent;
@@ -25,61 +27,50 @@ impl Projection for AuditProjection {
         tables: Tables,
         events: &[ProjectedEvent],
     ) -> Result<Applied, sqlx::Error> {
-        let n = events.len();
-        let (
-            mut seq,
-            mut subject,
-            mut aggregate,
-            mut id,
-            mut event_id,
-            mut event_type,
-            mut version,
-            mut actor,
-            mut at,
-            mut payload,
-        ) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for e in events {
-            seq.push(e.seq as i64);
-            subject.push(e.subject.clone());
-            aggregate.push(e.aggregate.clone());
-            id.push(e.aggregate_id.clone());
-            event_id.push(e.event_id.clone());
-            event_type.push(e.event_type.clone());
-            version.push(e.version as i64);
-            actor.push(e.actor.clone());
-            at.push(e.occurred_at);
-            // Non-JSON (or redacted) payloads are kept as NULL; the event itself is still listed.
-            payload.push(serde_json::from_slice::<serde_json::Value>(&e.payload).ok());
-        }
-        let sql = format!(
-            "INSERT INTO {} (seq, subject, aggregate, aggregate_id, event_id, event_type, version, actor, occurred_at, payload)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::jsonb[])",
-            tables.name("audit_events")
-        );
-        sqlx::query(&sql)
-            .bind(seq)
-            .bind(subject)
-            .bind(aggregate)
-            .bind(id)
-            .bind(event_id)
-            .bind(event_type)
-            .bind(version)
-            .bind(actor)
-            .bind(at)
-            .bind(payload)
-            .execute(conn)
-            .await?;
+        insert_rows(conn, &tables.name("audit_events"), events).await?;
         Ok(Applied::default())
     }
+}
+
+/// Inserts `events` as rows of `table` (shaped like `audit_events`) with one `COPY`, the
+/// fastest bulk path PostgreSQL has. Payloads that are not JSON are stored as NULL.
+///
+/// # Errors
+/// Database errors.
+pub async fn insert_rows(conn: &mut PgConnection, table: &str, events: &[ProjectedEvent]) -> Result<(), sqlx::Error> {
+    let mut csv = Vec::with_capacity(events.len() * 400);
+    for e in events {
+        let at = e.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        write!(&mut csv, "{},", e.seq).ok();
+        for field in [&e.subject, &e.aggregate, &e.aggregate_id, &e.event_id, &e.event_type] {
+            quote(&mut csv, field.as_bytes());
+            csv.push(b',');
+        }
+        write!(&mut csv, "{},", e.version).ok();
+        quote(&mut csv, e.actor.as_bytes());
+        write!(&mut csv, ",{at},").ok();
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&e.payload).is_ok() {
+            quote(&mut csv, &e.payload);
+        }
+        csv.push(b'\n');
+    }
+    let sql = format!(
+        "COPY {table} (seq, subject, aggregate, aggregate_id, event_id, event_type, version, actor, occurred_at, payload) FROM STDIN WITH (FORMAT csv)"
+    );
+    let mut copy = conn.copy_in_raw(&sql).await?;
+    copy.send(csv).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// A CSV field in double quotes (an unquoted empty field is NULL, a quoted one is text).
+fn quote(out: &mut Vec<u8>, field: &[u8]) {
+    out.push(b'"');
+    for &b in field {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
 }

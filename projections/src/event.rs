@@ -132,3 +132,20 @@ impl ProjectedEvent {
         Ok((e, info.pending))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn missing_headers_are_reported_not_panicked_on() {
+        let at = Utc.timestamp_opt(5, 0).single().expect("time");
+        let e = ProjectedEvent::parse(3, "covenant.events.country.FR", None, Bytes::from_static(b"{}"), at);
+        assert_eq!((e.aggregate.as_str(), e.aggregate_id.as_str(), e.occurred_at), ("country", "FR", at));
+        let problem = e.header_problem.clone().expect("a problem");
+        assert!(problem.contains("missing Event-Id") && problem.contains("missing Event-Type"), "{problem}");
+        assert!(e.decode().is_err());
+    }
+}

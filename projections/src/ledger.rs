@@ -429,3 +429,101 @@ impl Projection for LedgerProjection {
         Ok(Applied { skipped: fold.skipped, fund: Some(fund), projects_created: d.created as u64 })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use chrono::TimeZone;
+    use covenant_domain::EventCodec;
+    use covenant_domain::country::{CountryGdpUpdated, CountryRegistered, CountryRenamed};
+    use covenant_domain::project::{ProjectCreated, ProjectDeleted, ProjectUpdated};
+    use covenant_domain::{CountryCode, Name, ProjectStatus, Usd};
+
+    use super::*;
+
+    fn event(seq: u64, aggregate: &str, id: &str, version: u64, e: &impl EventCodec) -> ProjectedEvent {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Event-Id", format!("e{seq}").as_str());
+        h.insert("Event-Type", e.type_name());
+        h.insert("Aggregate-Version", version.to_string().as_str());
+        h.insert("Occurred-At", format!("2026-11-22T10:00:{seq:02}Z").as_str());
+        h.insert("Actor", "system");
+        let at = Utc.timestamp_opt(0, 0).single().expect("epoch");
+        ProjectedEvent::parse(seq, &format!("covenant.events.{aggregate}.{id}"), Some(&h), Bytes::from(e.encode()), at)
+    }
+
+    fn usd(v: u64) -> Usd {
+        Usd::new(v).expect("usd")
+    }
+
+    #[test]
+    fn a_batch_folds_each_country_into_one_row_change_and_a_fund_delta() {
+        let mut f = Fold::default();
+        let reg = CountryEvent::Registered(CountryRegistered {
+            code: CountryCode::parse("FR").expect("code"),
+            name: Name::parse("France").expect("name"),
+            gdp_usd: usd(100),
+        });
+        let up = CountryEvent::GdpUpdated(CountryGdpUpdated {
+            old_gdp_usd: usd(100),
+            new_gdp_usd: usd(250),
+            delta_bp: 15_000,
+        });
+        let ren = CountryEvent::Renamed(CountryRenamed {
+            old_name: Name::parse("France").expect("name"),
+            new_name: Name::parse("French Republic").expect("name"),
+        });
+        for (seq, v, e) in [(1, 1, &reg), (2, 2, &up), (3, 3, &ren)] {
+            f.add(&event(seq, "country", "FR", v, e));
+        }
+        let row = &f.countries["FR"];
+        assert!(row.new);
+        assert_eq!((row.a.as_deref(), row.n, row.version, row.last_seq), (Some("French Republic"), Some(250), 3, 3));
+        assert_eq!((f.fund.total, f.fund.countries), (250, 1));
+        assert_eq!(
+            f.history.iter().map(|h| (h.version, h.gdp, h.delta)).collect::<Vec<_>>(),
+            [(1, 100, None), (2, 250, Some(15_000))]
+        );
+        assert!(f.skipped.is_empty());
+    }
+
+    #[test]
+    fn project_updates_merge_and_a_delete_leaves_the_fund_count() {
+        let id = uuid::Uuid::new_v4();
+        let mut f = Fold::default();
+        let created = ProjectEvent::Created(ProjectCreated {
+            country_code: CountryCode::parse("FR").expect("code"),
+            name: Name::parse("Rail").expect("name"),
+            budget_usd: usd(5),
+        });
+        let status =
+            ProjectEvent::Updated(ProjectUpdated { status: Some(ProjectStatus::Active), ..Default::default() });
+        let budget = ProjectEvent::Updated(ProjectUpdated { budget_usd: Some(usd(9)), ..Default::default() });
+        let deleted = ProjectEvent::Deleted(ProjectDeleted {});
+        for (seq, e) in [(1, &created), (2, &status), (3, &budget), (4, &deleted)] {
+            f.add(&event(seq, "project", &id.to_string(), seq, e));
+        }
+        let row = &f.projects[&id];
+        assert_eq!((row.b.as_deref(), row.c.as_deref(), row.n), (Some("Rail"), Some("active"), Some(9)));
+        assert!(row.t.is_some(), "deleted_at set");
+        assert_eq!((f.fund.projects, f.fund.created), (0, 1));
+    }
+
+    #[test]
+    fn undecodable_events_are_skipped_with_their_reason() {
+        let mut f = Fold::default();
+        let reg = CountryEvent::Renamed(CountryRenamed {
+            old_name: Name::parse("A").expect("name"),
+            new_name: Name::parse("B").expect("name"),
+        });
+        let mut bad = event(7, "country", "FR", 2, &reg);
+        bad.event_type = "country.exploded".into();
+        f.add(&bad);
+        f.add(&event(8, "project", "not-a-uuid", 1, &ProjectEvent::Deleted(ProjectDeleted {})));
+        let reasons: Vec<(u64, &str)> = f.skipped.iter().map(|s| (s.seq, s.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 2);
+        assert!(reasons[0].1.contains("unknown event type"), "{reasons:?}");
+        assert_eq!(reasons[1], (8, "project id is not a UUID"));
+        assert!(f.countries.is_empty() && f.projects.is_empty());
+    }
+}

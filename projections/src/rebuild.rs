@@ -92,7 +92,6 @@ async fn prepare_shadow(pool: &PgPool, projection: &dyn Projection) -> Result<()
     }
     let cp = Tables::SHADOW.checkpoint(projection.name());
     sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&cp).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM projection_skipped_events WHERE projection = $1").bind(&cp).execute(&mut *tx).await?;
     tx.commit().await
 }
 
@@ -119,9 +118,13 @@ async fn swap(
         }
     }
     rename_all(&mut tx, projection).await?;
+    // The swapped-in tables hold everything up to the shadow's position, which may be ahead
+    // of the live runner: the checkpoint moves there, so nothing is applied twice.
+    let at = live.max(have);
+    checkpoint::advance(&mut tx, projection.name(), at).await?;
     sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(shadow_cp).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(live.max(have))
+    Ok(at)
 }
 
 async fn rename_all(conn: &mut PgConnection, projection: &dyn Projection) -> Result<(), sqlx::Error> {

@@ -23,6 +23,9 @@ use crate::checkpoint;
 use crate::event::ProjectedEvent;
 use crate::projection::{Applied, Projection, Tables};
 
+/// How long a batch waits for more buffered messages after its first one.
+const LINGER: Duration = Duration::from_millis(2);
+
 /// The durable consumer name of a projection.
 pub fn consumer_name(projection: &str) -> String {
     format!("projection-{projection}")
@@ -183,10 +186,19 @@ impl Runner {
                 return Ok(Outcome::Idle);
             }
         };
+        // Linger briefly for the rest of a backlog: a lone event waits at most LINGER.
         let mut messages = vec![first];
+        let until = tokio::time::Instant::now() + LINGER;
         while messages.len() < self.cfg.batch_size {
-            match stream.next().now_or_never() {
-                Some(Some(Ok(m))) => messages.push(m),
+            let next = match stream.next().now_or_never() {
+                Some(m) => m,
+                None => match tokio::time::timeout_at(until, stream.next()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                Some(Ok(m)) => messages.push(m),
                 _ => break,
             }
         }

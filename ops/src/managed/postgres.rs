@@ -57,8 +57,16 @@ impl PgCluster {
     /// # Errors
     /// When binaries are missing or the server does not start.
     pub async fn start_temp() -> Result<Self> {
+        Self::start_temp_with(false).await
+    }
+
+    /// Like [`PgCluster::start_temp`], with fsync on when `durable` (benchmarks).
+    ///
+    /// # Errors
+    /// As [`PgCluster::start_temp`].
+    pub async fn start_temp_with(durable: bool) -> Result<Self> {
         let tmp = tempfile::Builder::new().prefix("covenant-pg-").tempdir()?;
-        let mut c = Self::init(tmp.path(), free_port()?, false)?;
+        let mut c = Self::init(tmp.path(), free_port()?, durable)?;
         c._tmp = Some(tmp);
         c.start().await?;
         Ok(c)

@@ -111,6 +111,7 @@ pub async fn read_models(pool: &sqlx::PgPool) -> Vec<(String, serde_json::Value)
 pub async fn fold_until(js: &async_nats::jetstream::Context, stream: &str, pool: &sqlx::PgPool, seq: u64) {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     for p in covenant_projections::all() {
+        let p_name = p.name();
         let cfg = covenant_projections::RunnerConfig {
             stream: stream.to_owned(),
             fetch_wait: Duration::from_millis(100),
@@ -118,12 +119,20 @@ pub async fn fold_until(js: &async_nats::jetstream::Context, stream: &str, pool:
         };
         let mut runner = covenant_projections::Runner::new(js.clone(), pool.clone(), p, cfg, rx.clone());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            assert!(tokio::time::Instant::now() < deadline, "projection did not reach {seq}");
-            match runner.try_process_next().await.expect("step") {
-                covenant_projections::Outcome::Applied { last_seq, .. } if last_seq >= seq => break,
-                _ => {}
-            }
+        let name = p_name;
+        while covenant_projections::checkpoint::get(pool, name).await.expect("checkpoint") < seq {
+            assert!(tokio::time::Instant::now() < deadline, "projection {name} did not reach {seq}");
+            runner.try_process_next().await.expect("step");
         }
     }
+}
+
+/// Registers country `code` as the system actor.
+pub async fn register_country(side: &CommandSide, code: &str, name: &str, gdp: u64) -> covenant_commands::Receipt {
+    let cmd = covenant_domain::CountryCommand::Register {
+        code: covenant_domain::CountryCode::parse(code).expect("code"),
+        name: covenant_domain::Name::parse(name).expect("name"),
+        gdp_usd: covenant_domain::Usd::new(gdp).expect("usd"),
+    };
+    side.countries.execute(code, cmd, &covenant_commands::CommandContext::system()).await.expect("register country")
 }

@@ -5,6 +5,7 @@ mod harness;
 
 mod audit_chain;
 mod bad_input;
+mod cli;
 mod cluster;
 mod concurrency;
 mod cqrs_framework;

@@ -29,18 +29,7 @@ async fn unknown_types_bad_payloads_and_bad_headers_are_skipped_and_recorded() {
     let side = crate::harness::side(&server.url(), &cfg).await;
     let ctx = CommandContext::system();
     let usd = |v| Usd::new(v).expect("usd");
-    side.countries
-        .execute(
-            "GH",
-            CountryCommand::Register {
-                code: CountryCode::parse("GH").expect("code"),
-                name: Name::parse("Ghana").expect("name"),
-                gdp_usd: usd(5),
-            },
-            &ctx,
-        )
-        .await
-        .expect("register");
+    crate::harness::register_country(&side, "GH", "Ghana", 5).await;
     side.countries.execute("GH", CountryCommand::UpdateGdp { gdp_usd: usd(9) }, &ctx).await.expect("update");
     // Written around the command side, as a buggy or foreign writer would.
     let js = side.log.jetstream().clone();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use covenant_commands::CommandContext;
-use covenant_domain::{CountryCode, CountryCommand, Name, Usd};
+use covenant_domain::{CountryCommand, Usd};
 use covenant_projections::monitor::Monitor;
 
 use crate::harness::{eventually, log_config, metric_value, metrics, nats, pg};
@@ -20,18 +20,7 @@ async fn lag_gauges_count_exactly_the_unapplied_events_and_return_to_zero() {
     let js = side.log.jetstream().clone();
     let ctx = CommandContext::system();
     let usd = |v| Usd::new(v).expect("usd");
-    side.countries
-        .execute(
-            "KE",
-            CountryCommand::Register {
-                code: CountryCode::parse("KE").expect("code"),
-                name: Name::parse("Kenya").expect("name"),
-                gdp_usd: usd(1),
-            },
-            &ctx,
-        )
-        .await
-        .expect("register");
+    crate::harness::register_country(&side, "KE", "Kenya", 1).await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = covenant_ops::projections::spawn(&js, &cfg.stream, &pool, &stop_rx, Duration::from_millis(100));

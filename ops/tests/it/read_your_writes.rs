@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use covenant_commands::CommandContext;
-use covenant_domain::{CountryCode, CountryCommand, Name, Usd};
+use covenant_domain::{CountryCommand, Usd};
 use covenant_projections::checkpoint::{PROJECTIONS, WaitError, wait_for_sequence};
 
 use crate::harness::{log_config, nats, pg};
@@ -20,18 +20,7 @@ async fn a_write_is_visible_once_its_sequence_is_reached_every_time() {
         covenant_ops::projections::spawn(side.log.jetstream(), &cfg.stream, &pool, &stop_rx, Duration::from_secs(1));
     let ctx = CommandContext::system();
     let usd = |v| Usd::new(v).expect("usd");
-    side.countries
-        .execute(
-            "NO",
-            CountryCommand::Register {
-                code: CountryCode::parse("NO").expect("code"),
-                name: Name::parse("Norway").expect("name"),
-                gdp_usd: usd(1),
-            },
-            &ctx,
-        )
-        .await
-        .expect("register");
+    crate::harness::register_country(&side, "NO", "Norway", 1).await;
     for i in 0..200u64 {
         let r = side
             .countries
