@@ -10,11 +10,13 @@
 //!
 //! Modules:
 //! - [`entry`]: genesis and entry hashes (`h_0`, `h_k`), header names.
-//! - [`merkle`]: the Merkle tree hash over entry hashes.
+//! - [`merkle`]: the Merkle tree hash over entry hashes, and its O(log n) incremental form.
+//! - [`proof`]: RFC 9162 inclusion and consistency proofs.
 //! - [`encoding`]: base64 helpers for hashes as they appear in headers.
 
 pub mod encoding;
 pub mod entry;
 pub mod merkle;
+pub mod proof;
 
 pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};

@@ -35,9 +35,64 @@ pub fn root(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The tree built leaf by leaf in O(log n) memory: the roots of the perfect subtrees that
+/// make up the current tree, largest first (the sealer's state).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactTree {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl CompactTree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut h = leaf;
+        let mut n = self.size;
+        // Each trailing 1 bit of the old size is a perfect subtree of equal height to merge.
+        while n & 1 == 1 {
+            let left = self.peaks.pop().expect("one peak per set bit of the size");
+            h = node(&left, &h);
+            n >>= 1;
+        }
+        self.peaks.push(h);
+        self.size += 1;
+    }
+
+    /// The Merkle tree hash of the leaves so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.peaks.iter().rev();
+        match it.next() {
+            None => Sha256::digest([]).into(),
+            Some(last) => it.fold(*last, |acc, left| node(left, &acc)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_compact_tree_matches_the_recursive_root_at_every_size() {
+        let leaves: Vec<Hash> = (0u32..70).map(|i| Sha256::digest(i.to_be_bytes()).into()).collect();
+        let mut t = CompactTree::new();
+        assert_eq!(t.root(), root(&[]));
+        for (i, l) in leaves.iter().enumerate() {
+            t.push(*l);
+            assert_eq!(t.root(), root(&leaves[..=i]), "size {}", i + 1);
+            assert_eq!(t.peaks.len() as u32, t.size().count_ones());
+        }
+    }
 
     #[test]
     fn split_point_is_the_largest_power_of_two_below_n() {
