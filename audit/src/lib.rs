@@ -12,11 +12,13 @@
 //! - [`entry`]: genesis and entry hashes (`h_0`, `h_k`), header names.
 //! - [`merkle`]: the Merkle tree hash over entry hashes, and its O(log n) incremental form.
 //! - [`proof`]: RFC 9162 inclusion and consistency proofs.
+//! - [`note`]: checkpoints as C2SP signed notes (Ed25519).
 //! - [`encoding`]: base64 helpers for hashes as they appear in headers.
 
 pub mod encoding;
 pub mod entry;
 pub mod merkle;
+pub mod note;
 pub mod proof;
 
 pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};
