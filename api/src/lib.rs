@@ -1,1 +1,71 @@
-//! placeholder
+//! Covenant's HTTP API: GraphQL (queries over the read models), GraphiQL, health and
+//! metrics routes.
+//!
+//! Depends on the domain, the command side, the projections and the audit crate; built
+//! into the `covenant` binary by `ops`.
+//!
+//! Modules:
+//! - [`http`]: routes and the request metrics middleware (GraphQL over HTTP content
+//!   negotiation, `Covenant-Min-Sequence` read-your-writes).
+//! - [`graphql`]: the schema.
+//! - [`error`]: the one error type and its `extensions.code`.
+
+pub mod error;
+pub mod graphql;
+pub mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1 << 20;
+/// Longest a request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the handlers share.
+pub struct AppState {
+    /// The GraphQL schema.
+    pub schema: graphql::CovenantSchema,
+    /// Read-model pool.
+    pub pool: PgPool,
+    /// NATS connection (health, lag).
+    pub nats: async_nats::Client,
+    /// Event stream name.
+    pub stream: String,
+    /// The Prometheus handle `/metrics` renders, if this process records metrics.
+    pub metrics: Option<PrometheusHandle>,
+    /// Projection lag above which the health check reports degraded.
+    pub max_lag: u64,
+}
+
+impl AppState {
+    /// State over `pool` and `nats` for `stream`.
+    pub fn new(
+        pool: PgPool,
+        nats: async_nats::Client,
+        stream: impl Into<String>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        Self { schema: graphql::schema(pool.clone()), pool, nats, stream: stream.into(), metrics, max_lag: 10_000 }
+    }
+}
+
+/// The router: `/api/graphql` (POST GraphQL, GET GraphiQL), `/api/healthcheck`, `/metrics`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/graphql", get(http::graphiql).post(http::graphql))
+        .route("/api/healthcheck", get(http::health))
+        .route("/metrics", get(http::metrics_text))
+        .route_layer(axum::middleware::from_fn(http::track))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}

@@ -6,6 +6,7 @@
 //! Modules:
 //! - [`settings`]: the typed `Settings` (environment and flags).
 //! - [`connect`]: NATS connections; managed services when none are configured.
+//! - [`http`]: serving the HTTP API.
 //! - [`managed`]: nats-server (single node or 3-node cluster) and PostgreSQL as children.
 //! - [`projections`]: running projections in-process; `covenant projections …`.
 //! - [`seed`]: the Gapminder demo data.
@@ -14,6 +15,7 @@
 
 pub mod bench;
 pub mod connect;
+pub mod http;
 pub mod managed;
 pub mod projections;
 pub mod seed;

@@ -159,6 +159,14 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     } else {
         Vec::new()
     };
+    let metrics = covenant_ops::telemetry::install_metrics();
+    let state = covenant_api::AppState::new(
+        db.pool.clone(),
+        connect::client(&nats.url).await?,
+        s.stream.clone(),
+        Some(metrics),
+    );
+    let http = covenant_ops::http::serve(s.http_addr, state, stop_rx.clone()).await?;
     if demo {
         run_seed(&side).await?;
     }
@@ -178,6 +186,7 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     shutdown_signal().await?;
     println!("stopping");
     let _ = stop_tx.send(true);
+    let _ = http.task.await;
     for t in tasks {
         let _ = t.await;
     }

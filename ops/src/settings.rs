@@ -32,6 +32,10 @@ impl From<SyncArg> for SyncPolicy {
 /// Where Covenant finds (or starts) its services.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
+    /// Address the HTTP API listens on (port 0 = any free port).
+    #[arg(long, env = "COVENANT_HTTP_ADDR", default_value = "127.0.0.1:4000", global = true)]
+    pub http_addr: std::net::SocketAddr,
+
     /// NATS server URL(s), comma-separated. Unset: a managed nats-server is started under
     /// the data directory on 127.0.0.1:14222.
     #[arg(long, env = "COVENANT_NATS_URL", global = true)]

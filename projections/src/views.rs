@@ -71,3 +71,170 @@ pub async fn recent_events(
     .fetch_all(pool)
     .await
 }
+
+/// A country as the read model holds it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct CountryRow {
+    /// ISO code.
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// Current GDP, whole USD.
+    pub gdp_usd: i64,
+    /// Aggregate version.
+    pub version: i64,
+    /// When it was registered.
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// When it last changed.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Sort orders of the country list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountryOrder {
+    /// By ISO code, ascending.
+    Code,
+    /// By GDP, largest first (ties by code).
+    GdpDesc,
+}
+
+/// A page of countries after the keyset cursor `after` (the last row of the previous
+/// page), `first + 1` rows so the caller knows whether another page follows.
+///
+/// # Errors
+/// Database errors.
+pub async fn countries(
+    pool: &PgPool,
+    order: CountryOrder,
+    first: i64,
+    after: Option<&CountryRow>,
+) -> Result<Vec<CountryRow>, sqlx::Error> {
+    let cols = "code, name, gdp_usd, version, registered_at, updated_at";
+    let limit = first.clamp(0, 500) + 1;
+    match order {
+        CountryOrder::Code => {
+            sqlx::query_as(&format!("SELECT {cols} FROM countries WHERE ($1::text IS NULL OR code > $1) ORDER BY code LIMIT $2"))
+                .bind(after.map(|a| a.code.clone()))
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+        CountryOrder::GdpDesc => {
+            sqlx::query_as(&format!(
+                "SELECT {cols} FROM countries WHERE ($1::bigint IS NULL OR (gdp_usd, code) < ($1, $2)) ORDER BY gdp_usd DESC, code DESC LIMIT $3"
+            ))
+            .bind(after.map(|a| a.gdp_usd))
+            .bind(after.map(|a| a.code.clone()))
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        }
+    }
+}
+
+/// One country by code.
+///
+/// # Errors
+/// Database errors.
+pub async fn country(pool: &PgPool, code: &str) -> Result<Option<CountryRow>, sqlx::Error> {
+    sqlx::query_as("SELECT code, name, gdp_usd, version, registered_at, updated_at FROM countries WHERE code = $1")
+        .bind(code)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Registered countries.
+///
+/// # Errors
+/// Database errors.
+pub async fn country_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM countries").fetch_one(pool).await
+}
+
+/// One GDP figure of a country's history.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct GdpPoint {
+    /// Aggregate version that recorded it.
+    pub version: i64,
+    /// Stream sequence.
+    pub seq: i64,
+    /// GDP, whole USD.
+    pub gdp_usd: i64,
+    /// Change from the previous figure in basis points (none at registration).
+    pub delta_bp: Option<i64>,
+    /// When it was recorded.
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A country's GDP history, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn gdp_history(pool: &PgPool, code: &str) -> Result<Vec<GdpPoint>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT version, seq, gdp_usd, delta_bp, occurred_at FROM country_gdp_history WHERE code = $1 ORDER BY version",
+    )
+    .bind(code)
+    .fetch_all(pool)
+    .await
+}
+
+/// A project as the read model holds it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ProjectRow {
+    /// Project id.
+    pub id: uuid::Uuid,
+    /// Country code.
+    pub country_code: String,
+    /// Display name.
+    pub name: String,
+    /// Budget, whole USD.
+    pub budget_usd: i64,
+    /// `proposed`, `active` or `completed`.
+    pub status: String,
+    /// Aggregate version.
+    pub version: i64,
+    /// Creation time.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Last change.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Soft-delete time.
+    pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A page of live (not deleted) projects by id, optionally by country and status,
+/// `first + 1` rows after `after`.
+///
+/// # Errors
+/// Database errors.
+pub async fn projects(
+    pool: &PgPool,
+    country: Option<&str>,
+    status: Option<&str>,
+    first: i64,
+    after: Option<uuid::Uuid>,
+) -> Result<Vec<ProjectRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, country_code, name, budget_usd, status, version, created_at, updated_at, deleted_at FROM projects
+         WHERE deleted_at IS NULL AND ($1::text IS NULL OR country_code = $1) AND ($2::text IS NULL OR status = $2)
+           AND ($3::uuid IS NULL OR id > $3)
+         ORDER BY id LIMIT $4",
+    )
+    .bind(country)
+    .bind(status)
+    .bind(after)
+    .bind(first.clamp(0, 500) + 1)
+    .fetch_all(pool)
+    .await
+}
+
+/// One project by id (deleted ones included, with `deleted_at`).
+///
+/// # Errors
+/// Database errors.
+pub async fn project(pool: &PgPool, id: uuid::Uuid) -> Result<Option<ProjectRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, country_code, name, budget_usd, status, version, created_at, updated_at, deleted_at FROM projects WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}

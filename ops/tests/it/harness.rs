@@ -72,11 +72,8 @@ pub async fn database(cluster: &covenant_ops::managed::postgres::PgCluster, name
 }
 
 /// The process-wide Prometheus recorder (installed once; tests read their own labels).
-pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| {
-        metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("one recorder per test process")
-    })
+pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    covenant_ops::telemetry::install_metrics()
 }
 
 /// The value of the series whose name and labels contain every part of `parts`.
@@ -135,4 +132,58 @@ pub async fn register_country(side: &CommandSide, code: &str, name: &str, gdp: u
         gdp_usd: covenant_domain::Usd::new(gdp).expect("usd"),
     };
     side.countries.execute(code, cmd, &covenant_commands::CommandContext::system()).await.expect("register country")
+}
+
+/// A plain HTTP/1.1 exchange with the API: (status, content type, body).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the API");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let ctype = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    (status, ctype, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// POSTs a GraphQL query as JSON and returns (status, parsed body).
+pub async fn graphql(addr: std::net::SocketAddr, query: &str, extra: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({ "query": query }).to_string();
+    let mut headers = vec![("Content-Type", "application/json"), ("Accept", "application/graphql-response+json")];
+    headers.extend_from_slice(extra);
+    let (status, _, text) = http(addr, "POST", "/api/graphql", &headers, &body).await;
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON response, got: {text}")))
 }

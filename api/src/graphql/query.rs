@@ -1,0 +1,154 @@
+//! The query root: reads of the PostgreSQL read models.
+
+use async_graphql::{ComplexObject, Context, ID, Object};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use covenant_projections::views;
+use sqlx::PgPool;
+
+use super::types::*;
+use crate::error::{ApiError, ApiResult, gql};
+
+/// Largest page a list query returns.
+pub const MAX_PAGE: i32 = 200;
+
+fn pool<'a>(ctx: &Context<'a>) -> &'a PgPool {
+    ctx.data_unchecked::<PgPool>()
+}
+
+fn page_size(first: i32) -> ApiResult<i64> {
+    if !(0..=MAX_PAGE).contains(&first) {
+        return Err(gql(ApiError::BadInput(format!("`first` must be between 0 and {MAX_PAGE}"))));
+    }
+    Ok(i64::from(first))
+}
+
+fn encode_cursor(parts: &[String]) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(parts).unwrap_or_default())
+}
+
+fn decode_cursor(cursor: &str) -> ApiResult<Vec<String>> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| gql(ApiError::BadInput("`after` is not a cursor this API issued".into())))
+}
+
+/// Queries.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Countries, a page at a time (keyset pagination: pass `pageInfo.endCursor` as `after`).
+    async fn countries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<String>,
+        #[graphql(default_with = "CountryOrder::Code")] order_by: CountryOrder,
+    ) -> ApiResult<CountryConnection> {
+        let n = page_size(first)?;
+        let after_row = match after {
+            Some(c) => {
+                let p = decode_cursor(&c)?;
+                let (code, gdp) =
+                    (p.first().cloned().unwrap_or_default(), p.get(1).and_then(|g| g.parse().ok()).unwrap_or(0));
+                Some(views::CountryRow {
+                    code,
+                    name: String::new(),
+                    gdp_usd: gdp,
+                    version: 0,
+                    registered_at: Default::default(),
+                    updated_at: Default::default(),
+                })
+            }
+            None => None,
+        };
+        let order = match order_by {
+            CountryOrder::Code => views::CountryOrder::Code,
+            CountryOrder::GdpDesc => views::CountryOrder::GdpDesc,
+        };
+        let mut rows = views::countries(pool(ctx), order, n, after_row.as_ref()).await.map_err(gql)?;
+        let has_next_page = rows.len() as i64 > n;
+        rows.truncate(n as usize);
+        let end_cursor = rows.last().map(|r| encode_cursor(&[r.code.clone(), r.gdp_usd.to_string()]));
+        let total_count = views::country_count(pool(ctx)).await.map_err(gql)?;
+        Ok(CountryConnection {
+            nodes: rows.into_iter().map(Into::into).collect(),
+            page_info: PageInfo { has_next_page, end_cursor },
+            total_count,
+        })
+    }
+
+    /// One country by ISO code, or null.
+    async fn country(&self, ctx: &Context<'_>, code: String) -> ApiResult<Option<Country>> {
+        covenant_domain::CountryCode::parse(&code).map_err(|e| gql(ApiError::BadInput(e.to_string())))?;
+        Ok(views::country(pool(ctx), &code).await.map_err(gql)?.map(Into::into))
+    }
+
+    /// Live projects, optionally of one country and status, a page at a time.
+    async fn projects(
+        &self,
+        ctx: &Context<'_>,
+        country_code: Option<String>,
+        status: Option<ProjectStatus>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<String>,
+    ) -> ApiResult<ProjectConnection> {
+        let n = page_size(first)?;
+        let after = match after {
+            Some(c) => Some(
+                decode_cursor(&c)?
+                    .first()
+                    .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                    .ok_or_else(|| gql(ApiError::BadInput("bad cursor".into())))?,
+            ),
+            None => None,
+        };
+        let mut rows = views::projects(pool(ctx), country_code.as_deref(), status.map(ProjectStatus::as_str), n, after)
+            .await
+            .map_err(gql)?;
+        let has_next_page = rows.len() as i64 > n;
+        rows.truncate(n as usize);
+        let end_cursor = rows.last().map(|r| encode_cursor(&[r.id.to_string()]));
+        Ok(ProjectConnection {
+            nodes: rows.into_iter().map(Into::into).collect(),
+            page_info: PageInfo { has_next_page, end_cursor },
+        })
+    }
+
+    /// One project by id (deleted ones too, with `deletedAt`), or null.
+    async fn project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Project>> {
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| gql(ApiError::BadInput("project id must be a UUID".into())))?;
+        Ok(views::project(pool(ctx), id).await.map_err(gql)?.map(Into::into))
+    }
+
+    /// The covenant fund: sum of GDP and counts, with the sequence they reflect.
+    async fn covenant_fund(&self, ctx: &Context<'_>) -> ApiResult<CovenantFund> {
+        Ok(views::fund(pool(ctx)).await.map_err(gql)?.into())
+    }
+
+    /// The most recent events, newest first, optionally by type and subject.
+    async fn audit_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] last: i32,
+        event_type: Option<String>,
+        subject: Option<String>,
+    ) -> ApiResult<Vec<AuditEvent>> {
+        let n = page_size(last)?;
+        let rows = views::recent_events(pool(ctx), n.max(1), event_type.as_deref(), subject.as_deref(), None)
+            .await
+            .map_err(gql)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
+
+#[ComplexObject]
+impl Country {
+    /// Every GDP figure recorded, oldest first.
+    async fn gdp_history(&self, ctx: &Context<'_>) -> ApiResult<Vec<GdpPoint>> {
+        Ok(views::gdp_history(pool(ctx), &self.code).await.map_err(gql)?.into_iter().map(Into::into).collect())
+    }
+}

@@ -1,0 +1,156 @@
+//! The HTTP API over a real server: GraphQL queries over the read models, GraphQL-over-HTTP
+//! content negotiation, read-your-writes, health and metrics.
+
+use std::time::Duration;
+
+use covenant_commands::CommandContext;
+use covenant_domain::{CountryCode, CountryCommand, Name, ProjectCommand, Usd};
+use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
+
+use crate::harness::{graphql, http, log_config, nats, pg, register_country};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
+    let server = nats().await;
+    let (mut cluster, pool) = pg().await;
+    let cfg = log_config();
+    let side = crate::harness::side(&server.url(), &cfg).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = covenant_ops::projections::spawn(
+        side.log.jetstream(),
+        &cfg.stream,
+        &pool,
+        &stop_rx,
+        Duration::from_millis(200),
+    );
+    let state = covenant_api::AppState::new(
+        pool.clone(),
+        crate::harness::client(&server.url()).await,
+        cfg.stream.clone(),
+        Some(crate::harness::metrics()),
+    );
+    let api =
+        covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, stop_rx.clone()).await.expect("serve");
+    let addr = api.addr;
+
+    register_country(&side, "US", "United States", 300).await;
+    register_country(&side, "FR", "France", 100).await;
+    let de = register_country(&side, "DE", "Germany", 200).await;
+    let project = uuid::Uuid::new_v4().to_string();
+    let create = ProjectCommand::Create {
+        country_code: CountryCode::parse("FR").expect("code"),
+        name: Name::parse("Rail").expect("name"),
+        budget_usd: Usd::new(7).expect("usd"),
+    };
+    side.projects.execute(&project, create, &CommandContext::system()).await.expect("project");
+    let upd = side
+        .countries
+        .execute("DE", CountryCommand::UpdateGdp { gdp_usd: Usd::new(250).expect("usd") }, &CommandContext::system())
+        .await
+        .expect("update");
+    assert!(upd.sequence > de.sequence);
+
+    // Read-your-writes: with the update's sequence, the query sees it.
+    let seq = upd.sequence.to_string();
+    let (status, body) = graphql(
+        addr,
+        r#"{ country(code: "DE") { code name gdpUsd version gdpHistory { gdpUsd deltaBp } } }"#,
+        &[("Covenant-Min-Sequence", &seq)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["country"]["gdpUsd"], "250", "{body}");
+    assert_eq!(body["data"]["country"]["gdpHistory"][1]["deltaBp"], 2500, "{body}");
+
+    let (_, body) = graphql(addr, "{ countries(first: 2, orderBy: GDP_DESC) { nodes { code gdpUsd } pageInfo { hasNextPage endCursor } totalCount } }", &[]).await;
+    let c = &body["data"]["countries"];
+    assert_eq!((c["nodes"][0]["code"].as_str(), c["nodes"][1]["code"].as_str()), (Some("US"), Some("DE")), "{body}");
+    assert_eq!((c["pageInfo"]["hasNextPage"].as_bool(), c["totalCount"].as_i64()), (Some(true), Some(3)));
+    let cursor = c["pageInfo"]["endCursor"].as_str().expect("cursor").to_owned();
+    let (_, body) = graphql(addr, &format!(r#"{{ countries(first: 2, orderBy: GDP_DESC, after: "{cursor}") {{ nodes {{ code }} pageInfo {{ hasNextPage }} }} }}"#), &[]).await;
+    assert_eq!(body["data"]["countries"]["nodes"][0]["code"], "FR", "{body}");
+    assert_eq!(body["data"]["countries"]["pageInfo"]["hasNextPage"], false);
+
+    let (_, body) = graphql(addr, "{ covenantFund { totalUsd countries projects asOfSequence } projects(countryCode: \"FR\") { nodes { id name budgetUsd status } } }", &[]).await;
+    assert_eq!(body["data"]["covenantFund"]["totalUsd"], "650", "{body}");
+    assert_eq!(body["data"]["covenantFund"]["projects"], 1);
+    assert_eq!(body["data"]["projects"]["nodes"][0]["id"], project.as_str());
+    assert_eq!(body["data"]["projects"]["nodes"][0]["status"], "PROPOSED");
+    let (_, body) = graphql(
+        addr,
+        r#"{ auditEvents(last: 2, eventType: "country.registered") { sequence subject eventType actor } }"#,
+        &[],
+    )
+    .await;
+    assert_eq!(body["data"]["auditEvents"][0]["subject"], format!("{}.country.DE", cfg.subject_prefix), "{body}");
+
+    // Bad input: a clear code, no internals.
+    let (_, body) = graphql(addr, r#"{ country(code: "usa") { code } }"#, &[]).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    let (_, body) = graphql(addr, "{ countries(first: 100000) { totalCount } }", &[]).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    let (status, body) =
+        graphql(addr, "{ country(code: \"US\") { code }", &[("Covenant-Min-Sequence", "999999")]).await;
+    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
+
+    // GraphQL over HTTP: status and media type follow Accept.
+    let syntax_error = r#"{"query":"{ countries { "}"#;
+    let (status, ctype, _) = http(
+        addr,
+        "POST",
+        "/api/graphql",
+        &[("Content-Type", "application/json"), ("Accept", "application/graphql-response+json")],
+        syntax_error,
+    )
+    .await;
+    assert_eq!((status, ctype.as_str()), (400, "application/graphql-response+json"));
+    let (status, ctype, _) = http(
+        addr,
+        "POST",
+        "/api/graphql",
+        &[("Content-Type", "application/json"), ("Accept", "application/json")],
+        syntax_error,
+    )
+    .await;
+    assert_eq!((status, ctype.as_str()), (200, "application/json"));
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/api/graphql",
+        &[("Content-Type", "application/json"), ("Accept", "text/html")],
+        syntax_error,
+    )
+    .await;
+    assert_eq!(status, 406);
+    let (status, _, _) = http(addr, "POST", "/api/graphql", &[("Content-Type", "text/plain")], "{}").await;
+    assert_eq!(status, 415);
+    let (status, ctype, page) = http(addr, "GET", "/api/graphql", &[], "").await;
+    assert!(status == 200 && ctype.starts_with("text/html") && page.contains("graphiql"), "{status} {ctype}");
+
+    // Health and metrics.
+    let (status, _, body) = http(addr, "GET", "/api/healthcheck", &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+    let (status, _, text) = http(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_bucket{method="POST",route="/api/graphql",status="200""#),
+        "{text}"
+    );
+    assert!(text.contains("covenant_fund_usd"), "{text}");
+
+    wait_for_sequence(&pool, &PROJECTIONS, upd.sequence, Duration::from_secs(5)).await.expect("caught up");
+    cluster.stop(true);
+    let (status, _, body) = http(addr, "GET", "/api/healthcheck", &[], "").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""postgres":"down""#) && body.contains(r#""status":"degraded""#), "{body}");
+    let (_, body) = graphql(addr, "{ covenantFund { totalUsd } }", &[]).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAVAILABLE", "no internals leak: {body}");
+    assert!(!body.to_string().contains("Connection refused"), "{body}");
+
+    let _ = stop_tx.send(true);
+    api.task.await.expect("server drained");
+    for t in tasks {
+        t.await.expect("stopped");
+    }
+}
