@@ -6,13 +6,17 @@ use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
 
 use crate::AppState;
+use crate::auth;
+use crate::graphql::mutation::ClientIp;
 
 /// `application/graphql-response+json`.
 pub const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -48,7 +52,12 @@ fn request_error(status: StatusCode, media: &'static str, code: &str, message: &
 }
 
 /// `POST /api/graphql`.
-pub async fn graphql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn graphql(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(media) = negotiate(&headers) else {
         return request_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -66,6 +75,21 @@ pub async fn graphql(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
             "Content-Type must be application/json",
         );
     }
+    let principal = match bearer(&headers) {
+        None => None,
+        Some(token) => match auth::authenticate(&state.pool, token).await {
+            Ok(p) => Some(p),
+            Err(auth::AuthError::Database(_)) => {
+                return request_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    media,
+                    "UNAVAILABLE",
+                    "authentication unavailable",
+                );
+            }
+            Err(e) => return request_error(StatusCode::UNAUTHORIZED, media, "UNAUTHENTICATED", &e.to_string()),
+        },
+    };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -91,18 +115,34 @@ pub async fn graphql(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
             return request_error(status, media, "UNAVAILABLE", &e.to_string());
         }
     }
+    let request = request.data(principal).data(ClientIp(peer.ip()));
     let started = Instant::now();
     let operation = request.operation_name.clone().unwrap_or_else(|| "anonymous".into());
-    let response = state.schema.execute(request).await;
+    let mut response = state.schema.execute(request).await;
     metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => "query")
         .record(started.elapsed().as_secs_f64());
     // Parse and validation errors leave no data: a request error (400 under the new media type).
     let request_failed = response.data == async_graphql::Value::Null && !response.errors.is_empty();
+    // Every error carries a code: parse, validation and input-coercion errors are the
+    // client's (BAD_USER_INPUT); resolvers always set theirs.
+    for e in &mut response.errors {
+        let ext = e.extensions.get_or_insert_with(Default::default);
+        if ext.get("code").is_none() {
+            ext.set("code", "BAD_USER_INPUT");
+        }
+    }
     let status = if request_failed && media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     match serde_json::to_vec(&response) {
         Ok(body) => json_response(status, media, body),
         Err(_) => request_error(StatusCode::INTERNAL_SERVER_ERROR, media, "INTERNAL", "internal error"),
     }
+}
+
+/// The bearer token of an `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
 /// `GET /api/graphql`: GraphiQL.

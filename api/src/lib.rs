@@ -8,8 +8,10 @@
 //! - [`http`]: routes and the request metrics middleware (GraphQL over HTTP content
 //!   negotiation, `Covenant-Min-Sequence` read-your-writes).
 //! - [`graphql`]: the schema.
+//! - [`auth`]: argon2 passwords, HS256 JWTs with `kid`, rotation and revocation.
 //! - [`error`]: the one error type and its `extensions.code`.
 
+pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod http;
@@ -44,14 +46,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `pool` and `nats` for `stream`.
+    /// State over `pool` and `nats` for `stream`; mutations need `side`.
     pub fn new(
         pool: PgPool,
         nats: async_nats::Client,
         stream: impl Into<String>,
         metrics: Option<PrometheusHandle>,
+        side: Option<Arc<covenant_commands::CommandSide>>,
     ) -> Self {
-        Self { schema: graphql::schema(pool.clone()), pool, nats, stream: stream.into(), metrics, max_lag: 10_000 }
+        Self {
+            schema: graphql::schema(pool.clone(), side),
+            pool,
+            nats,
+            stream: stream.into(),
+            metrics,
+            max_lag: 10_000,
+        }
     }
 }
 

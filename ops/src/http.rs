@@ -33,7 +33,10 @@ pub async fn serve(addr: SocketAddr, state: AppState, mut shutdown: watch::Recei
                 }
             }
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });

@@ -11,7 +11,8 @@
 //! - [`projections`]: running projections in-process; `covenant projections …`.
 //! - [`seed`]: the Gapminder demo data.
 //! - [`bench`]: `covenant bench …`.
-//! - [`telemetry`]: the tracing subscriber.
+//! - [`telemetry`]: the tracing subscriber and the Prometheus recorder.
+//! - [`users`]: bootstrap users and secret rotation from the CLI.
 
 pub mod bench;
 pub mod connect;
@@ -21,3 +22,4 @@ pub mod projections;
 pub mod seed;
 pub mod settings;
 pub mod telemetry;
+pub mod users;

@@ -38,6 +38,16 @@ enum Cmd {
     },
     /// Registers the demo countries and replays their GDP history (skips what exists).
     Seed,
+    /// Bootstrap users.
+    Users {
+        #[command(subcommand)]
+        what: UsersCmd,
+    },
+    /// JWT signing secrets.
+    Secrets {
+        #[command(subcommand)]
+        what: SecretsCmd,
+    },
     /// Stream state, durability in force, configuration checks and consumers.
     Streams {
         #[command(subcommand)]
@@ -53,6 +63,26 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Registers a user; the password is read from standard input (one line).
+    Create {
+        /// Login address.
+        #[arg(long)]
+        email: String,
+        /// admin, steward or viewer.
+        #[arg(long)]
+        role: covenant_domain::Role,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Rotates the JWT secret: appends `security.secret_rotated` and refuses every token
+    /// issued before.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +148,25 @@ async fn run(cli: Cli) -> Result<()> {
             let side = connect::command_side(&nats.url, &s).await?;
             run_seed(&side).await.map(|_| ())
         }
+        Cmd::Users { what: UsersCmd::Create { email, role } } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let nats = connect::nats(&s).await?;
+            let side = connect::command_side(&nats.url, &s).await?;
+            let db = connect::database(&s).await?;
+            let id = covenant_ops::users::create(&side, &db.pool, &email, role, password).await?;
+            println!("user {id} ({email}, {}) created", role.as_str());
+            Ok(())
+        }
+        Cmd::Secrets { what: SecretsCmd::Rotate } => {
+            let nats = connect::nats(&s).await?;
+            let side = connect::command_side(&nats.url, &s).await?;
+            let db = connect::database(&s).await?;
+            let kid = covenant_ops::users::rotate_secret(&side, &db.pool).await?;
+            println!("JWT secret rotated: key {kid} in force; tokens issued before are refused");
+            Ok(())
+        }
         Cmd::Streams { what: StreamsCmd::Info } => {
             let nats = connect::nats(&s).await?;
             streams_info(&nats.url, &s).await
@@ -146,7 +195,7 @@ async fn run_seed(side: &covenant_commands::CommandSide) -> Result<seed::SeedRep
 async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     let nats = connect::nats(s).await?;
     let db = connect::database(s).await?;
-    let side = connect::command_side(&nats.url, s).await?;
+    let side = std::sync::Arc::new(connect::command_side(&nats.url, s).await?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = if projections {
         covenant_ops::projections::spawn(
@@ -165,16 +214,32 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
         connect::client(&nats.url).await?,
         s.stream.clone(),
         Some(metrics),
+        Some(side.clone()),
     );
     let http = covenant_ops::http::serve(s.http_addr, state, stop_rx.clone()).await?;
+    let mut demo_login = None;
     if demo {
         run_seed(&side).await?;
+        demo_login = Some(covenant_ops::users::ensure_demo_admin(&side, &db.pool).await?);
     }
     let data_dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
     println!(
-        "Covenant is running (command side{}; the GraphQL API is not built yet).",
-        if projections { " and projections" } else { "" }
+        "Covenant is running{}.",
+        if projections { " with its projections" } else { " (projections run elsewhere)" }
     );
+    println!("  GraphiQL       : http://{}/api/graphql", http.addr);
+    println!("  health         : http://{}/api/healthcheck", http.addr);
+    println!("  metrics        : http://{}/metrics", http.addr);
+    match demo_login {
+        Some(Some(password)) => {
+            println!("  demo admin     : {} / {password}  (login mutation)", covenant_ops::users::DEMO_ADMIN)
+        }
+        Some(None) => println!(
+            "  demo admin     : {} (created earlier; its password was printed then)",
+            covenant_ops::users::DEMO_ADMIN
+        ),
+        None => {}
+    }
     println!("  data directory : {}", data_dir.display());
     println!("  NATS           : {}{}", nats.url, if nats.managed.is_some() { " (managed)" } else { "" });
     if let Some(sync) = nats.sync {

@@ -14,7 +14,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     let server = nats().await;
     let (mut cluster, pool) = pg().await;
     let cfg = log_config();
-    let side = crate::harness::side(&server.url(), &cfg).await;
+    let side = std::sync::Arc::new(crate::harness::side(&server.url(), &cfg).await);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = covenant_ops::projections::spawn(
         side.log.jetstream(),
@@ -28,6 +28,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
         crate::harness::client(&server.url()).await,
         cfg.stream.clone(),
         Some(crate::harness::metrics()),
+        Some(side.clone()),
     );
     let api =
         covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, stop_rx.clone()).await.expect("serve");

@@ -187,3 +187,83 @@ pub async fn graphql(addr: std::net::SocketAddr, query: &str, extra: &[(&str, &s
     let (status, _, text) = http(addr, "POST", "/api/graphql", &headers, &body).await;
     (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON response, got: {text}")))
 }
+
+/// A running Covenant: its own nats-server and PostgreSQL, projections, and the HTTP API
+/// on a free port (zero2prod's `spawn_app`).
+pub struct TestApp {
+    /// The nats-server (kept alive with the app).
+    _nats: covenant_ops::managed::nats::NatsServer,
+    /// The PostgreSQL cluster (kept alive with the app).
+    _pg: covenant_ops::managed::postgres::PgCluster,
+    /// Read-model pool.
+    pub pool: sqlx::PgPool,
+    /// The command side the API uses.
+    pub side: std::sync::Arc<CommandSide>,
+    /// API address.
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts a [`TestApp`].
+pub async fn spawn_app() -> TestApp {
+    let nats = nats().await;
+    let (pg, pool) = pg().await;
+    let cfg = log_config();
+    let side = std::sync::Arc::new(side(&nats.url(), &cfg).await);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut tasks =
+        covenant_ops::projections::spawn(side.log.jetstream(), &cfg.stream, &pool, &rx, Duration::from_millis(200));
+    let state = covenant_api::AppState::new(
+        pool.clone(),
+        client(&nats.url()).await,
+        cfg.stream.clone(),
+        Some(metrics()),
+        Some(side.clone()),
+    );
+    let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, rx).await.expect("serve the API");
+    tasks.push(api.task);
+    TestApp { _nats: nats, _pg: pg, pool, side, addr: api.addr, stop, tasks }
+}
+
+impl TestApp {
+    /// A GraphQL request with an optional bearer token.
+    pub async fn graphql(&self, query: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        graphql(self.addr, query, &headers).await
+    }
+
+    /// Creates a user through the CLI path and signs in; returns the token.
+    pub async fn user_token(&self, email: &str, role: covenant_domain::Role) -> String {
+        let password = "correct horse battery";
+        let id = covenant_ops::users::create(&self.side, &self.pool, email, role, password).await.expect("create user");
+        let seq = self.side.log.last_sequence().await.expect("info");
+        covenant_projections::checkpoint::wait_for_sequence(
+            &self.pool,
+            &covenant_projections::checkpoint::PROJECTIONS,
+            seq,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("user projected");
+        let (_, body) = self
+            .graphql(
+                &format!(
+                    r#"mutation {{ login(email: "{email}", password: "{password}") {{ token user {{ id role }} }} }}"#
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(body["data"]["login"]["user"]["id"], id.to_string(), "{body}");
+        body["data"]["login"]["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Stops the projections and the API, draining in-flight requests.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

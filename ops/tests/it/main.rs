@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod api_auth;
 mod api_http;
 mod audit_chain;
 mod bad_input;

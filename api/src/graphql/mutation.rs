@@ -1,0 +1,469 @@
+//! The mutation root: commands through the command side, gated by role, returning the
+//! stream `sequence` of their last event (the read-your-writes token).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, ErrorExtensions, ID, Object, SimpleObject};
+use covenant_commands::{CommandContext, CommandError, CommandSide, Receipt};
+use covenant_domain::{
+    Actor, CountryCode, CountryCommand, CountryError, Email, Name, ProjectCommand, ProjectError, Role, SecurityCommand,
+    SecurityError, UserCommand, UserError,
+};
+use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
+use covenant_projections::views;
+use sqlx::PgPool;
+
+use super::types::*;
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, ApiResult, gql};
+
+/// The client's address, for `user.login` events.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// How long a mutation waits for its write to reach the read models before answering
+/// with the entity (it answers with the sequence either way).
+const ENTITY_WAIT: Duration = Duration::from_secs(2);
+
+fn err(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
+}
+
+/// The caller, who must hold one of `roles` (admins may do everything).
+fn require(ctx: &Context<'_>, roles: &[Role]) -> ApiResult<Principal> {
+    let Some(p) = ctx.data_opt::<Option<Principal>>().copied().flatten() else {
+        return Err(err("UNAUTHENTICATED", "sign in first (login mutation, then Authorization: Bearer <token>)"));
+    };
+    if p.role == Role::Admin || roles.contains(&p.role) {
+        Ok(p)
+    } else {
+        Err(err("FORBIDDEN", format!("role {} may not do this", p.role.as_str())))
+    }
+}
+
+fn actor(p: &Principal) -> Actor {
+    Actor::User { id: p.user_id, role: p.role }
+}
+
+fn context(p: Option<&Principal>, key: Option<String>) -> CommandContext {
+    CommandContext {
+        actor: p.map_or_else(|| "system".to_owned(), |p| p.user_id.to_string()),
+        idempotency_key: key,
+        headers: Vec::new(),
+    }
+}
+
+fn side<'a>(ctx: &Context<'a>) -> ApiResult<&'a Arc<CommandSide>> {
+    ctx.data_opt::<Arc<CommandSide>>().ok_or_else(|| err("UNAVAILABLE", "this process does not accept commands"))
+}
+
+fn pool<'a>(ctx: &Context<'a>) -> &'a PgPool {
+    ctx.data_unchecked::<PgPool>()
+}
+
+/// The `extensions.code` of a refusal.
+trait RefusalCode {
+    fn code(&self) -> &'static str;
+}
+
+impl RefusalCode for CountryError {
+    fn code(&self) -> &'static str {
+        if matches!(self, CountryError::NotRegistered) { "NOT_FOUND" } else { "BAD_USER_INPUT" }
+    }
+}
+
+impl RefusalCode for ProjectError {
+    fn code(&self) -> &'static str {
+        match self {
+            ProjectError::NotFound => "NOT_FOUND",
+            ProjectError::DirectoryUnavailable(_) => "UNAVAILABLE",
+            _ => "BAD_USER_INPUT",
+        }
+    }
+}
+
+impl RefusalCode for UserError {
+    fn code(&self) -> &'static str {
+        match self {
+            UserError::NotFound => "NOT_FOUND",
+            UserError::NotAdmin => "FORBIDDEN",
+            _ => "BAD_USER_INPUT",
+        }
+    }
+}
+
+impl RefusalCode for SecurityError {
+    fn code(&self) -> &'static str {
+        if matches!(self, SecurityError::NotAdmin) { "FORBIDDEN" } else { "BAD_USER_INPUT" }
+    }
+}
+
+fn command_error<E: std::error::Error + RefusalCode>(e: CommandError<E>) -> async_graphql::Error {
+    match e {
+        CommandError::Refused(r) => err(r.code(), r.to_string()),
+        CommandError::InvalidInput(m) => err("BAD_USER_INPUT", m),
+        CommandError::Conflict { .. } | CommandError::InProgress => err("CONFLICT", e.to_string()),
+        CommandError::Unavailable { .. } => {
+            err("UNAVAILABLE", "the event log is unavailable; retry (with an idempotency key, a retry is safe)")
+        }
+        CommandError::Internal(m) => ApiError::Internal(m).extend(),
+    }
+}
+
+fn bad<E: std::fmt::Display>(e: E) -> async_graphql::Error {
+    err("BAD_USER_INPUT", e.to_string())
+}
+
+/// Whole US dollars from the scalar, within the domain's bounds.
+fn dollars(u: Usd) -> ApiResult<covenant_domain::Usd> {
+    covenant_domain::Usd::new(u.0).map_err(bad)
+}
+
+async fn settle(ctx: &Context<'_>, r: &Receipt) -> bool {
+    wait_for_sequence(pool(ctx), &PROJECTIONS, r.sequence, ENTITY_WAIT).await.is_ok()
+}
+
+/// A stream sequence as a decimal string (sequences outgrow GraphQL's 32-bit `Int`).
+fn seq(r: &Receipt) -> String {
+    r.sequence.to_string()
+}
+
+/// A session.
+#[derive(SimpleObject)]
+pub struct Session {
+    /// Bearer token (HS256 JWT).
+    pub token: String,
+    /// When it expires.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// The signed-in user.
+    pub user: User,
+}
+
+/// A user (never with credentials).
+#[derive(SimpleObject, Clone)]
+pub struct User {
+    /// User id.
+    pub id: ID,
+    /// Login address.
+    pub email: String,
+    /// Role.
+    pub role: RoleGql,
+}
+
+/// Roles.
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "Role")]
+pub enum RoleGql {
+    /// Users, countries, secrets (and everything a steward may do).
+    Admin,
+    /// GDP updates and projects.
+    Steward,
+    /// Read only.
+    Viewer,
+}
+
+impl From<RoleGql> for Role {
+    fn from(r: RoleGql) -> Self {
+        match r {
+            RoleGql::Admin => Role::Admin,
+            RoleGql::Steward => Role::Steward,
+            RoleGql::Viewer => Role::Viewer,
+        }
+    }
+}
+
+impl From<Role> for RoleGql {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Admin => RoleGql::Admin,
+            Role::Steward => RoleGql::Steward,
+            Role::Viewer => RoleGql::Viewer,
+        }
+    }
+}
+
+/// A country mutation's result.
+#[derive(SimpleObject)]
+pub struct CountryResult {
+    /// The country as the read model shows it after the write (null if not there within 2 s).
+    pub country: Option<Country>,
+    /// Stream sequence of the last event written.
+    pub sequence: String,
+}
+
+/// A project mutation's result.
+#[derive(SimpleObject)]
+pub struct ProjectResult {
+    /// The project after the write (null if not in the read model within 2 s).
+    pub project: Option<Project>,
+    /// Stream sequence of the last event written.
+    pub sequence: String,
+}
+
+/// A user mutation's result.
+#[derive(SimpleObject)]
+pub struct UserResult {
+    /// The user.
+    pub user: User,
+    /// Stream sequence of the last event written.
+    pub sequence: String,
+}
+
+/// Mutations.
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Signs in: returns a bearer token and records `user.login` with the client address.
+    async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> ApiResult<Session> {
+        let id = auth::check_credentials(pool(ctx), &email, &password).await.map_err(|e| match e {
+            auth::AuthError::Database(_) => err("UNAVAILABLE", "authentication unavailable"),
+            other => err("UNAUTHENTICATED", other.to_string()),
+        })?;
+        let ip = ctx.data_opt::<ClientIp>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0);
+        let s = side(ctx)?;
+        s.users
+            .execute(&id.to_string(), UserCommand::RecordLogin { ip }, &context(None, None))
+            .await
+            .map_err(command_error)?;
+        let (token, expires_at) =
+            auth::issue(pool(ctx), id).await.map_err(|_| err("UNAVAILABLE", "authentication unavailable"))?;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool(ctx))
+            .await
+            .map_err(gql)?;
+        let role = role.and_then(|r| r.parse().ok()).unwrap_or(Role::Viewer);
+        Ok(Session {
+            token,
+            expires_at,
+            user: User { id: ID(id.to_string()), email: email.trim().to_lowercase(), role: role.into() },
+        })
+    }
+
+    /// Signs out: ends the token and records `user.logout`.
+    async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let p = require(ctx, &[Role::Viewer, Role::Steward])?;
+        side(ctx)?
+            .users
+            .execute(&p.user_id.to_string(), UserCommand::RecordLogout, &context(Some(&p), None))
+            .await
+            .map_err(command_error)?;
+        auth::revoke(pool(ctx), &p).await.map_err(gql)?;
+        Ok(true)
+    }
+
+    /// Registers a user (admin).
+    async fn register_user(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+        role: RoleGql,
+    ) -> ApiResult<UserResult> {
+        let p = require(ctx, &[])?;
+        let email = Email::parse(&email).map_err(bad)?;
+        let hash = auth::hash_password(&password).map_err(bad)?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM credentials WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(pool(ctx))
+            .await
+            .map_err(gql)?;
+        if exists.is_some() {
+            return Err(err("BAD_USER_INPUT", "a user with this email exists"));
+        }
+        let id = uuid::Uuid::new_v4();
+        let cmd = UserCommand::Register { email: email.clone(), role: role.into(), actor: actor(&p) };
+        let r =
+            side(ctx)?.users.execute(&id.to_string(), cmd, &context(Some(&p), None)).await.map_err(command_error)?;
+        auth::store_credentials(pool(ctx), id, email.as_str(), &hash).await.map_err(gql)?;
+        settle(ctx, &r).await;
+        Ok(UserResult {
+            user: User { id: ID(id.to_string()), email: email.as_str().to_owned(), role },
+            sequence: seq(&r),
+        })
+    }
+
+    /// Changes a user's role (admin).
+    async fn change_role(&self, ctx: &Context<'_>, user_id: ID, role: RoleGql) -> ApiResult<UserResult> {
+        let p = require(ctx, &[])?;
+        let id = uuid::Uuid::parse_str(&user_id).map_err(|_| bad("user id must be a UUID"))?;
+        let cmd = UserCommand::ChangeRole { role: role.into(), actor: actor(&p) };
+        let r =
+            side(ctx)?.users.execute(&id.to_string(), cmd, &context(Some(&p), None)).await.map_err(command_error)?;
+        settle(ctx, &r).await;
+        let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool(ctx))
+            .await
+            .map_err(gql)?;
+        Ok(UserResult {
+            user: User { id: ID(id.to_string()), email: email.unwrap_or_default(), role },
+            sequence: seq(&r),
+        })
+    }
+
+    /// Registers a country (admin).
+    async fn register_country(
+        &self,
+        ctx: &Context<'_>,
+        code: String,
+        name: String,
+        gdp_usd: Usd,
+        idempotency_key: Option<String>,
+    ) -> ApiResult<CountryResult> {
+        let p = require(ctx, &[])?;
+        let code = CountryCode::parse(&code).map_err(bad)?;
+        let cmd = CountryCommand::Register {
+            code: code.clone(),
+            name: Name::parse(&name).map_err(bad)?,
+            gdp_usd: dollars(gdp_usd)?,
+        };
+        let r = side(ctx)?
+            .countries
+            .execute(code.as_str(), cmd, &context(Some(&p), idempotency_key))
+            .await
+            .map_err(command_error)?;
+        country_result(ctx, code.as_str(), &r).await
+    }
+
+    /// Records a new GDP figure (steward).
+    async fn update_gdp(
+        &self,
+        ctx: &Context<'_>,
+        code: String,
+        gdp_usd: Usd,
+        idempotency_key: Option<String>,
+    ) -> ApiResult<CountryResult> {
+        let p = require(ctx, &[Role::Steward])?;
+        let code = CountryCode::parse(&code).map_err(bad)?;
+        let cmd = CountryCommand::UpdateGdp { gdp_usd: dollars(gdp_usd)? };
+        let r = side(ctx)?
+            .countries
+            .execute(code.as_str(), cmd, &context(Some(&p), idempotency_key))
+            .await
+            .map_err(command_error)?;
+        country_result(ctx, code.as_str(), &r).await
+    }
+
+    /// Creates a project in a registered country (steward).
+    async fn create_project(
+        &self,
+        ctx: &Context<'_>,
+        country_code: String,
+        name: String,
+        budget_usd: Usd,
+        idempotency_key: Option<String>,
+    ) -> ApiResult<ProjectResult> {
+        let p = require(ctx, &[Role::Steward])?;
+        let cmd = ProjectCommand::Create {
+            country_code: CountryCode::parse(&country_code).map_err(bad)?,
+            name: Name::parse(&name).map_err(bad)?,
+            budget_usd: dollars(budget_usd)?,
+        };
+        // With an idempotency key the id must be stable across retries: derive it from the key.
+        let id = match &idempotency_key {
+            Some(k) => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{}:{k}", p.user_id).as_bytes()),
+            None => uuid::Uuid::new_v4(),
+        };
+        let r = side(ctx)?
+            .projects
+            .execute(&id.to_string(), cmd, &context(Some(&p), idempotency_key))
+            .await
+            .map_err(command_error)?;
+        project_result(ctx, id, &r).await
+    }
+
+    /// Changes a project's name, budget or status (steward).
+    async fn update_project(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: Option<String>,
+        budget_usd: Option<Usd>,
+        status: Option<ProjectStatus>,
+        idempotency_key: Option<String>,
+    ) -> ApiResult<ProjectResult> {
+        let p = require(ctx, &[Role::Steward])?;
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| bad("project id must be a UUID"))?;
+        let cmd = ProjectCommand::Update {
+            name: name.map(|n| Name::parse(&n)).transpose().map_err(bad)?,
+            budget_usd: budget_usd.map(dollars).transpose()?,
+            status: status.map(|s| match s {
+                ProjectStatus::Proposed => covenant_domain::ProjectStatus::Proposed,
+                ProjectStatus::Active => covenant_domain::ProjectStatus::Active,
+                ProjectStatus::Completed => covenant_domain::ProjectStatus::Completed,
+            }),
+        };
+        let r = side(ctx)?
+            .projects
+            .execute(&id.to_string(), cmd, &context(Some(&p), idempotency_key))
+            .await
+            .map_err(command_error)?;
+        project_result(ctx, id, &r).await
+    }
+
+    /// Soft-deletes a project (steward).
+    async fn delete_project(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: Option<String>,
+    ) -> ApiResult<ProjectResult> {
+        let p = require(ctx, &[Role::Steward])?;
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| bad("project id must be a UUID"))?;
+        let r = side(ctx)?
+            .projects
+            .execute(&id.to_string(), ProjectCommand::Delete, &context(Some(&p), idempotency_key))
+            .await
+            .map_err(command_error)?;
+        project_result(ctx, id, &r).await
+    }
+
+    /// Rotates the JWT signing secret (admin): every token issued before is refused after.
+    async fn rotate_secret(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let p = require(ctx, &[])?;
+        rotate(side(ctx)?, pool(ctx), actor(&p), &context(Some(&p), None)).await.map_err(|e| match e {
+            RotateError::Command(c) => command_error(c),
+            RotateError::Database(d) => gql(d),
+        })?;
+        Ok(true)
+    }
+}
+
+/// Why a rotation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The event could not be appended (nothing changed).
+    #[error("{0}")]
+    Command(CommandError<SecurityError>),
+    /// The new key could not be stored (the event records a key that is not in force).
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Appends `security.secret_rotated` with a new key id, then puts that key in force.
+///
+/// # Errors
+/// [`RotateError`].
+pub async fn rotate(side: &CommandSide, pool: &PgPool, by: Actor, ctx: &CommandContext) -> Result<String, RotateError> {
+    let kid = auth::new_kid();
+    let cmd = SecurityCommand::RotateSecret { key_id: kid.clone(), actor: by };
+    side.security.execute(covenant_domain::SECURITY_ID, cmd, ctx).await.map_err(RotateError::Command)?;
+    auth::install_key(pool, &kid, &auth::new_secret()).await?;
+    Ok(kid)
+}
+
+async fn country_result(ctx: &Context<'_>, code: &str, r: &Receipt) -> ApiResult<CountryResult> {
+    let country =
+        if settle(ctx, r).await { views::country(pool(ctx), code).await.map_err(gql)?.map(Into::into) } else { None };
+    Ok(CountryResult { country, sequence: seq(r) })
+}
+
+async fn project_result(ctx: &Context<'_>, id: uuid::Uuid, r: &Receipt) -> ApiResult<ProjectResult> {
+    let project =
+        if settle(ctx, r).await { views::project(pool(ctx), id).await.map_err(gql)?.map(Into::into) } else { None };
+    Ok(ProjectResult { project, sequence: seq(r) })
+}

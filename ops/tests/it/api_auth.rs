@@ -1,0 +1,139 @@
+//! Authentication and authorisation over HTTP: tokens (expired, forged, wrong `kid`,
+//! `alg: none`, issued before a rotation, after logout), role gates, and bad input, each
+//! refused with its code and with nothing appended.
+
+use covenant_domain::Role;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::harness::spawn_app;
+
+fn code(body: &serde_json::Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("none")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_roles_gate_every_mutation_and_refusals_append_nothing() {
+    let app = spawn_app().await;
+    let admin = app.user_token("root@example.org", Role::Admin).await;
+    let steward = app.user_token("steward@example.org", Role::Steward).await;
+    let viewer = app.user_token("viewer@example.org", Role::Viewer).await;
+
+    let (status, body) = app.graphql(r#"mutation { registerCountry(code: "FR", name: "France", gdpUsd: "100") { sequence country { code gdpUsd } } }"#, Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["registerCountry"]["country"]["gdpUsd"], "100", "{body}");
+    let (_, body) = app
+        .graphql(
+            r#"mutation { updateGdp(code: "FR", gdpUsd: "120") { sequence country { gdpUsd version } } }"#,
+            Some(&steward),
+        )
+        .await;
+    assert_eq!(body["data"]["updateGdp"]["country"]["gdpUsd"], "120", "{body}");
+    let (_, body) = app.graphql("{ me { email role } }", Some(&steward)).await;
+    assert_eq!(body["data"]["me"]["role"], "STEWARD", "{body}");
+
+    let before = app.side.log.last_sequence().await.expect("info");
+    let update = r#"mutation { updateGdp(code: "FR", gdpUsd: "999") { sequence } }"#;
+    let (_, body) = app.graphql(update, Some(&viewer)).await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = app
+        .graphql(
+            r#"mutation { registerCountry(code: "DE", name: "Germany", gdpUsd: "5") { sequence } }"#,
+            Some(&steward),
+        )
+        .await;
+    assert_eq!(code(&body), "FORBIDDEN", "a steward may not register countries: {body}");
+    let (_, body) = app.graphql(update, None).await;
+    assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    for bad in [
+        r#"mutation { updateGdp(code: "fr", gdpUsd: "5") { sequence } }"#,
+        r#"mutation { updateGdp(code: "FR", gdpUsd: "-5") { sequence } }"#,
+        r#"mutation { updateGdp(code: "FR", gdpUsd: "99999999999999999999999") { sequence } }"#,
+        r#"mutation { updateGdp(code: "ZZ", gdpUsd: "5") { sequence } }"#,
+        r#"mutation { createProject(countryCode: "IT", name: "Rail", budgetUsd: "5") { sequence } }"#,
+        r#"mutation { createProject(countryCode: "FR", name: "", budgetUsd: "5") { sequence } }"#,
+        r#"mutation { updateProject(id: "not-a-uuid", name: "x") { sequence } }"#,
+    ] {
+        let (_, body) = app.graphql(bad, Some(&steward)).await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{bad}: {body}");
+    }
+    let unknown = format!(r#"mutation {{ deleteProject(id: "{}") {{ sequence }} }}"#, uuid::Uuid::new_v4());
+    let (_, body) = app.graphql(&unknown, Some(&steward)).await;
+    assert_eq!(code(&body), "NOT_FOUND", "{body}");
+    assert_eq!(app.side.log.last_sequence().await.expect("info"), before, "no refused mutation appended anything");
+
+    // Forged, wrong-kid, alg none and expired tokens.
+    let (kid, secret): (String, Vec<u8>) = sqlx::query_as("SELECT kid, secret FROM jwt_keys WHERE retired_at IS NULL")
+        .fetch_one(&app.pool)
+        .await
+        .expect("key");
+    let user: String = sqlx::query_scalar("SELECT user_id::text FROM credentials WHERE email = 'root@example.org'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("id");
+    let now = chrono::Utc::now().timestamp();
+    let sign = |kid: &str, key: &[u8], exp: i64| {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.to_owned());
+        let claims =
+            serde_json::json!({ "sub": user, "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": exp });
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(key)).expect("sign")
+    };
+    let alg_none = {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
+        let claims = b.encode(format!(r#"{{"sub":"{user}","jti":"{}","exp":{}}}"#, uuid::Uuid::new_v4(), now + 600));
+        format!("{header}.{claims}.")
+    };
+    let cases = [
+        ("valid control", sign(&kid, &secret, now + 600), 200),
+        ("forged secret", sign(&kid, b"not the secret", now + 600), 401),
+        ("unknown kid", sign("k-unknown", &secret, now + 600), 401),
+        ("expired", sign(&kid, &secret, now - 10), 401),
+        ("alg none", alg_none, 401),
+        ("garbage", "abc.def.ghi".to_owned(), 401),
+    ];
+    for (what, token, want) in cases {
+        let (status, body) = app.graphql("{ me { email } }", Some(&token)).await;
+        assert_eq!(status, want, "{what}: {body}");
+        if want == 401 {
+            assert_eq!(code(&body), "UNAUTHENTICATED", "{what}: {body}");
+        }
+    }
+
+    // Rotation refuses every earlier token; logout ends one.
+    let (_, body) = app.graphql("mutation { rotateSecret }", Some(&admin)).await;
+    assert_eq!(body["data"]["rotateSecret"], true, "{body}");
+    let (status, body) = app.graphql("{ me { email } }", Some(&steward)).await;
+    assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "token from before the rotation: {body}");
+    let rotated: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event_type = 'security.secret_rotated'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    let fresh = {
+        let (_, body) = app
+            .graphql(
+                r#"mutation { login(email: "viewer@example.org", password: "correct horse battery") { token } }"#,
+                None,
+            )
+            .await;
+        body["data"]["login"]["token"].as_str().expect("token").to_owned()
+    };
+    let (_, body) = app.graphql("mutation { logout }", Some(&fresh)).await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    let (status, _) = app.graphql("{ me { email } }", Some(&fresh)).await;
+    assert_eq!(status, 401, "a logged-out token is refused");
+    let (_, body) = app
+        .graphql(r#"mutation { login(email: "viewer@example.org", password: "wrong password!") { token } }"#, None)
+        .await;
+    assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    let logins: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE event_type = 'user.login' AND payload->>'ip' = '127.0.0.1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert!(logins >= 3 && rotated <= 1, "logins recorded with the client IP ({logins})");
+    app.stop().await;
+}
