@@ -208,6 +208,9 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     } else {
         Vec::new()
     };
+    covenant_api::auth::current_key(&db.pool, s.jwt_secret.as_ref().map(|k| k.expose()))
+        .await
+        .context("preparing the JWT signing key")?;
     let metrics = covenant_ops::telemetry::install_metrics();
     let state = covenant_api::AppState::new(
         db.pool.clone(),

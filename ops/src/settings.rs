@@ -29,6 +29,33 @@ impl From<SyncArg> for SyncPolicy {
     }
 }
 
+/// A secret setting: never shown by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 16 {
+            return Err("a JWT secret needs at least 16 characters".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
 /// Where Covenant finds (or starts) its services.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -57,6 +84,11 @@ pub struct Settings {
     /// Durability of the managed nats-server (ignored with COVENANT_NATS_URL).
     #[arg(long, env = "COVENANT_NATS_SYNC", value_enum, default_value_t = SyncArg::Always, global = true)]
     pub nats_sync: SyncArg,
+
+    /// Secret of the first JWT signing key (used only while no key exists yet; later keys
+    /// come from `covenant secrets rotate`). Unset: a random one.
+    #[arg(long, env = "COVENANT_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
 
     /// Event stream name (tests and side-by-side deployments vary it).
     #[arg(long, env = "COVENANT_STREAM", default_value = "COVENANT_EVENTS", global = true)]
