@@ -84,8 +84,28 @@ where
     /// domain's reason; [`CommandError::Conflict`] after the bounded retries;
     /// [`CommandError::Unavailable`] when NATS is down (fails fast, before any work);
     /// [`CommandError::InProgress`] for a key held by a concurrent request.
-    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, aggregate_id = %id))]
+    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, aggregate_id = %id, command = A::command_name(&command)))]
     pub async fn execute(&self, id: &str, command: A::Command, ctx: &CommandContext) -> Result<Receipt, A> {
+        let name = A::command_name(&command);
+        let started = std::time::Instant::now();
+        let result = self.execute_inner(id, command, ctx).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CommandError::Refused(_)) => "refused",
+            Err(CommandError::InvalidInput(_)) => "invalid",
+            Err(CommandError::Conflict { .. }) => "conflict",
+            Err(CommandError::InProgress) => "in_progress",
+            Err(CommandError::Unavailable { .. }) => "unavailable",
+            Err(CommandError::Internal(_)) => "internal",
+        };
+        metrics::counter!("covenant_commands_total", "aggregate" => A::TYPE, "command" => name, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("covenant_command_duration_seconds", "aggregate" => A::TYPE, "command" => name)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn execute_inner(&self, id: &str, command: A::Command, ctx: &CommandContext) -> Result<Receipt, A> {
         A::validate_id(id).map_err(|e| CommandError::InvalidInput(e.to_string()))?;
         if let Some(target) = A::command_target(&command)
             && target != id

@@ -251,6 +251,7 @@ impl EventLog {
             chained.into_iter().zip(events).map(|((hm, _), e)| (hm, e.payload.clone())).collect();
         let event_ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
         let last_id = event_ids.last().map(uuid::Uuid::to_string).unwrap_or_default();
+        let started = std::time::Instant::now();
         let result = if messages.len() == 1 {
             self.publish_one(subject, tip.last_seq, messages.into_iter().next().expect("one message"), &last_id).await
         } else {
@@ -266,6 +267,8 @@ impl EventLog {
             Err(e) => return Err(e),
         };
         let n = events.len() as u64;
+        metrics::counter!("covenant_events_appended_total").increment(n);
+        metrics::histogram!("covenant_append_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(Appended {
             first_seq: last_seq + 1 - n,
             last_seq,

@@ -62,6 +62,9 @@ pub trait CovenantAggregate: Aggregate<Event: EventCodec> + Clone {
     /// [`IdError`] naming what is wrong.
     fn validate_id(id: &str) -> Result<(), IdError>;
 
+    /// A short, stable name of the command (a metrics label), e.g. `update_gdp`.
+    fn command_name(command: &Self::Command) -> &'static str;
+
     /// The id a command names itself, if any (a registration carries its country code);
     /// the dispatcher refuses a command sent to a different id.
     fn command_target(_command: &Self::Command) -> Option<String> {

@@ -211,6 +211,15 @@ impl Aggregate for Country {
 }
 
 impl CovenantAggregate for Country {
+    fn command_name(command: &CountryCommand) -> &'static str {
+        match command {
+            CountryCommand::Register { .. } => "register",
+            CountryCommand::UpdateGdp { .. } => "update_gdp",
+            CountryCommand::Rename { .. } => "rename",
+            CountryCommand::RecordGdpHistory { .. } => "record_gdp_history",
+        }
+    }
+
     fn validate_id(id: &str) -> Result<(), IdError> {
         CountryCode::parse(id).map(|_| ()).map_err(|e| IdError::new("country", id, e.to_string()))
     }

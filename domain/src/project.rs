@@ -265,6 +265,14 @@ impl Aggregate for Project {
 }
 
 impl CovenantAggregate for Project {
+    fn command_name(command: &ProjectCommand) -> &'static str {
+        match command {
+            ProjectCommand::Create { .. } => "create",
+            ProjectCommand::Update { .. } => "update",
+            ProjectCommand::Delete => "delete",
+        }
+    }
+
     fn validate_id(id: &str) -> Result<(), IdError> {
         validate_uuid_id("project", id)
     }

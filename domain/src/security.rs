@@ -110,6 +110,10 @@ impl Aggregate for Security {
 }
 
 impl CovenantAggregate for Security {
+    fn command_name(_: &SecurityCommand) -> &'static str {
+        "rotate_secret"
+    }
+
     fn validate_id(id: &str) -> Result<(), IdError> {
         if id == SECURITY_ID {
             Ok(())

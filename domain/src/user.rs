@@ -180,6 +180,15 @@ impl Aggregate for User {
 }
 
 impl CovenantAggregate for User {
+    fn command_name(command: &UserCommand) -> &'static str {
+        match command {
+            UserCommand::Register { .. } => "register",
+            UserCommand::ChangeRole { .. } => "change_role",
+            UserCommand::RecordLogin { .. } => "login",
+            UserCommand::RecordLogout => "logout",
+        }
+    }
+
     fn validate_id(id: &str) -> Result<(), IdError> {
         validate_uuid_id("user", id)
     }

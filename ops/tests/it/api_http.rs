@@ -16,6 +16,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     let cfg = log_config();
     let side = std::sync::Arc::new(crate::harness::side(&server.url(), &cfg).await);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
     let tasks = covenant_ops::projections::spawn(
         side.log.jetstream(),
         &cfg.stream,
@@ -30,8 +31,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
         Some(crate::harness::metrics()),
         Some(side.clone()),
     );
-    let api =
-        covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, stop_rx.clone()).await.expect("serve");
+    let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, api_stop_rx).await.expect("serve");
     let addr = api.addr;
 
     register_country(&side, "US", "United States", 300).await;
@@ -72,7 +72,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     assert_eq!(body["data"]["countries"]["nodes"][0]["code"], "FR", "{body}");
     assert_eq!(body["data"]["countries"]["pageInfo"]["hasNextPage"], false);
 
-    let (_, body) = graphql(addr, "{ covenantFund { totalUsd countries projects asOfSequence } projects(countryCode: \"FR\") { nodes { id name budgetUsd status } } }", &[]).await;
+    let (_, body) = graphql(addr, "{ covenantFund { totalUsd countries projects asOfSequence } projects(countryCode: \"FR\") { nodes { id name budgetUsd status } } }", &[("Covenant-Min-Sequence", &seq)]).await;
     assert_eq!(body["data"]["covenantFund"]["totalUsd"], "650", "{body}");
     assert_eq!(body["data"]["covenantFund"]["projects"], 1);
     assert_eq!(body["data"]["projects"]["nodes"][0]["id"], project.as_str());
@@ -84,6 +84,34 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     )
     .await;
     assert_eq!(body["data"]["auditEvents"][0]["subject"], format!("{}.country.DE", cfg.subject_prefix), "{body}");
+
+    // With the projections stopped, a query asking for a newer sequence waits; it answers
+    // with the write once they resume.
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        t.await.expect("projections stopped");
+    }
+    let w = side
+        .countries
+        .execute("FR", CountryCommand::UpdateGdp { gdp_usd: Usd::new(111).expect("usd") }, &CommandContext::system())
+        .await
+        .expect("update");
+    let pending = tokio::spawn({
+        let seq = w.sequence.to_string();
+        async move { graphql(addr, r#"{ country(code: "FR") { gdpUsd } }"#, &[("Covenant-Min-Sequence", &seq)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!pending.is_finished(), "the query waits for its sequence");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = covenant_ops::projections::spawn(
+        side.log.jetstream(),
+        &cfg.stream,
+        &pool,
+        &stop_rx,
+        Duration::from_millis(200),
+    );
+    let (status, body) = pending.await.expect("query");
+    assert_eq!((status, body["data"]["country"]["gdpUsd"].as_str()), (200, Some("111")), "{body}");
 
     // Bad input: a clear code, no internals.
     let (_, body) = graphql(addr, r#"{ country(code: "usa") { code } }"#, &[]).await;
@@ -139,6 +167,15 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
         "{text}"
     );
     assert!(text.contains("covenant_fund_usd"), "{text}");
+    assert!(
+        text.contains(r#"covenant_commands_total{aggregate="country",command="update_gdp",outcome="ok"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("covenant_events_appended_total") && text.contains("covenant_append_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains(r#"graphql_operation_duration_seconds_bucket"#), "{text}");
 
     wait_for_sequence(&pool, &PROJECTIONS, upd.sequence, Duration::from_secs(5)).await.expect("caught up");
     cluster.stop(true);
@@ -150,6 +187,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     assert!(!body.to_string().contains("Connection refused"), "{body}");
 
     let _ = stop_tx.send(true);
+    let _ = api_stop_tx.send(true);
     api.task.await.expect("server drained");
     for t in tasks {
         t.await.expect("stopped");
