@@ -25,6 +25,7 @@ pub mod audit;
 pub mod checkpoint;
 pub mod event;
 pub mod ledger;
+mod ledger_sql;
 pub mod monitor;
 pub mod projection;
 pub mod rebuild;

@@ -2,8 +2,10 @@
 //! through the command side, gated by role. Subscriptions arrive with the rest of the API
 //! issue.
 
+pub mod errors;
 pub mod mutation;
 pub mod query;
+pub mod results;
 pub mod types;
 
 use std::sync::Arc;

@@ -5,19 +5,20 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, ErrorExtensions, ID, Object, SimpleObject};
+use async_graphql::{Context, ID, Object};
 use covenant_commands::{CommandContext, CommandError, CommandSide, Receipt};
 use covenant_domain::{
-    Actor, CountryCode, CountryCommand, CountryError, Email, Name, ProjectCommand, ProjectError, Role, SecurityCommand,
-    SecurityError, UserCommand, UserError,
+    Actor, CountryCode, CountryCommand, Email, Name, ProjectCommand, Role, SecurityCommand, SecurityError, UserCommand,
 };
 use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
 use covenant_projections::views;
 use sqlx::PgPool;
 
+use super::errors::{command_error, err};
+use super::results::*;
 use super::types::*;
 use crate::auth::{self, Principal};
-use crate::error::{ApiError, ApiResult, gql};
+use crate::error::{ApiResult, gql};
 
 /// The client's address, for `user.login` events.
 #[derive(Debug, Clone, Copy)]
@@ -26,10 +27,6 @@ pub struct ClientIp(pub IpAddr);
 /// How long a mutation waits for its write to reach the read models before answering
 /// with the entity (it answers with the sequence either way).
 const ENTITY_WAIT: Duration = Duration::from_secs(2);
-
-fn err(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
-    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
-}
 
 /// The caller, who must hold one of `roles` (admins may do everything).
 fn require(ctx: &Context<'_>, roles: &[Role]) -> ApiResult<Principal> {
@@ -63,55 +60,6 @@ fn pool<'a>(ctx: &Context<'a>) -> &'a PgPool {
     ctx.data_unchecked::<PgPool>()
 }
 
-/// The `extensions.code` of a refusal.
-trait RefusalCode {
-    fn code(&self) -> &'static str;
-}
-
-impl RefusalCode for CountryError {
-    fn code(&self) -> &'static str {
-        if matches!(self, CountryError::NotRegistered) { "NOT_FOUND" } else { "BAD_USER_INPUT" }
-    }
-}
-
-impl RefusalCode for ProjectError {
-    fn code(&self) -> &'static str {
-        match self {
-            ProjectError::NotFound => "NOT_FOUND",
-            ProjectError::DirectoryUnavailable(_) => "UNAVAILABLE",
-            _ => "BAD_USER_INPUT",
-        }
-    }
-}
-
-impl RefusalCode for UserError {
-    fn code(&self) -> &'static str {
-        match self {
-            UserError::NotFound => "NOT_FOUND",
-            UserError::NotAdmin => "FORBIDDEN",
-            _ => "BAD_USER_INPUT",
-        }
-    }
-}
-
-impl RefusalCode for SecurityError {
-    fn code(&self) -> &'static str {
-        if matches!(self, SecurityError::NotAdmin) { "FORBIDDEN" } else { "BAD_USER_INPUT" }
-    }
-}
-
-fn command_error<E: std::error::Error + RefusalCode>(e: CommandError<E>) -> async_graphql::Error {
-    match e {
-        CommandError::Refused(r) => err(r.code(), r.to_string()),
-        CommandError::InvalidInput(m) => err("BAD_USER_INPUT", m),
-        CommandError::Conflict { .. } | CommandError::InProgress => err("CONFLICT", e.to_string()),
-        CommandError::Unavailable { .. } => {
-            err("UNAVAILABLE", "the event log is unavailable; retry (with an idempotency key, a retry is safe)")
-        }
-        CommandError::Internal(m) => ApiError::Internal(m).extend(),
-    }
-}
-
 fn bad<E: std::fmt::Display>(e: E) -> async_graphql::Error {
     err("BAD_USER_INPUT", e.to_string())
 }
@@ -128,87 +76,6 @@ async fn settle(ctx: &Context<'_>, r: &Receipt) -> bool {
 /// A stream sequence as a decimal string (sequences outgrow GraphQL's 32-bit `Int`).
 fn seq(r: &Receipt) -> String {
     r.sequence.to_string()
-}
-
-/// A session.
-#[derive(SimpleObject)]
-pub struct Session {
-    /// Bearer token (HS256 JWT).
-    pub token: String,
-    /// When it expires.
-    pub expires_at: chrono::DateTime<chrono::Utc>,
-    /// The signed-in user.
-    pub user: User,
-}
-
-/// A user (never with credentials).
-#[derive(SimpleObject, Clone)]
-pub struct User {
-    /// User id.
-    pub id: ID,
-    /// Login address.
-    pub email: String,
-    /// Role.
-    pub role: RoleGql,
-}
-
-/// Roles.
-#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "Role")]
-pub enum RoleGql {
-    /// Users, countries, secrets (and everything a steward may do).
-    Admin,
-    /// GDP updates and projects.
-    Steward,
-    /// Read only.
-    Viewer,
-}
-
-impl From<RoleGql> for Role {
-    fn from(r: RoleGql) -> Self {
-        match r {
-            RoleGql::Admin => Role::Admin,
-            RoleGql::Steward => Role::Steward,
-            RoleGql::Viewer => Role::Viewer,
-        }
-    }
-}
-
-impl From<Role> for RoleGql {
-    fn from(r: Role) -> Self {
-        match r {
-            Role::Admin => RoleGql::Admin,
-            Role::Steward => RoleGql::Steward,
-            Role::Viewer => RoleGql::Viewer,
-        }
-    }
-}
-
-/// A country mutation's result.
-#[derive(SimpleObject)]
-pub struct CountryResult {
-    /// The country as the read model shows it after the write (null if not there within 2 s).
-    pub country: Option<Country>,
-    /// Stream sequence of the last event written.
-    pub sequence: String,
-}
-
-/// A project mutation's result.
-#[derive(SimpleObject)]
-pub struct ProjectResult {
-    /// The project after the write (null if not in the read model within 2 s).
-    pub project: Option<Project>,
-    /// Stream sequence of the last event written.
-    pub sequence: String,
-}
-
-/// A user mutation's result.
-#[derive(SimpleObject)]
-pub struct UserResult {
-    /// The user.
-    pub user: User,
-    /// Stream sequence of the last event written.
-    pub sequence: String,
 }
 
 /// Mutations.

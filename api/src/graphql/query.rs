@@ -125,14 +125,14 @@ impl Query {
     }
 
     /// The signed-in user, or null.
-    async fn me(&self, ctx: &Context<'_>) -> ApiResult<Option<super::mutation::User>> {
+    async fn me(&self, ctx: &Context<'_>) -> ApiResult<Option<super::results::User>> {
         let Some(p) = ctx.data_opt::<Option<crate::auth::Principal>>().copied().flatten() else { return Ok(None) };
         let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
             .bind(p.user_id)
             .fetch_optional(pool(ctx))
             .await
             .map_err(gql)?;
-        Ok(email.map(|email| super::mutation::User { id: ID(p.user_id.to_string()), email, role: p.role.into() }))
+        Ok(email.map(|email| super::results::User { id: ID(p.user_id.to_string()), email, role: p.role.into() }))
     }
 
     /// The covenant fund: sum of GDP and counts, with the sequence they reflect.
