@@ -258,11 +258,7 @@ impl Mutation {
         let cmd = ProjectCommand::Update {
             name: name.map(|n| Name::parse(&n)).transpose().map_err(bad)?,
             budget_usd: budget_usd.map(dollars).transpose()?,
-            status: status.map(|s| match s {
-                ProjectStatus::Proposed => covenant_domain::ProjectStatus::Proposed,
-                ProjectStatus::Active => covenant_domain::ProjectStatus::Active,
-                ProjectStatus::Completed => covenant_domain::ProjectStatus::Completed,
-            }),
+            status: status.map(Into::into),
         };
         let r = side(ctx)?
             .projects

@@ -98,14 +98,20 @@ pub enum ProjectStatus {
     Completed,
 }
 
-impl ProjectStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProjectStatus::Proposed => "proposed",
-            ProjectStatus::Active => "active",
-            ProjectStatus::Completed => "completed",
+impl From<ProjectStatus> for covenant_domain::ProjectStatus {
+    fn from(s: ProjectStatus) -> Self {
+        match s {
+            ProjectStatus::Proposed => covenant_domain::ProjectStatus::Proposed,
+            ProjectStatus::Active => covenant_domain::ProjectStatus::Active,
+            ProjectStatus::Completed => covenant_domain::ProjectStatus::Completed,
         }
+    }
+}
+
+impl ProjectStatus {
+    /// The stored name (the domain's).
+    pub fn as_str(self) -> &'static str {
+        covenant_domain::ProjectStatus::from(self).as_str()
     }
 
     fn parse(s: &str) -> Self {
