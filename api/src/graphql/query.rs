@@ -140,7 +140,8 @@ impl Query {
         Ok(views::fund(pool(ctx)).await.map_err(gql)?.into())
     }
 
-    /// The most recent events, newest first, optionally by type and subject.
+    /// The most recent events, newest first, optionally by type and subject. Needs a
+    /// signed-in user (events name actors and login addresses).
     async fn audit_events(
         &self,
         ctx: &Context<'_>,
@@ -148,6 +149,9 @@ impl Query {
         event_type: Option<String>,
         subject: Option<String>,
     ) -> ApiResult<Vec<AuditEvent>> {
+        if ctx.data_opt::<Option<crate::auth::Principal>>().copied().flatten().is_none() {
+            return Err(super::errors::err("UNAUTHENTICATED", "sign in to read the audit trail"));
+        }
         let n = page_size(last)?;
         let rows = views::recent_events(pool(ctx), n.max(1), event_type.as_deref(), subject.as_deref(), None)
             .await

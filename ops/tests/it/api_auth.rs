@@ -30,6 +30,11 @@ async fn tokens_and_roles_gate_every_mutation_and_refusals_append_nothing() {
     assert_eq!(body["data"]["updateGdp"]["country"]["gdpUsd"], "120", "{body}");
     let (_, body) = app.graphql("{ me { email role } }", Some(&steward)).await;
     assert_eq!(body["data"]["me"]["role"], "STEWARD", "{body}");
+    let (_, body) = app
+        .graphql(r#"{ auditEvents(last: 1, eventType: "country.update") { eventType actor payload } }"#, Some(&viewer))
+        .await;
+    assert_eq!(body["data"]["auditEvents"][0]["eventType"], "country.update", "a viewer reads the audit trail: {body}");
+    assert_eq!(body["data"]["auditEvents"][0]["payload"]["new_gdp_usd"], "120", "{body}");
 
     let before = app.side.log.last_sequence().await.expect("info");
     let update = r#"mutation { updateGdp(code: "FR", gdpUsd: "999") { sequence } }"#;
