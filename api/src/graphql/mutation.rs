@@ -188,12 +188,7 @@ impl Mutation {
             name: Name::parse(&name).map_err(bad)?,
             gdp_usd: dollars(gdp_usd)?,
         };
-        let r = side(ctx)?
-            .countries
-            .execute(code.as_str(), cmd, &context(Some(&p), idempotency_key))
-            .await
-            .map_err(command_error)?;
-        country_result(ctx, code.as_str(), &r).await
+        country_command(ctx, &p, &code, cmd, idempotency_key).await
     }
 
     /// Records a new GDP figure (steward).
@@ -207,12 +202,7 @@ impl Mutation {
         let p = require(ctx, &[Role::Steward])?;
         let code = CountryCode::parse(&code).map_err(bad)?;
         let cmd = CountryCommand::UpdateGdp { gdp_usd: dollars(gdp_usd)? };
-        let r = side(ctx)?
-            .countries
-            .execute(code.as_str(), cmd, &context(Some(&p), idempotency_key))
-            .await
-            .map_err(command_error)?;
-        country_result(ctx, code.as_str(), &r).await
+        country_command(ctx, &p, &code, cmd, idempotency_key).await
     }
 
     /// Creates a project in a registered country (steward).
@@ -317,6 +307,22 @@ pub async fn rotate(side: &CommandSide, pool: &PgPool, by: Actor, ctx: &CommandC
     side.security.execute(covenant_domain::SECURITY_ID, cmd, ctx).await.map_err(RotateError::Command)?;
     auth::install_key(pool, &kid, &auth::new_secret()).await?;
     Ok(kid)
+}
+
+/// Runs a country command for `p` and answers with the country.
+async fn country_command(
+    ctx: &Context<'_>,
+    p: &Principal,
+    code: &CountryCode,
+    cmd: CountryCommand,
+    idempotency_key: Option<String>,
+) -> ApiResult<CountryResult> {
+    let r = side(ctx)?
+        .countries
+        .execute(code.as_str(), cmd, &context(Some(p), idempotency_key))
+        .await
+        .map_err(command_error)?;
+    country_result(ctx, code.as_str(), &r).await
 }
 
 async fn country_result(ctx: &Context<'_>, code: &str, r: &Receipt) -> ApiResult<CountryResult> {
