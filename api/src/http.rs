@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use axum::body::Bytes;
 use std::net::SocketAddr;
 
@@ -90,6 +89,11 @@ pub async fn graphql(
             Err(e) => return request_error(StatusCode::UNAUTHORIZED, media, "UNAUTHENTICATED", &e.to_string()),
         },
     };
+    if let Some(p) = &principal
+        && let Err(wait) = state.limits.per_user.check(&p.user_id)
+    {
+        return rate_limited(wait, "too many GraphQL requests for this user");
+    }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -121,8 +125,13 @@ pub async fn graphql(
     let mut response = state.schema.execute(request).await;
     metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => "query")
         .record(started.elapsed().as_secs_f64());
-    // Parse and validation errors leave no data: a request error (400 under the new media type).
-    let request_failed = response.data == async_graphql::Value::Null && !response.errors.is_empty();
+    // Parse, validation and variable errors stop the request before execution: no data
+    // and no error path. That is a request error: 400 under the new media type, and no
+    // `data` entry. A resolver's error (it has a path) is an execution result, even when it
+    // nulls the whole `data`.
+    let request_failed = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
     // Every error carries a code: parse, validation and input-coercion errors are the
     // client's (BAD_USER_INPUT); resolvers always set theirs.
     for e in &mut response.errors {
@@ -131,11 +140,51 @@ pub async fn graphql(
             ext.set("code", "BAD_USER_INPUT");
         }
     }
-    let status = if request_failed && media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    match serde_json::to_vec(&response) {
+    let limited = response.errors.iter().any(|e| {
+        e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&async_graphql::Value::from("RATE_LIMITED"))
+    });
+    let status = if limited {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if request_failed && media == GRAPHQL_RESPONSE {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let extra_headers = std::mem::take(&mut response.http_headers);
+    let body = if request_failed {
+        serde_json::to_vec(&serde_json::json!({ "errors": response.errors }))
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let mut reply = match body {
         Ok(body) => json_response(status, media, body),
-        Err(_) => request_error(StatusCode::INTERNAL_SERVER_ERROR, media, "INTERNAL", "internal error"),
+        Err(_) => return request_error(StatusCode::INTERNAL_SERVER_ERROR, media, "INTERNAL", "internal error"),
+    };
+    reply.headers_mut().extend(extra_headers);
+    reply
+}
+
+/// 429 with `Retry-After` and a `RATE_LIMITED` error.
+fn rate_limited(wait: Duration, message: &str) -> Response {
+    let secs = crate::limits::retry_after_secs(wait);
+    let mut r = request_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "application/json",
+        "RATE_LIMITED",
+        &format!("{message}; retry in {secs} s"),
+    );
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// Middleware: the per-address limit (`/api/graphql` only).
+pub async fn limit_per_ip(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(wait) = state.limits.per_ip.check(&peer.ip())
+    {
+        return rate_limited(wait, "too many requests from this address");
     }
+    next.run(req).await
 }
 
 /// The bearer token of an `Authorization` header.
@@ -145,9 +194,85 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-/// `GET /api/graphql`: GraphiQL.
-pub async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/api/graphql").title("Covenant GraphiQL").finish())
+/// `GET /api/graphql`: a WebSocket upgrade serves subscriptions (`graphql-transport-ws`,
+/// and the older `graphql-ws`); any other GET gets GraphiQL.
+///
+/// A WebSocket client signs in with `{"Authorization": "Bearer <token>"}` as the
+/// `connection_init` payload (browsers cannot set headers on a WebSocket); a bad token
+/// closes the connection.
+pub async fn graphiql_or_websocket(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    use axum::extract::FromRequestParts as _;
+    use axum::extract::ws::WebSocketUpgrade;
+
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return graphiql().into_response();
+    }
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let (mut parts, _) = req.into_parts();
+    let protocol = match async_graphql_axum::GraphQLProtocol::from_request_parts(&mut parts, &state).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let schema = state.schema.clone();
+    let pool = state.pool.clone();
+    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+        async_graphql_axum::GraphQLWebSocket::new(socket, schema, protocol)
+            .on_connection_init(move |payload| async move { connection_data(&pool, &payload, peer).await })
+            .serve()
+    })
+}
+
+/// The per-connection data of a WebSocket: the principal of the `connection_init` token.
+async fn connection_data(
+    pool: &sqlx::PgPool,
+    payload: &serde_json::Value,
+    peer: Option<std::net::IpAddr>,
+) -> async_graphql::Result<async_graphql::Data> {
+    let token = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(serde_json::Value::as_str))
+        .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_owned());
+    let principal = match token {
+        None => None,
+        Some(t) => Some(auth::authenticate(pool, &t).await.map_err(|e| async_graphql::Error::new(e.to_string()))?),
+    };
+    let mut data = async_graphql::Data::default();
+    data.insert(principal);
+    if let Some(ip) = peer {
+        data.insert(ClientIp(ip));
+    }
+    Ok(data)
+}
+
+/// GraphiQL, with subscriptions over this server's WebSocket; its scripts and styles are
+/// served by [`graphiql_asset`], so it works without internet access.
+fn graphiql() -> Html<&'static str> {
+    Html(include_str!("../assets/graphiql.html"))
+}
+
+/// `GET /api/graphiql/{file}`: the vendored GraphiQL and React builds.
+pub async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    const JS: &str = "text/javascript; charset=utf-8";
+    let (body, media): (&'static [u8], &'static str) = match file.as_str() {
+        "graphiql.min.js" => (include_bytes!("../assets/graphiql/graphiql.min.js"), JS),
+        "graphiql.min.css" => (include_bytes!("../assets/graphiql/graphiql.min.css"), "text/css; charset=utf-8"),
+        "react.production.min.js" => (include_bytes!("../assets/graphiql/react.production.min.js"), JS),
+        "react-dom.production.min.js" => (include_bytes!("../assets/graphiql/react-dom.production.min.js"), JS),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    let mut r = body.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    r
 }
 
 /// `GET /metrics`: Prometheus text format.

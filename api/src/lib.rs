@@ -10,11 +10,13 @@
 //! - [`graphql`]: the schema.
 //! - [`auth`]: argon2 passwords, HS256 JWTs with `kid`, rotation and revocation.
 //! - [`error`]: the one error type and its `extensions.code`.
+//! - [`limits`]: the seed's rate limits.
 
 pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,23 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Projection lag above which the health check reports degraded.
     pub max_lag: u64,
+    /// Rate limiters.
+    pub limits: Arc<limits::RateLimits>,
+}
+
+/// How the API is tuned; the default is the seed's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiOptions {
+    /// Rate limits.
+    pub limits: limits::LimitSettings,
+    /// Projection lag (events) above which `/api/healthcheck` answers 503.
+    pub max_lag: u64,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self { limits: limits::LimitSettings::default(), max_lag: 10_000 }
+    }
 }
 
 impl AppState {
@@ -53,22 +72,34 @@ impl AppState {
         stream: impl Into<String>,
         metrics: Option<PrometheusHandle>,
         side: Option<Arc<covenant_commands::CommandSide>>,
+        options: ApiOptions,
     ) -> Self {
+        let stream = stream.into();
+        let limits = Arc::new(limits::RateLimits::new(options.limits));
+        let feed =
+            graphql::subscription::EventFeed { js: async_nats::jetstream::new(nats.clone()), stream: stream.clone() };
         Self {
-            schema: graphql::schema(pool.clone(), side),
+            schema: graphql::schema(pool.clone(), feed, limits.clone(), side),
             pool,
             nats,
-            stream: stream.into(),
+            stream,
             metrics,
-            max_lag: 10_000,
+            max_lag: options.max_lag,
+            limits,
         }
     }
 }
 
-/// The router: `/api/graphql` (POST GraphQL, GET GraphiQL), `/api/healthcheck`, `/metrics`.
+/// The router: `/api/graphql` (POST GraphQL, GET GraphiQL or a WebSocket upgrade for
+/// subscriptions; limited per client address), `/api/healthcheck`, `/metrics` (never
+/// limited, so monitoring is not throttled).
 pub fn router(state: Arc<AppState>) -> Router {
+    let graphql = Router::new()
+        .route("/api/graphql", get(http::graphiql_or_websocket).post(http::graphql))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::limit_per_ip));
     Router::new()
-        .route("/api/graphql", get(http::graphiql).post(http::graphql))
+        .merge(graphql)
+        .route("/api/graphiql/{file}", get(http::graphiql_asset))
         .route("/api/healthcheck", get(http::health))
         .route("/metrics", get(http::metrics_text))
         .route_layer(axum::middleware::from_fn(http::track))

@@ -218,6 +218,7 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
         s.stream.clone(),
         Some(metrics),
         Some(side.clone()),
+        s.api_options(),
     );
     let http = covenant_ops::http::serve(s.http_addr, state, stop_rx.clone()).await?;
     let mut demo_login = None;

@@ -98,12 +98,49 @@ pub struct Settings {
     #[arg(long, env = "COVENANT_SUBJECT_PREFIX", default_value = "covenant.events", global = true)]
     pub subject_prefix: String,
 
+    /// Requests to /api/graphql per client address, as N/WINDOW (`60/1m`, `10/30s`) or
+    /// `off`. Health and metrics are never limited.
+    #[arg(long, env = "COVENANT_RATE_LIMIT_IP", default_value = "60/1m", global = true, help_heading = "API limits")]
+    pub rate_limit_ip: covenant_api::limits::Limit,
+
+    /// GraphQL requests per signed-in user, as N/WINDOW or `off`.
+    #[arg(
+        long,
+        env = "COVENANT_RATE_LIMIT_USER",
+        default_value = "100/1m",
+        global = true,
+        help_heading = "API limits"
+    )]
+    pub rate_limit_user: covenant_api::limits::Limit,
+
+    /// Login attempts per client address and account, as N/WINDOW or `off`.
+    #[arg(
+        long,
+        env = "COVENANT_RATE_LIMIT_LOGIN",
+        default_value = "5/15m",
+        global = true,
+        help_heading = "API limits"
+    )]
+    pub rate_limit_login: covenant_api::limits::Limit,
+
     /// Explicit nats-server binary for the managed server (default: pip's, then PATH).
     #[arg(long, env = "COVENANT_NATS_SERVER", global = true, hide = true)]
     pub nats_server: Option<PathBuf>,
 }
 
 impl Settings {
+    /// The API's options: these settings' rate limits.
+    pub fn api_options(&self) -> covenant_api::ApiOptions {
+        covenant_api::ApiOptions {
+            limits: covenant_api::limits::LimitSettings {
+                per_ip: self.rate_limit_ip,
+                per_user: self.rate_limit_user,
+                login: self.rate_limit_login,
+            },
+            ..Default::default()
+        }
+    }
+
     /// The event log configuration these settings describe.
     pub fn log_config(&self) -> covenant_commands::LogConfig {
         covenant_commands::LogConfig {

@@ -84,12 +84,21 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Signs in: returns a bearer token and records `user.login` with the client address.
+    /// At most the configured attempts (5 per 15 minutes) per client address and
+    /// account; then `RATE_LIMITED`, HTTP 429 with `Retry-After`.
     async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> ApiResult<Session> {
+        let ip = ctx.data_opt::<ClientIp>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0);
+        if let Some(limits) = ctx.data_opt::<std::sync::Arc<crate::limits::RateLimits>>()
+            && let Err(wait) = limits.login.check(&(ip, email.trim().to_lowercase()))
+        {
+            let secs = crate::limits::retry_after_secs(wait);
+            ctx.insert_http_header(axum::http::header::RETRY_AFTER, secs.to_string());
+            return Err(err("RATE_LIMITED", format!("too many login attempts; retry in {secs} s")));
+        }
         let id = auth::check_credentials(pool(ctx), &email, &password).await.map_err(|e| match e {
             auth::AuthError::Database(_) => err("UNAVAILABLE", "authentication unavailable"),
             other => err("UNAUTHENTICATED", other.to_string()),
         })?;
-        let ip = ctx.data_opt::<ClientIp>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0);
         let s = side(ctx)?;
         s.users
             .execute(&id.to_string(), UserCommand::RecordLogin { ip }, &context(None, None))

@@ -213,6 +213,20 @@ impl From<views::AuditEventRow> for AuditEvent {
     }
 }
 
+impl From<&covenant_projections::event::ProjectedEvent> for AuditEvent {
+    /// The same fields the audit projection stores (a payload that is not JSON is null).
+    fn from(e: &covenant_projections::event::ProjectedEvent) -> Self {
+        Self {
+            sequence: i64::try_from(e.seq).unwrap_or(i64::MAX),
+            subject: e.subject.clone(),
+            event_type: e.event_type.clone(),
+            actor: e.actor.clone(),
+            occurred_at: e.occurred_at,
+            payload: serde_json::from_slice(&e.payload).ok().map(async_graphql::Json),
+        }
+    }
+}
+
 /// Relay-style page information.
 #[derive(SimpleObject, Clone)]
 pub struct PageInfo {

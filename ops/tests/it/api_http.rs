@@ -30,6 +30,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
         cfg.stream.clone(),
         Some(crate::harness::metrics()),
         Some(side.clone()),
+        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
     );
     let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, api_stop_rx).await.expect("serve");
     let addr = api.addr;

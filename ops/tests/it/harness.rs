@@ -134,6 +134,23 @@ pub async fn register_country(side: &CommandSide, code: &str, name: &str, gdp: u
     side.countries.execute(code, cmd, &covenant_commands::CommandContext::system()).await.expect("register country")
 }
 
+/// An HTTP response as [`http_exchange`] read it.
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body (de-chunked).
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
 /// A plain HTTP/1.1 exchange with the API: (status, content type, body).
 pub async fn http(
     addr: std::net::SocketAddr,
@@ -142,6 +159,19 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
+    let r = http_exchange(addr, method, path, headers, body).await;
+    let ctype = r.header("content-type").unwrap_or_default().to_owned();
+    (r.status, ctype, r.body)
+}
+
+/// A plain HTTP/1.1 exchange with the API, every header kept.
+pub async fn http_exchange(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the API");
     let mut req =
@@ -157,13 +187,14 @@ pub async fn http(
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let ctype = head
+    let headers: Vec<(String, String)> = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_owned()))
-        .unwrap_or_default();
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
-    (status, ctype, body)
+        .skip(1)
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    HttpReply { status, headers, body }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -205,8 +236,17 @@ pub struct TestApp {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts a [`TestApp`].
+/// Starts a [`TestApp`] with no rate limits.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(covenant_api::ApiOptions {
+        limits: covenant_api::limits::LimitSettings::off(),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Starts a [`TestApp`] with `options`.
+pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
     let nats = nats().await;
     let (pg, pool) = pg().await;
     let cfg = log_config();
@@ -220,6 +260,7 @@ pub async fn spawn_app() -> TestApp {
         cfg.stream.clone(),
         Some(metrics()),
         Some(side.clone()),
+        options,
     );
     let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, rx).await.expect("serve the API");
     tasks.push(api.task);

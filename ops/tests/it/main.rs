@@ -5,6 +5,8 @@ mod harness;
 
 mod api_auth;
 mod api_http;
+mod api_limits;
+mod api_live;
 mod audit_chain;
 mod bad_input;
 mod cli;

@@ -1,0 +1,88 @@
+//! The subscription root: the live event feed, read from JetStream (not from a read model),
+//! so a subscriber sees every event in stream order as soon as it is stored.
+
+use async_graphql::{Context, Subscription};
+use async_nats::jetstream::{self, consumer};
+use covenant_projections::event::ProjectedEvent;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+
+use super::errors::err;
+use super::types::AuditEvent;
+use crate::error::ApiResult;
+
+/// Where the feed reads from (schema data).
+#[derive(Clone)]
+pub struct EventFeed {
+    /// JetStream context.
+    pub js: jetstream::Context,
+    /// Event stream name.
+    pub stream: String,
+}
+
+/// Subscriptions.
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Events as they are appended, in stream order; only `eventTypes` when given.
+    /// `afterSequence` resumes after a sequence the client has seen (a reconnecting
+    /// client loses nothing); without it the feed starts with the next event. Needs a
+    /// signed-in user, like `auditEvents`.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        event_types: Option<Vec<String>>,
+        after_sequence: Option<String>,
+    ) -> async_graphql::Result<BoxStream<'static, ApiResult<AuditEvent>>> {
+        if ctx.data_opt::<Option<crate::auth::Principal>>().copied().flatten().is_none() {
+            return Err(err("UNAUTHENTICATED", "sign in to follow the audit trail"));
+        }
+        let deliver_policy = match after_sequence {
+            None => consumer::DeliverPolicy::New,
+            Some(s) => {
+                let seq: u64 = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| err("BAD_USER_INPUT", "`afterSequence` must be a stream sequence number"))?;
+                consumer::DeliverPolicy::ByStartSequence { start_sequence: seq.saturating_add(1) }
+            }
+        };
+        let feed = ctx.data::<EventFeed>().map_err(|_| err("UNAVAILABLE", "the event feed is not available"))?;
+        let stream = feed.js.get_stream(&feed.stream).await.map_err(unavailable)?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig { deliver_policy, ..Default::default() })
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        let feed = messages
+            .map(|m| -> ApiResult<AuditEvent> {
+                let m = m.map_err(|e| {
+                    tracing::warn!(error = %e, "event feed interrupted");
+                    err("UNAVAILABLE", "the event feed was interrupted; resubscribe with afterSequence")
+                })?;
+                let (e, _) = ProjectedEvent::from_message(&m).map_err(|_| err("INTERNAL", "internal error"))?;
+                Ok(AuditEvent::from(&e))
+            })
+            .filter(move |item| {
+                let keep = match (item, &event_types) {
+                    (Ok(e), Some(types)) => types.contains(&e.event_type),
+                    _ => true,
+                };
+                std::future::ready(keep)
+            });
+        // An error ends the feed (the client resubscribes from its last sequence).
+        let mut failed = false;
+        Ok(feed
+            .take_while(move |item| {
+                let go = !failed;
+                failed |= item.is_err();
+                std::future::ready(go)
+            })
+            .boxed())
+    }
+}
+
+fn unavailable<E>(_: E) -> async_graphql::Error {
+    err("UNAVAILABLE", "the event feed is not available")
+}
