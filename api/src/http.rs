@@ -57,14 +57,7 @@ pub async fn graphql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(media) = negotiate(&headers) else {
-        return request_error(
-            StatusCode::NOT_ACCEPTABLE,
-            "application/json",
-            "BAD_REQUEST",
-            "Accept application/graphql-response+json or application/json",
-        );
-    };
+    let Some(media) = negotiate(&headers) else { return not_acceptable() };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")) {
         return request_error(
@@ -74,7 +67,97 @@ pub async fn graphql(
             "Content-Type must be application/json",
         );
     }
-    let principal = match bearer(&headers) {
+    let params = serde_json::from_slice::<serde_json::Value>(&body)
+        .map_err(|e| format!("request body is not JSON: {e}"))
+        .and_then(|v| request_params(v, false));
+    match params {
+        Ok(request) => execute(&state, peer, &headers, media, request, false).await,
+        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &e),
+    }
+}
+
+/// `GET /api/graphql?query=…`: a query (never a mutation) with its parameters URL-encoded
+/// (`variables` and `extensions` as JSON strings).
+async fn graphql_get(state: &AppState, peer: SocketAddr, headers: &HeaderMap, query_string: &str) -> Response {
+    let Some(media) = negotiate(headers) else { return not_acceptable() };
+    let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query_string) {
+        Ok(p) => p,
+        Err(e) => {
+            return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &format!("bad query string: {e}"));
+        }
+    };
+    let mut params = serde_json::Map::new();
+    for (k, v) in pairs {
+        let value = match k.as_str() {
+            "variables" | "extensions" => match serde_json::from_str(&v) {
+                Ok(v) => v,
+                Err(_) => {
+                    return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &format!("`{k}` is not JSON"));
+                }
+            },
+            _ => serde_json::Value::String(v),
+        };
+        params.insert(k, value);
+    }
+    match request_params(serde_json::Value::Object(params), true) {
+        Ok(request) => execute(state, peer, headers, media, request, true).await,
+        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &e),
+    }
+}
+
+fn not_acceptable() -> Response {
+    request_error(
+        StatusCode::NOT_ACCEPTABLE,
+        "application/json",
+        "BAD_REQUEST",
+        "Accept application/graphql-response+json or application/json",
+    )
+}
+
+/// The GraphQL request in `v`, its parameters checked as GraphQL over HTTP requires:
+/// `query` a string, `operationName` a string or null, `variables` and `extensions` maps
+/// or null.
+fn request_params(v: serde_json::Value, get: bool) -> Result<async_graphql::Request, String> {
+    use serde_json::Value;
+    let Value::Object(map) = &v else { return Err("the request must be a JSON object".into()) };
+    match map.get("query") {
+        Some(Value::String(_)) => {}
+        None => return Err("the request has no `query`".into()),
+        Some(_) => return Err("`query` must be a string".into()),
+    }
+    if !matches!(map.get("operationName"), None | Some(Value::Null | Value::String(_))) {
+        return Err("`operationName` must be a string or null".into());
+    }
+    for key in ["variables", "extensions"] {
+        if !matches!(map.get(key), None | Some(Value::Null | Value::Object(_))) {
+            return Err(format!("`{key}` must be a map or null{}", if get { " (URL-encoded JSON)" } else { "" }));
+        }
+    }
+    serde_json::from_value(v).map_err(|e| format!("not a GraphQL request: {e}"))
+}
+
+/// Runs a checked request: authentication, the per-user limit, read-your-writes, then
+/// the schema; shapes the response as GraphQL over HTTP says.
+async fn execute(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    media: &'static str,
+    request: async_graphql::Request,
+    get: bool,
+) -> Response {
+    let kind = operation_type(&request);
+    if get && kind != "query" && kind != "invalid" {
+        let mut r = request_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            media,
+            "BAD_REQUEST",
+            "only queries may be sent with GET; use POST",
+        );
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return r;
+    }
+    let principal = match bearer(headers) {
         None => None,
         Some(token) => match auth::authenticate(&state.pool, token).await {
             Ok(p) => Some(p),
@@ -94,17 +177,6 @@ pub async fn graphql(
     {
         return rate_limited(wait, "too many GraphQL requests for this user");
     }
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return request_error(
-                StatusCode::BAD_REQUEST,
-                media,
-                "BAD_REQUEST",
-                &format!("request body is not a GraphQL request: {e}"),
-            );
-        }
-    };
     if let Some(v) = headers.get(MIN_SEQUENCE) {
         let Some(seq) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
             return request_error(
@@ -119,11 +191,11 @@ pub async fn graphql(
             return request_error(status, media, "UNAVAILABLE", &e.to_string());
         }
     }
+    let operation = state.operations.label(request.operation_name.as_deref());
     let request = request.data(principal).data(ClientIp(peer.ip()));
     let started = Instant::now();
-    let operation = request.operation_name.clone().unwrap_or_else(|| "anonymous".into());
     let mut response = state.schema.execute(request).await;
-    metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => "query")
+    metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => kind)
         .record(started.elapsed().as_secs_f64());
     // Parse, validation and variable errors stop the request before execution: no data
     // and no error path. That is a request error: 400 under the new media type, and no
@@ -164,6 +236,57 @@ pub async fn graphql(
     reply
 }
 
+/// The type of the operation `request` selects: `query`, `mutation`, `subscription`, or
+/// `invalid` when the document does not parse or names no such operation (the schema
+/// then reports why).
+fn operation_type(request: &async_graphql::Request) -> &'static str {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return "invalid" };
+    let op = match (&doc.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        _ => None,
+    };
+    match op.map(|o| o.node.ty) {
+        Some(OperationType::Query) => "query",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        None => "invalid",
+    }
+}
+
+/// Operation names as metric labels: client-chosen, so only well-formed names, and only
+/// the first [`OperationLabels::MAX`] distinct ones (later ones are `other`), keeping the
+/// series count bounded.
+#[derive(Default)]
+pub struct OperationLabels {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl OperationLabels {
+    /// Most distinct operation names labelled.
+    pub const MAX: usize = 200;
+
+    /// The label for `name`.
+    pub fn label(&self, name: Option<&str>) -> String {
+        let Some(name) = name else { return "anonymous".into() };
+        let well_formed = name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed {
+            return "other".into();
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(name) || seen.len() < Self::MAX {
+            seen.insert(name.to_owned());
+            name.to_owned()
+        } else {
+            "other".into()
+        }
+    }
+}
+
 /// 429 with `Retry-After` and a `RATE_LIMITED` error.
 fn rate_limited(wait: Duration, message: &str) -> Response {
     let secs = crate::limits::retry_after_secs(wait);
@@ -195,7 +318,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `GET /api/graphql`: a WebSocket upgrade serves subscriptions (`graphql-transport-ws`,
-/// and the older `graphql-ws`); any other GET gets GraphiQL.
+/// and the older `graphql-ws`); a `query` parameter runs that query (GraphQL over HTTP's
+/// GET); any other GET gets GraphiQL.
 ///
 /// A WebSocket client signs in with `{"Authorization": "Bearer <token>"}` as the
 /// `connection_init` payload (browsers cannot set headers on a WebSocket); a bad token
@@ -210,7 +334,13 @@ pub async fn graphiql_or_websocket(State(state): State<Arc<AppState>>, req: Requ
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !upgrade {
-        return graphiql().into_response();
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        return match (req.uri().query(), peer) {
+            (Some(q), Some(peer)) if q.split('&').any(|p| p.starts_with("query=")) => {
+                graphql_get(&state, peer, req.headers(), q).await
+            }
+            _ => graphiql().into_response(),
+        };
     }
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (mut parts, _) = req.into_parts();

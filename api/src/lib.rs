@@ -47,6 +47,8 @@ pub struct AppState {
     pub max_lag: u64,
     /// Rate limiters.
     pub limits: Arc<limits::RateLimits>,
+    /// Operation names seen (metric labels).
+    pub operations: http::OperationLabels,
 }
 
 /// How the API is tuned; the default is the seed's limits.
@@ -86,6 +88,7 @@ impl AppState {
             metrics,
             max_lag: options.max_lag,
             limits,
+            operations: http::OperationLabels::default(),
         }
     }
 }

@@ -4,5 +4,5 @@
 # Extra arguments go to `covenant serve`, e.g. `./ops/scripts/demo.sh --help`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-./ops/scripts/ensure-deps.sh
+COVENANT_SKIP_WEB_DEPS=1 ./ops/scripts/ensure-deps.sh
 exec cargo run --quiet -p covenant-ops --bin covenant -- serve --demo "$@"

