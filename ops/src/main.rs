@@ -112,6 +112,9 @@ enum BenchCmd {
     /// Projection events/s over a large stream beside a raw PostgreSQL bulk insert, and
     /// the wall time of a full rebuild.
     Projections(covenant_ops::bench::projections::ProjectionsBench),
+    /// Mixed GraphQL queries and mutations over HTTP at several concurrencies, beside a
+    /// trivial axum handler in the same run.
+    Http(covenant_ops::bench::http::HttpBench),
 }
 
 #[tokio::main]
@@ -175,6 +178,7 @@ async fn run(cli: Cli) -> Result<()> {
             covenant_ops::bench::commands::run(&opts, s.nats_url.as_deref()).await
         }
         Cmd::Bench { what: BenchCmd::Projections(opts) } => covenant_ops::bench::projections::run(&opts).await,
+        Cmd::Bench { what: BenchCmd::Http(opts) } => covenant_ops::bench::http::run(&opts).await,
     }
 }
 

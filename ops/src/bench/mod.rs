@@ -3,6 +3,7 @@
 //! tests.
 
 pub mod commands;
+pub mod http;
 pub mod projections;
 
 use std::time::Duration;

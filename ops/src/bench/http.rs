@@ -1,0 +1,201 @@
+//! `covenant bench http`: a mixed GraphQL load over HTTP (queries of the read models and
+//! GDP-update mutations, signed in) at several concurrencies, beside a trivial axum handler
+//! served by the same process on the same machine in the same run. Runs on a temporary
+//! nats-server and PostgreSQL; rate limits are off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng as _;
+
+use super::{Figures, histogram};
+use crate::connect;
+use crate::managed::nats::{NatsServer, SyncPolicy};
+use crate::managed::postgres::PgCluster;
+
+/// Options of the HTTP benchmark.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpBench {
+    /// Concurrent clients, comma-separated; each level is one run.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    pub concurrency: Vec<usize>,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Share of requests that are mutations (GDP updates), in percent.
+    #[arg(long, default_value_t = 20)]
+    pub mutations: u32,
+}
+
+/// Countries the load spreads over (the first assigned ISO codes).
+const COUNTRIES: usize = 100;
+
+fn country(i: usize) -> &'static str {
+    covenant_domain::iso3166::ALPHA2[i % COUNTRIES]
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Runs the benchmark and prints its figures.
+///
+/// # Errors
+/// When a service cannot be started or a request fails.
+pub async fn run(opts: &HttpBench) -> Result<()> {
+    if opts.mutations > 100 {
+        bail!("--mutations is a percentage (0 to 100)");
+    }
+    if opts.concurrency.iter().any(|c| *c == 0) {
+        bail!("--concurrency levels must be at least 1");
+    }
+    let nats = NatsServer::start_temp(SyncPolicy::Default).await?;
+    let pg = PgCluster::start_temp().await?;
+    pg.create_database("bench").await?;
+    let pool = connect::pool(&pg.url("bench")).await?;
+    covenant_projections::migrate(&pool).await?;
+    let cfg = covenant_commands::LogConfig {
+        stream: "BENCH_HTTP".into(),
+        subject_prefix: "bench.events".into(),
+        ..Default::default()
+    };
+    let side = Arc::new(covenant_commands::CommandSide::open(connect::client(&nats.url()).await?, cfg.clone()).await?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = crate::projections::spawn(side.log.jetstream(), &cfg.stream, &pool, &stop_rx, Duration::from_secs(5));
+    let state = covenant_api::AppState::new(
+        pool.clone(),
+        connect::client(&nats.url()).await?,
+        cfg.stream.clone(),
+        Some(crate::telemetry::install_metrics()),
+        Some(side.clone()),
+        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
+    );
+    let api = crate::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
+    let trivial = trivial_server().await?;
+
+    for i in 0..COUNTRIES {
+        let code = country(i);
+        let cmd = covenant_domain::CountryCommand::Register {
+            code: covenant_domain::CountryCode::parse(code)?,
+            name: covenant_domain::Name::parse(&format!("Country {code}"))?,
+            gdp_usd: covenant_domain::Usd::new(1_000_000_000)?,
+        };
+        side.countries.execute(code, cmd, &covenant_commands::CommandContext::system()).await?;
+    }
+    let admin =
+        crate::users::create(&side, &pool, "bench@covenant.local", covenant_domain::Role::Admin, "bench password 1")
+            .await?;
+    let seq = side.log.last_sequence().await?;
+    covenant_projections::checkpoint::wait_for_sequence(
+        &pool,
+        &covenant_projections::checkpoint::PROJECTIONS,
+        seq,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let (token, _) = covenant_api::auth::issue(&pool, admin).await.context("issuing the benchmark token")?;
+    let token: Arc<str> = format!("Bearer {token}").into();
+
+    println!(
+        "HTTP benchmark: {} s per run, {}% mutations (updateGdp, signed in), the rest queries (countries page, \
+         covenantFund, one country); beside a trivial axum handler (GET → \"ok\") in the same process",
+        opts.seconds, opts.mutations
+    );
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    for &c in &opts.concurrency {
+        let graphql = load(&client, api.addr, c, opts, Some(token.clone())).await?;
+        let baseline = load(&client, trivial, c, opts, None).await?;
+        println!("{}", graphql.row(&format!("covenant GraphQL  c={c}")));
+        println!("{}", baseline.row(&format!("trivial axum     c={c}")));
+        println!("  → {:.2}x the trivial handler's throughput at c={c}", graphql.per_sec / baseline.per_sec);
+    }
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = api.task.await;
+    Ok(())
+}
+
+/// A trivial axum server (the baseline): `GET /` answers `ok`.
+async fn trivial_server() -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// `c` clients for `opts.seconds`: GraphQL requests when `token` is given, else `GET /`.
+async fn load(
+    client: &HttpClient,
+    addr: SocketAddr,
+    c: usize,
+    opts: &HttpBench,
+    token: Option<Arc<str>>,
+) -> Result<Figures> {
+    let deadline = Instant::now() + Duration::from_secs(opts.seconds);
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(c);
+    for _ in 0..c {
+        let client = client.clone();
+        let token = token.clone();
+        let mutations = opts.mutations;
+        workers.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let req = match &token {
+                    Some(t) => graphql_request(addr, t, mutations)?,
+                    None => hyper::Request::get(format!("http://{addr}/")).body(Full::new(Bytes::new()))?,
+                };
+                let t0 = Instant::now();
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                if !status.is_success() || body.starts_with(b"{\"errors\"") {
+                    bail!("request failed: {status} {}", String::from_utf8_lossy(&body));
+                }
+                h.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX).max(1))?;
+                n += 1;
+            }
+            Ok::<_, anyhow::Error>((n, h))
+        }));
+    }
+    let mut total = 0;
+    let mut h = histogram();
+    for w in workers {
+        let (n, wh) = w.await??;
+        total += n;
+        h.add(wh)?;
+    }
+    Ok(Figures::new(total, started.elapsed(), &h))
+}
+
+fn graphql_request(addr: SocketAddr, token: &str, mutations: u32) -> Result<hyper::Request<Full<Bytes>>> {
+    let mut rng = rand::rng();
+    let code = country(rng.random_range(0..COUNTRIES));
+    let query = if rng.random_range(0..100) < mutations {
+        let gdp = rng.random_range(1_000_000_000u64..2_000_000_000);
+        format!(r#"mutation {{ updateGdp(code: "{code}", gdpUsd: "{gdp}") {{ sequence }} }}"#)
+    } else {
+        match rng.random_range(0..3) {
+            0 => "{ countries(first: 20) { nodes { code name gdpUsd } totalCount } }".to_owned(),
+            1 => "{ covenantFund { totalUsd countries projects users asOfSequence } }".to_owned(),
+            _ => format!(r#"{{ country(code: "{code}") {{ name gdpUsd version }} }}"#),
+        }
+    };
+    let body = serde_json::json!({ "query": query }).to_string();
+    Ok(hyper::Request::post(format!("http://{addr}/api/graphql"))
+        .header("content-type", "application/json")
+        .header("accept", "application/graphql-response+json")
+        .header("authorization", token)
+        .body(Full::new(Bytes::from(body)))?)
+}
