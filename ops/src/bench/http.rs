@@ -51,7 +51,7 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
     if opts.mutations > 100 {
         bail!("--mutations is a percentage (0 to 100)");
     }
-    if opts.concurrency.iter().any(|c| *c == 0) {
+    if opts.concurrency.contains(&0) {
         bail!("--concurrency levels must be at least 1");
     }
     let nats = NatsServer::start_temp(SyncPolicy::Default).await?;
