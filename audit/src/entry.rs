@@ -32,6 +32,9 @@ pub mod headers {
     pub const ACTOR: &str = "Actor";
     /// Payload media type.
     pub const CONTENT_TYPE: &str = "Content-Type";
+    /// Unhashed, advisory: base64 SHA-256 of the payload as written (the value `h_k`
+    /// covers). It lets a verifier tell a payload edit from a header edit.
+    pub const AUDIT_PAYLOAD: &str = "Audit-Payload-Sha256";
     /// The value of `Audit-V` this crate writes and verifies.
     pub const VERSION_1: &str = "1";
 }

@@ -6,7 +6,8 @@
 //! fixed by `DESIGN.md` section 5 and reproduced by the known-answer vectors in
 //! `../shared/audit-vectors.json` (see `tests/vectors.rs`).
 //!
-//! This crate does no I/O: it may be linked into offline verifiers.
+//! This crate has no NATS dependency: it is the offline verifier. Only [`bundle`] touches
+//! files.
 //!
 //! Modules:
 //! - [`entry`]: genesis and entry hashes (`h_0`, `h_k`), header names.
@@ -14,11 +15,15 @@
 //! - [`proof`]: RFC 9162 inclusion and consistency proofs.
 //! - [`note`]: checkpoints as C2SP signed notes (Ed25519).
 //! - [`encoding`]: base64 helpers for hashes as they appear in headers.
+//! - [`verify`]: the verifier and its failure classes.
+//! - [`bundle`]: exported bundles and their offline verification.
 
+pub mod bundle;
 pub mod encoding;
 pub mod entry;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+pub mod verify;
 
 pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};

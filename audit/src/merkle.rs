@@ -68,6 +68,17 @@ impl CompactTree {
         self.size += 1;
     }
 
+    /// Rebuilds a tree from its size and peaks (as [`CompactTree::peaks`] gave them);
+    /// `None` when the count of peaks does not fit the size.
+    pub fn from_parts(size: u64, peaks: Vec<Hash>) -> Option<Self> {
+        (peaks.len() == size.count_ones() as usize).then_some(Self { size, peaks })
+    }
+
+    /// The roots of the perfect subtrees, largest first.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
     /// The Merkle tree hash of the leaves so far.
     pub fn root(&self) -> Hash {
         let mut it = self.peaks.iter().rev();

@@ -189,8 +189,8 @@ pub fn chain_headers(
             actor: &e.actor,
             content_type: &e.content_type,
         };
-        let hash =
-            entry_hash(&fields, &prev, &payload_hash(&e.payload)).map_err(|err| LogError::Invalid(err.to_string()))?;
+        let payload_sha256 = payload_hash(&e.payload);
+        let hash = entry_hash(&fields, &prev, &payload_sha256).map_err(|err| LogError::Invalid(err.to_string()))?;
         let mut hm = HeaderMap::new();
         hm.insert(h::AUDIT_V, h::VERSION_1);
         hm.insert(h::AUDIT_PREV, hash_to_b64(&prev).as_str());
@@ -201,6 +201,7 @@ pub fn chain_headers(
         hm.insert(h::OCCURRED_AT, e.occurred_at.as_str());
         hm.insert(h::ACTOR, e.actor.as_str());
         hm.insert(h::CONTENT_TYPE, e.content_type.as_str());
+        hm.insert(h::AUDIT_PAYLOAD, hash_to_b64(&payload_sha256).as_str());
         for (k, v) in extra {
             hm.insert(k.as_str(), v.as_str());
         }

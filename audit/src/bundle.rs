@@ -1,0 +1,242 @@
+//! Audit bundles: an exported log that verifies offline, with no NATS.
+//!
+//! A bundle is a directory of four files:
+//! - `manifest.json`: format, origin, stream, sequence range, the stream's configuration
+//!   at export, redacted event types;
+//! - `events.ndjson`: one event per line in stream order: `seq`, `subject`, `time`
+//!   (server time), `headers` (the audit headers as stored), `payload_sha256` (base64) and
+//!   `payload` (base64), or `redacted: true` and no payload;
+//! - `checkpoints.txt`: the signed checkpoints, oldest first, separated by blank lines;
+//! - `keys.json`: the key registry.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::{hash_from_b64, hash_to_b64};
+use crate::entry::payload_hash;
+use crate::verify::{self, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
+
+/// The bundle format name.
+pub const FORMAT: &str = "covenant-audit-bundle/1";
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Log origin (`covenant/<stream>`).
+    pub origin: String,
+    /// Stream name.
+    pub stream: String,
+    /// When it was exported (RFC 3339).
+    pub exported_at: String,
+    /// First sequence in the stream at export.
+    pub first_seq: u64,
+    /// Last sequence exported.
+    pub last_seq: u64,
+    /// Events exported.
+    pub events: u64,
+    /// The stream's configuration at export.
+    pub config: StreamFacts,
+    /// Event types whose payloads were left out.
+    #[serde(default)]
+    pub redacted_types: Vec<String>,
+}
+
+/// One line of `events.ndjson`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleEvent {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject.
+    pub subject: String,
+    /// Server time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The audit headers as stored.
+    pub headers: BTreeMap<String, String>,
+    /// Base64 SHA-256 of the payload.
+    pub payload_sha256: String,
+    /// Base64 payload, absent when redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// Whether the payload was left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
+}
+
+impl BundleEvent {
+    /// A line for `record` with `payload`, or only its hash when `redact`.
+    pub fn new(record: &Record, time: Option<String>, payload: &[u8], redact: bool) -> Self {
+        Self {
+            seq: record.seq,
+            subject: record.subject.clone(),
+            time,
+            headers: record.header_pairs().into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            payload_sha256: hash_to_b64(&payload_hash(payload)),
+            payload: (!redact).then(|| STANDARD.encode(payload)),
+            redacted: redact,
+        }
+    }
+
+    /// The record the verifier checks: the payload's hash is computed from the payload
+    /// when present (and compared with `payload_sha256`), else taken from `payload_sha256`.
+    ///
+    /// # Errors
+    /// A payload that is not base64 or a hash that is not one.
+    pub fn into_record(self) -> Result<Record, String> {
+        let written = hash_from_b64(&self.payload_sha256)
+            .map_err(|_| format!("sequence {}: payload_sha256 is not a base64 SHA-256", self.seq))?;
+        let (actual, written) = match &self.payload {
+            Some(p) => {
+                let bytes =
+                    STANDARD.decode(p).map_err(|_| format!("sequence {}: the payload is not base64", self.seq))?;
+                (payload_hash(&bytes), Some(written))
+            }
+            None => (written, None),
+        };
+        let headers = self.headers;
+        Ok(Record::from_headers(self.seq, &self.subject, |k| headers.get(k).map(String::as_str), actual)
+            .with_written_payload(written))
+    }
+}
+
+/// Splits `checkpoints.txt` into notes (each ends after its signature lines).
+pub fn split_checkpoints(text: &str) -> Vec<CheckpointText> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut in_signatures = false;
+    for line in text.lines() {
+        if line.is_empty() {
+            if in_signatures {
+                push_note(&mut out, &mut current);
+                in_signatures = false;
+            } else if !current.is_empty() {
+                current.push('\n');
+                in_signatures = true;
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    push_note(&mut out, &mut current);
+    out
+}
+
+fn push_note(out: &mut Vec<CheckpointText>, current: &mut String) {
+    if !current.trim().is_empty() {
+        out.push(CheckpointText { index: out.len() as u64 + 1, text: std::mem::take(current) });
+    }
+    current.clear();
+}
+
+/// Joins notes into `checkpoints.txt`.
+pub fn join_checkpoints<'a>(notes: impl IntoIterator<Item = &'a str>) -> String {
+    notes.into_iter().map(|n| format!("{}\n", n.trim_end())).collect::<Vec<_>>().join("\n")
+}
+
+/// Why a bundle could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file is missing or unreadable.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// A file does not parse.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Options of an offline verification.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// A key registry to use instead of the bundle's own (an auditor's copy).
+    pub registry: Option<KeyRegistry>,
+    /// A checkpoint the auditor trusts (signed note text).
+    pub trusted: Option<String>,
+    /// Threads hashing in parallel (0 = all cores).
+    pub threads: usize,
+}
+
+/// Verifies the bundle in `dir`; `progress` is called with the events read so far.
+///
+/// # Errors
+/// When a file is missing or malformed (a usage error, not a finding).
+pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64)) -> Result<Report, BundleError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| BundleError::Io(dir.join(name).display().to_string(), e))
+    };
+    let manifest: Manifest = serde_json::from_str(&read("manifest.json")?)
+        .map_err(|e| BundleError::Malformed(format!("manifest.json: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(BundleError::Malformed(format!("manifest.json: format `{}` is not {FORMAT}", manifest.format)));
+    }
+    let registry = match &opts.registry {
+        Some(r) => r.clone(),
+        None => {
+            serde_json::from_str(&read("keys.json")?).map_err(|e| BundleError::Malformed(format!("keys.json: {e}")))?
+        }
+    };
+    let checkpoints = split_checkpoints(&read("checkpoints.txt")?);
+    let mut verifier =
+        Verifier::new(&manifest.origin, &checkpoints, &registry, opts.trusted.as_deref(), manifest.first_seq);
+    let config = verify::check_config(&manifest.config);
+    let path = dir.join("events.ndjson");
+    let file = std::fs::File::open(&path).map_err(|e| BundleError::Io(path.display().to_string(), e))?;
+    let mut lines = BufReader::with_capacity(1 << 20, file).lines();
+    let threads =
+        if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    let chunk = 8192 * threads;
+    let mut read_so_far = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(chunk);
+        for line in lines.by_ref().take(chunk) {
+            let line = line.map_err(|e| BundleError::Io(path.display().to_string(), e))?;
+            if !line.trim().is_empty() {
+                batch.push(line);
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        read_so_far += batch.len() as u64;
+        for c in check_lines(&manifest.origin, batch, threads)? {
+            verifier.push_checked(c);
+        }
+        progress(read_so_far);
+    }
+    let mut report = verifier.finish();
+    let mut findings = config;
+    findings.append(&mut report.findings);
+    report.findings = findings;
+    Ok(report)
+}
+
+/// Parses and hashes `lines` on `threads` threads, keeping their order.
+fn check_lines(origin: &str, lines: Vec<String>, threads: usize) -> Result<Vec<verify::Checked>, BundleError> {
+    let one = |line: &String| -> Result<verify::Checked, BundleError> {
+        let e: BundleEvent = serde_json::from_str(line)
+            .map_err(|e| BundleError::Malformed(format!("events.ndjson: a line is not an event: {e}")))?;
+        Ok(verify::check(origin, e.into_record().map_err(BundleError::Malformed)?))
+    };
+    if threads <= 1 || lines.len() < 1024 {
+        return lines.iter().map(one).collect();
+    }
+    let per = lines.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = lines
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut out = Vec::with_capacity(lines.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| BundleError::Malformed("a verifier thread panicked".into()))??);
+        }
+        Ok(out)
+    })
+}

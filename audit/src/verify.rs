@@ -1,0 +1,858 @@
+//! The verifier: replays a log (the live stream or an exported bundle, in stream order)
+//! and its checkpoints, and reports every finding with its class, sequence and subject.
+//! No I/O: callers feed it [`Record`]s and checkpoint texts.
+//!
+//! Checks, per event, in stream order: sequence gaps (deleted messages), the audit headers,
+//! unique event ids, `Audit-Hash` recomputed from the headers, `Audit-Prev` and the payload
+//! hash (`h_k`), the link to the previous event of the same aggregate and contiguous
+//! versions. Then the checkpoints: each one's signature (the key registry, with handovers
+//! for rotation), sizes never shrinking, one root per size, and each root against the
+//! Merkle tree of the `Audit-Hash` leaves; and an auditor's trusted checkpoint, for
+//! rollback and fork detection. The unsealed tail is reported.
+//!
+//! Classification of an event that fails, with `content` = its `Audit-Hash` recomputes and
+//! `link` = its `Audit-Prev` and version continue the previous event of its aggregate:
+//!
+//! | content | link | class |
+//! |---|---|---|
+//! | ok | version not the next one | `REORDER` |
+//! | ok | next version, other predecessor | `FORGED_INSERTION` |
+//! | fails | ok | `PAYLOAD_EDIT` when the payload's hash differs from the one written beside it, else `HEADER_EDIT` |
+//! | fails | `Audit-Prev` unknown to this log | `FORGED_INSERTION` (copied from another log, or forged) |
+//! | fails | otherwise | `HEADER_EDIT` |
+//!
+//! A repeated `Event-Id` is `FORGED_INSERTION`; missing stream sequences are `GAP`.
+//! After a failure the verifier continues from the event's own claims, so one edit gives
+//! one finding rather than a cascade.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::encoding::{hash_from_b64, hash_to_b64};
+use crate::entry::{EntryFields, Hash, entry_hash, genesis, headers as h};
+use crate::merkle::CompactTree;
+use crate::note::{Checkpoint, NoteVerifier, SignedNote};
+
+/// What a finding is (DESIGN section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Class {
+    /// A payload differs from the one hashed.
+    PayloadEdit,
+    /// A hashed header differs from the one hashed.
+    HeaderEdit,
+    /// Stream sequences are missing (deleted messages).
+    Gap,
+    /// An aggregate's events are out of version order.
+    Reorder,
+    /// An event that does not belong: a foreign chain, a duplicate, or a change under a
+    /// signed root with the hashes recomputed.
+    ForgedInsertion,
+    /// Events a checkpoint covers are missing at the end.
+    Truncation,
+    /// A checkpoint signature that does not verify, or by a key not authorised then.
+    BadSignature,
+    /// A checkpoint signed by no key of the registry.
+    UnknownKey,
+    /// Two different roots for one tree size, or a log inconsistent with a trusted
+    /// checkpoint.
+    Fork,
+    /// The log presents an older signed state than a trusted checkpoint.
+    Rollback,
+    /// The stream is configured so that history could be rewritten.
+    Config,
+}
+
+impl Class {
+    /// The class name as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PayloadEdit => "PAYLOAD_EDIT",
+            Self::HeaderEdit => "HEADER_EDIT",
+            Self::Gap => "GAP",
+            Self::Reorder => "REORDER",
+            Self::ForgedInsertion => "FORGED_INSERTION",
+            Self::Truncation => "TRUNCATION",
+            Self::BadSignature => "BAD_SIGNATURE",
+            Self::UnknownKey => "UNKNOWN_KEY",
+            Self::Fork => "FORK",
+            Self::Rollback => "ROLLBACK",
+            Self::Config => "CONFIG",
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Its class.
+    pub class: Class,
+    /// The first stream sequence concerned, when there is one.
+    pub sequence: Option<u64>,
+    /// The subject concerned, when there is one.
+    pub subject: Option<String>,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// One stored event as the verifier reads it: its stream position, subject, audit headers
+/// as stored, and its payload's SHA-256 (computed from the payload, or the value an export
+/// kept for a redacted payload).
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject.
+    pub subject: String,
+    /// `Audit-V`.
+    pub audit_v: Option<String>,
+    /// `Audit-Prev`.
+    pub prev: Option<String>,
+    /// `Audit-Hash`.
+    pub hash: Option<String>,
+    /// `Event-Id`.
+    pub event_id: Option<String>,
+    /// `Event-Type`.
+    pub event_type: Option<String>,
+    /// `Aggregate-Version`.
+    pub version: Option<String>,
+    /// `Occurred-At`.
+    pub occurred_at: Option<String>,
+    /// `Actor`.
+    pub actor: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// SHA-256 of the payload.
+    pub payload_sha256: Hash,
+    /// The payload hash written beside it (`Audit-Payload-Sha256`, or the bundle's field
+    /// for a payload that is present), if any: a disagreement means the payload changed.
+    pub written_payload_sha256: Option<Hash>,
+}
+
+impl Record {
+    /// Reads the audit headers with `get` (a header lookup).
+    pub fn from_headers<'a>(
+        seq: u64,
+        subject: &str,
+        get: impl Fn(&str) -> Option<&'a str>,
+        payload_sha256: Hash,
+    ) -> Self {
+        let s = |name: &str| get(name).map(str::to_owned);
+        Self {
+            seq,
+            subject: subject.to_owned(),
+            audit_v: s(h::AUDIT_V),
+            prev: s(h::AUDIT_PREV),
+            hash: s(h::AUDIT_HASH),
+            event_id: s(h::EVENT_ID),
+            event_type: s(h::EVENT_TYPE),
+            version: s(h::AGGREGATE_VERSION),
+            occurred_at: s(h::OCCURRED_AT),
+            actor: s(h::ACTOR),
+            content_type: s(h::CONTENT_TYPE),
+            written_payload_sha256: get(h::AUDIT_PAYLOAD).and_then(|v| hash_from_b64(v).ok()),
+            payload_sha256,
+        }
+    }
+
+    /// Sets the payload hash written beside the payload, when there is one.
+    #[must_use]
+    pub fn with_written_payload(mut self, written: Option<Hash>) -> Self {
+        if written.is_some() {
+            self.written_payload_sha256 = written;
+        }
+        self
+    }
+
+    /// The header pairs this record holds (an export writes them).
+    pub fn header_pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            (h::AUDIT_V, &self.audit_v),
+            (h::AUDIT_PREV, &self.prev),
+            (h::AUDIT_HASH, &self.hash),
+            (h::EVENT_ID, &self.event_id),
+            (h::EVENT_TYPE, &self.event_type),
+            (h::AGGREGATE_VERSION, &self.version),
+            (h::OCCURRED_AT, &self.occurred_at),
+            (h::ACTOR, &self.actor),
+            (h::CONTENT_TYPE, &self.content_type),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// A record with its hashes worked out (the part that runs in parallel).
+#[derive(Debug)]
+pub struct Checked {
+    record: Record,
+    /// The parsed claims, or why they do not parse.
+    claims: Result<Claims, String>,
+    /// Whether `Audit-Hash` recomputes from the headers and payload.
+    content_ok: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Claims {
+    prev: Hash,
+    hash: Hash,
+    version: u64,
+    event_id: u128,
+}
+
+/// Works out a record's hashes (pure; [`Verifier::push`] calls it, and callers with many
+/// records may call it on several threads and pass the results to [`Verifier::push_checked`]).
+pub fn check(origin: &str, record: Record) -> Checked {
+    let claims = parse_claims(&record);
+    let content_ok = match &claims {
+        Ok(c) => {
+            let fields = EntryFields {
+                origin,
+                subject: &record.subject,
+                version: c.version,
+                event_id: record.event_id.as_deref().unwrap_or_default(),
+                event_type: record.event_type.as_deref().unwrap_or_default(),
+                occurred_at: record.occurred_at.as_deref().unwrap_or_default(),
+                actor: record.actor.as_deref().unwrap_or_default(),
+                content_type: record.content_type.as_deref().unwrap_or_default(),
+            };
+            entry_hash(&fields, &c.prev, &record.payload_sha256).is_ok_and(|x| x == c.hash)
+        }
+        Err(_) => false,
+    };
+    Checked { record, claims, content_ok }
+}
+
+fn parse_claims(r: &Record) -> Result<Claims, String> {
+    if r.audit_v.as_deref() != Some(h::VERSION_1) {
+        return Err(format!("{} is {:?}, not {}", h::AUDIT_V, r.audit_v, h::VERSION_1));
+    }
+    let hash_of = |name: &str, v: &Option<String>| {
+        v.as_deref().and_then(|v| hash_from_b64(v).ok()).ok_or_else(|| format!("{name} is missing or not a hash"))
+    };
+    let prev = hash_of(h::AUDIT_PREV, &r.prev)?;
+    let hash = hash_of(h::AUDIT_HASH, &r.hash)?;
+    let version = r
+        .version
+        .as_deref()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| format!("{} is missing or not a version", h::AGGREGATE_VERSION))?;
+    let event_id = r
+        .event_id
+        .as_deref()
+        .and_then(parse_uuid)
+        .ok_or_else(|| format!("{} is missing or not a UUID", h::EVENT_ID))?;
+    for (name, v) in [
+        (h::EVENT_TYPE, &r.event_type),
+        (h::OCCURRED_AT, &r.occurred_at),
+        (h::ACTOR, &r.actor),
+        (h::CONTENT_TYPE, &r.content_type),
+    ] {
+        if v.is_none() {
+            return Err(format!("{name} is missing"));
+        }
+    }
+    Ok(Claims { prev, hash, version, event_id })
+}
+
+fn parse_uuid(s: &str) -> Option<u128> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    (hex.len() == 32 && s.len() == 36).then(|| u128::from_str_radix(&hex, 16).ok()).flatten()
+}
+
+/// A public key the auditor trusts to sign checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RegistryKey {
+    /// The C2SP verifier key, `<name>+<hex id>+<base64 key>`.
+    pub vkey: String,
+    /// `active` or `retired` (informational: authority follows the handovers).
+    #[serde(default)]
+    pub status: String,
+}
+
+/// The key registry file (`keys.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeyRegistry {
+    /// The log these keys seal.
+    #[serde(default)]
+    pub origin: String,
+    /// Every sealer key, oldest first.
+    pub keys: Vec<RegistryKey>,
+}
+
+/// The stream settings that keep the log append-only, as the verifier checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StreamFacts {
+    /// Deleting messages is refused.
+    pub deny_delete: bool,
+    /// Purging is refused.
+    pub deny_purge: bool,
+    /// Rollup headers are refused.
+    pub allow_rollup: bool,
+    /// Messages kept per subject (-1 = no limit).
+    pub max_msgs_per_subject: i64,
+    /// Messages kept in all (-1 = no limit).
+    pub max_msgs: i64,
+    /// Bytes kept (-1 = no limit).
+    pub max_bytes: i64,
+    /// Longest a message is kept, in seconds (0 = for ever).
+    pub max_age_secs: u64,
+}
+
+/// Shortest retention accepted: seven years (the seed's compliance figure).
+pub const MIN_RETENTION_SECS: u64 = 7 * 365 * 24 * 3600;
+
+/// Findings about a stream's configuration.
+pub fn check_config(f: &StreamFacts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut bad = |detail: String| out.push(Finding { class: Class::Config, sequence: None, subject: None, detail });
+    if !f.deny_delete {
+        bad("deny_delete is off: messages can be deleted".into());
+    }
+    if !f.deny_purge {
+        bad("deny_purge is off: the stream can be purged".into());
+    }
+    if f.allow_rollup {
+        bad("allow_rollup is on: a rollup message can erase a subject's history".into());
+    }
+    if f.max_msgs_per_subject > 0 {
+        bad(format!("max_msgs_per_subject is {}: old events of an aggregate are dropped", f.max_msgs_per_subject));
+    }
+    if f.max_msgs > 0 || f.max_bytes > 0 {
+        bad(format!(
+            "a size limit is set (max_msgs {}, max_bytes {}): old events are dropped",
+            f.max_msgs, f.max_bytes
+        ));
+    }
+    if f.max_age_secs != 0 && f.max_age_secs < MIN_RETENTION_SECS {
+        bad(format!("max_age is {} s, under the seven years required", f.max_age_secs));
+    }
+    out
+}
+
+/// A checkpoint as stored, with where it was read from.
+#[derive(Debug, Clone)]
+pub struct CheckpointText {
+    /// Position in the checkpoint log (1-based), for messages.
+    pub index: u64,
+    /// The signed note.
+    pub text: String,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Log origin.
+    pub origin: String,
+    /// Events read.
+    pub events: u64,
+    /// Last stream sequence read.
+    pub last_sequence: u64,
+    /// Checkpoints read.
+    pub checkpoints: u64,
+    /// Size of the latest valid checkpoint.
+    pub sealed_size: u64,
+    /// Events after it.
+    pub unsealed_tail: u64,
+    /// Size of the trusted checkpoint, if one was given.
+    pub trusted_size: Option<u64>,
+    /// Problems, most important first within each check, in stream order.
+    pub findings: Vec<Finding>,
+    /// Things worth knowing that are not tampering.
+    pub warnings: Vec<String>,
+    /// Distinct findings dropped after the cap.
+    pub findings_dropped: u64,
+}
+
+impl Report {
+    /// The exit code DESIGN section 5 states: 0 pass, 1 tampered, 2 warnings only.
+    pub fn exit_code(&self) -> i32 {
+        if !self.findings.is_empty() {
+            1
+        } else if !self.warnings.is_empty() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// The first finding with a sequence (the "first bad sequence"), if any.
+    pub fn first_bad(&self) -> Option<&Finding> {
+        self.findings.iter().filter(|f| f.sequence.is_some()).min_by_key(|f| f.sequence)
+    }
+}
+
+/// Most findings kept (the rest are counted).
+pub const MAX_FINDINGS: usize = 1000;
+
+struct Aggregate {
+    version: u64,
+    hash: Hash,
+    /// Every hash this aggregate's chain has held (to tell a foreign predecessor).
+    known: HashSet<Hash>,
+}
+
+struct ParsedCheckpoint {
+    index: u64,
+    size: u64,
+    root: Hash,
+    /// Whether its signature is valid and authorised.
+    signed: bool,
+}
+
+/// The streaming verifier.
+pub struct Verifier {
+    origin: String,
+    next_seq: u64,
+    aggregates: HashMap<String, Aggregate>,
+    event_ids: HashMap<u128, u64>,
+    tree: CompactTree,
+    /// Checkpoint sizes to compare the tree with, ascending, with their roots.
+    targets: Vec<(u64, Hash, &'static str, u64)>,
+    target_at: usize,
+    /// The first leaf position that is not trustworthy (after a gap): roots past it are
+    /// not compared again.
+    tree_broken_at: Option<u64>,
+    last_good_size: u64,
+    checkpoints: Vec<ParsedCheckpoint>,
+    trusted: Option<(u64, Hash)>,
+    findings: Vec<Finding>,
+    dropped: u64,
+    warnings: Vec<String>,
+    events: u64,
+}
+
+impl Verifier {
+    /// A verifier for the log `origin` with its checkpoints (oldest first), the auditor's key
+    /// registry and, optionally, a checkpoint the auditor trusts (a signed note).
+    pub fn new(
+        origin: &str,
+        checkpoints: &[CheckpointText],
+        registry: &KeyRegistry,
+        trusted: Option<&str>,
+        first_seq: u64,
+    ) -> Self {
+        let mut v = Self {
+            origin: origin.to_owned(),
+            next_seq: first_seq.max(1),
+            aggregates: HashMap::new(),
+            event_ids: HashMap::new(),
+            tree: CompactTree::new(),
+            targets: Vec::new(),
+            target_at: 0,
+            tree_broken_at: None,
+            last_good_size: 0,
+            checkpoints: Vec::new(),
+            trusted: None,
+            findings: Vec::new(),
+            dropped: 0,
+            warnings: Vec::new(),
+            events: 0,
+        };
+        if first_seq > 1 {
+            v.tree_broken_at = Some(0);
+            v.finding(
+                Class::Gap,
+                Some(1),
+                None,
+                format!("the stream starts at sequence {first_seq}: 1..{first_seq} are gone"),
+            );
+        }
+        let verifiers: Vec<NoteVerifier> = registry
+            .keys
+            .iter()
+            .filter_map(|k| match NoteVerifier::parse(&k.vkey) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    v.warnings.push(format!("key registry entry `{}` is unusable: {e}", k.vkey));
+                    None
+                }
+            })
+            .collect();
+        if verifiers.is_empty() {
+            v.warnings.push("the key registry holds no key: checkpoint signatures cannot be checked".into());
+        }
+        v.read_checkpoints(checkpoints, &verifiers);
+        if let Some(text) = trusted {
+            v.read_trusted(text, &verifiers);
+        }
+        let mut targets: Vec<(u64, Hash, &'static str, u64)> =
+            v.checkpoints.iter().filter(|c| c.signed).map(|c| (c.size, c.root, "checkpoint", c.index)).collect();
+        if let Some((size, root)) = v.trusted {
+            targets.push((size, root, "trusted", 0));
+        }
+        targets.sort_by_key(|t| t.0);
+        v.targets = targets;
+        v.check_empty_targets();
+        v
+    }
+
+    fn finding(&mut self, class: Class, sequence: Option<u64>, subject: Option<&str>, detail: String) {
+        if self.findings.len() >= MAX_FINDINGS {
+            self.dropped += 1;
+            return;
+        }
+        self.findings.push(Finding { class, sequence, subject: subject.map(str::to_owned), detail });
+    }
+
+    fn read_checkpoints(&mut self, checkpoints: &[CheckpointText], keys: &[NoteVerifier]) {
+        // The key that may sign now: the first checkpoint's signer, then whoever a
+        // handover (a checkpoint signed by the current key and a new one) introduces.
+        let mut current: Option<[u8; 4]> = None;
+        let mut retired: HashMap<[u8; 4], u64> = HashMap::new();
+        let mut roots: HashMap<u64, (Hash, u64)> = HashMap::new();
+        let mut max_size = 0u64;
+        for cp in checkpoints {
+            let Ok(note) = SignedNote::parse(&cp.text) else {
+                self.finding(Class::BadSignature, None, None, format!("checkpoint #{} is not a signed note", cp.index));
+                continue;
+            };
+            let Ok(body) = Checkpoint::parse(&note.body) else {
+                self.finding(Class::BadSignature, None, None, format!("checkpoint #{} has a malformed body", cp.index));
+                continue;
+            };
+            if body.origin != self.origin {
+                self.finding(
+                    Class::ForgedInsertion,
+                    None,
+                    None,
+                    format!("checkpoint #{} is for log `{}`, not `{}`", cp.index, body.origin, self.origin),
+                );
+                continue;
+            }
+            let mut valid = Vec::new();
+            let mut forged = Vec::new();
+            let mut unknown = Vec::new();
+            for sig in &note.signatures {
+                match keys.iter().find(|k| k.id() == sig.key_id && k.name() == sig.name) {
+                    Some(k) if k.verify(&note.body, sig) => valid.push(sig.key_id),
+                    Some(_) => forged.push(sig.name.clone()),
+                    None => unknown.push(sig.name.clone()),
+                }
+            }
+            let (size, root) = (body.size, body.root);
+            let authorised = if !forged.is_empty() {
+                self.finding(
+                    Class::BadSignature,
+                    Some(size),
+                    None,
+                    format!(
+                        "checkpoint #{} (size {size}): the signature of {} does not verify",
+                        cp.index,
+                        forged.join(", ")
+                    ),
+                );
+                false
+            } else if valid.is_empty() {
+                let class = if unknown.is_empty() { Class::BadSignature } else { Class::UnknownKey };
+                self.finding(
+                    class,
+                    Some(size),
+                    None,
+                    format!(
+                        "checkpoint #{} (size {size}) is signed by no registered key ({})",
+                        cp.index,
+                        unknown.join(", ")
+                    ),
+                );
+                false
+            } else {
+                match current {
+                    None => {
+                        // The first checkpoint introduces its signer (the last one, if it
+                        // is already a handover).
+                        current = valid.last().copied();
+                        true
+                    }
+                    Some(cur) if valid.contains(&cur) => {
+                        if let Some(next) = valid.iter().find(|k| **k != cur) {
+                            retired.insert(cur, size);
+                            current = Some(*next);
+                        }
+                        true
+                    }
+                    Some(_) => {
+                        let signer = valid[0];
+                        let name = note.signatures.iter().find(|s| s.key_id == signer).map_or("?", |s| s.name.as_str());
+                        let why = match retired.get(&signer) {
+                            Some(at) => format!("key {name} was retired by the handover at size {at}"),
+                            None => format!("key {name} was never introduced by a handover from the current key"),
+                        };
+                        self.finding(
+                            Class::BadSignature,
+                            Some(size),
+                            None,
+                            format!("checkpoint #{} (size {size}): {why}", cp.index),
+                        );
+                        false
+                    }
+                }
+            };
+            if authorised {
+                if let Some((other, at)) = roots.get(&size)
+                    && *other != root
+                {
+                    self.finding(
+                        Class::Fork,
+                        Some(size),
+                        None,
+                        format!("checkpoints #{at} and #{} both have size {size} but different roots", cp.index),
+                    );
+                }
+                if size < max_size {
+                    self.finding(
+                        Class::Rollback,
+                        Some(size),
+                        None,
+                        format!("checkpoint #{} has size {size}, below the earlier {max_size}", cp.index),
+                    );
+                }
+                max_size = max_size.max(size);
+                roots.entry(size).or_insert((root, cp.index));
+            }
+            self.checkpoints.push(ParsedCheckpoint { index: cp.index, size, root, signed: authorised });
+        }
+    }
+
+    fn read_trusted(&mut self, text: &str, keys: &[NoteVerifier]) {
+        let parsed = SignedNote::parse(text).ok().and_then(|n| {
+            let body = Checkpoint::parse(&n.body).ok().map(|c| (c.origin.to_owned(), c.size, c.root))?;
+            let ok = n.signatures.iter().any(|s| keys.iter().any(|k| k.id() == s.key_id && k.verify(&n.body, s)));
+            Some((body, ok))
+        });
+        match parsed {
+            None => self.finding(
+                Class::BadSignature,
+                None,
+                None,
+                "the trusted checkpoint is not a signed checkpoint".into(),
+            ),
+            Some(((origin, ..), _)) if origin != self.origin => self.finding(
+                Class::Fork,
+                None,
+                None,
+                format!("the trusted checkpoint is for log `{origin}`, not `{}`", self.origin),
+            ),
+            Some((_, false)) => self.finding(
+                Class::UnknownKey,
+                None,
+                None,
+                "the trusted checkpoint is not signed by a registered key".into(),
+            ),
+            Some(((_, size, root), true)) => {
+                let latest = self.checkpoints.iter().filter(|c| c.signed).map(|c| c.size).max().unwrap_or(0);
+                if latest < size {
+                    self.finding(
+                        Class::Rollback,
+                        Some(latest + 1),
+                        None,
+                        format!("the log's latest checkpoint has size {latest}, older than the trusted one ({size})"),
+                    );
+                }
+                if let Some(c) = self.checkpoints.iter().find(|c| c.signed && c.size == size && c.root != root) {
+                    self.finding(
+                        Class::Fork,
+                        Some(size),
+                        None,
+                        format!("checkpoint #{} has the trusted size {size} but another root", c.index),
+                    );
+                }
+                self.trusted = Some((size, root));
+            }
+        }
+    }
+
+    fn check_empty_targets(&mut self) {
+        while let Some(&(size, root, what, index)) = self.targets.get(self.target_at) {
+            if size != 0 {
+                break;
+            }
+            if root != CompactTree::new().root() {
+                self.finding(Class::Fork, Some(0), None, format!("{what} #{index} of size 0 has a non-empty root"));
+            }
+            self.target_at += 1;
+        }
+    }
+
+    /// Checks one record (hashing on this thread).
+    pub fn push(&mut self, record: Record) {
+        let checked = check(&self.origin, record);
+        self.push_checked(checked);
+    }
+
+    /// Checks one record whose hashes [`check`] worked out; records must come in stream
+    /// order.
+    pub fn push_checked(&mut self, c: Checked) {
+        let Checked { record: r, claims, content_ok } = c;
+        self.events += 1;
+        if r.seq < self.next_seq {
+            self.finding(
+                Class::Reorder,
+                Some(r.seq),
+                Some(&r.subject),
+                format!("sequence {} comes after {}", r.seq, self.next_seq - 1),
+            );
+            return;
+        }
+        if r.seq > self.next_seq {
+            let (from, to) = (self.next_seq, r.seq - 1);
+            self.finding(
+                Class::Gap,
+                Some(from),
+                None,
+                if from == to {
+                    format!("sequence {from} is missing")
+                } else {
+                    format!("sequences {from}..={to} are missing")
+                },
+            );
+            self.tree_broken_at.get_or_insert(self.tree.size());
+            // Keep leaf positions aligned with sequences.
+            for _ in from..=to {
+                self.tree.push([0; 32]);
+            }
+        }
+        self.next_seq = r.seq + 1;
+        let leaf = claims.as_ref().map_or([0; 32], |c| c.hash);
+        self.tree.push(leaf);
+        self.compare_roots();
+
+        let claims = match claims {
+            Ok(c) => c,
+            Err(why) => {
+                self.finding(Class::HeaderEdit, Some(r.seq), Some(&r.subject), why);
+                return;
+            }
+        };
+        if let Some(first) = self.event_ids.insert(claims.event_id, r.seq) {
+            self.finding(
+                Class::ForgedInsertion,
+                Some(r.seq),
+                Some(&r.subject),
+                format!("event id {} already appeared at sequence {first}", r.event_id.as_deref().unwrap_or_default()),
+            );
+            return;
+        }
+        let agg = self.aggregates.entry(r.subject.clone()).or_insert_with(|| {
+            let g = genesis(&self.origin, &r.subject).unwrap_or([0; 32]);
+            Aggregate { version: 0, hash: g, known: HashSet::from([g]) }
+        });
+        let next_version = claims.version == agg.version + 1;
+        let link_ok = next_version && claims.prev == agg.hash;
+        let verdict = match (content_ok, link_ok) {
+            (true, true) => None,
+            (true, false) if !next_version => Some((
+                Class::Reorder,
+                format!("version {} follows version {} of its aggregate", claims.version, agg.version),
+            )),
+            (true, false) => Some((
+                Class::ForgedInsertion,
+                format!("version {} does not chain to the aggregate's version {}", claims.version, agg.version),
+            )),
+            (false, true) => {
+                if r.written_payload_sha256.is_some_and(|w| w != r.payload_sha256) {
+                    Some((Class::PayloadEdit, "the payload differs from the one hashed".into()))
+                } else {
+                    Some((Class::HeaderEdit, "a hashed header differs from the one hashed".into()))
+                }
+            }
+            (false, false) if !agg.known.contains(&claims.prev) => Some((
+                Class::ForgedInsertion,
+                "Audit-Prev is no hash of this aggregate's chain and Audit-Hash does not recompute: \
+                 an event from another log, or forged"
+                    .into(),
+            )),
+            (false, false) => Some((Class::HeaderEdit, "the audit headers do not recompute".into())),
+        };
+        // Continue from the event's own claims (one edit, one finding), but never move an
+        // aggregate backwards.
+        if claims.version > agg.version {
+            agg.version = claims.version;
+            agg.hash = claims.hash;
+        }
+        agg.known.insert(claims.hash);
+        if let Some((class, detail)) = verdict {
+            self.finding(class, Some(r.seq), Some(&r.subject), detail);
+        }
+    }
+
+    fn compare_roots(&mut self) {
+        while let Some(&(size, root, what, index)) = self.targets.get(self.target_at) {
+            if size != self.tree.size() {
+                break;
+            }
+            self.target_at += 1;
+            if self.tree_broken_at.is_some() {
+                continue;
+            }
+            if self.tree.root() == root {
+                self.last_good_size = size;
+                continue;
+            }
+            let (class, detail) = if what == "trusted" {
+                (Class::Fork, format!("the log's first {size} events do not match the trusted checkpoint"))
+            } else {
+                (
+                    Class::ForgedInsertion,
+                    format!(
+                        "the events up to sequence {size} do not match signed checkpoint #{index}: changed after \
+                         sequence {} with every later hash recomputed",
+                        self.last_good_size
+                    ),
+                )
+            };
+            self.finding(class, Some(self.last_good_size + 1), None, detail);
+            self.tree_broken_at = Some(self.last_good_size);
+        }
+    }
+
+    /// Ends the run: truncation against the checkpoints, the unsealed tail, the report.
+    pub fn finish(mut self) -> Report {
+        let len = self.next_seq - 1;
+        while let Some(&(size, _, what, index)) = self.targets.get(self.target_at) {
+            self.target_at += 1;
+            if size > len {
+                let source = if what == "trusted" {
+                    "the trusted checkpoint".to_owned()
+                } else {
+                    format!("checkpoint #{index}")
+                };
+                self.finding(
+                    Class::Truncation,
+                    Some(len + 1),
+                    None,
+                    format!(
+                        "{source} covers {size} events, the log holds {len}: sequences {}..={size} are gone",
+                        len + 1
+                    ),
+                );
+                break;
+            }
+        }
+        let sealed = self.checkpoints.iter().filter(|c| c.signed).map(|c| c.size).max().unwrap_or(0);
+        if self.checkpoints.is_empty() && len > 0 {
+            self.warnings.push("no checkpoint: nothing in this log is sealed yet".into());
+        }
+        self.findings.sort_by_key(|f| (f.sequence.is_some(), f.sequence));
+        Report {
+            origin: self.origin,
+            events: self.events,
+            last_sequence: len,
+            checkpoints: self.checkpoints.len() as u64,
+            sealed_size: sealed.min(len),
+            unsealed_tail: len.saturating_sub(sealed),
+            trusted_size: self.trusted.map(|t| t.0),
+            findings: self.findings,
+            warnings: self.warnings,
+            findings_dropped: self.dropped,
+        }
+    }
+}
+
+/// The root hash as it appears in checkpoints.
+pub fn root_b64(root: &Hash) -> String {
+    hash_to_b64(root)
+}
