@@ -199,3 +199,64 @@ pub fn verify_consistency(
     }
     Ok(())
 }
+
+/// A proof as `covenant audit prove` prints it and `covenant audit check-proof` reads it:
+/// self-contained, with the signed checkpoint it leads to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProofFile {
+    /// The event at `sequence` (leaf `sequence - 1`) is in the tree of the checkpoint.
+    Inclusion {
+        /// Stream sequence.
+        sequence: u64,
+        /// Base64 leaf (the event's `Audit-Hash`).
+        leaf: String,
+        /// Base64 audit path, leaf to root.
+        proof: Vec<String>,
+        /// The signed checkpoint (note text).
+        checkpoint: String,
+    },
+    /// The tree of size `old_size` with root `old_root` is a prefix of the checkpoint's.
+    Consistency {
+        /// The earlier size.
+        old_size: u64,
+        /// Base64 root at that size.
+        old_root: String,
+        /// Base64 consistency proof.
+        proof: Vec<String>,
+        /// The signed checkpoint (note text).
+        checkpoint: String,
+    },
+}
+
+impl ProofFile {
+    /// Checks the proof against its checkpoint's size and root; returns the checkpoint
+    /// body's (origin, size, root). The checkpoint's signature is the caller's to check.
+    ///
+    /// # Errors
+    /// What is wrong, in words.
+    pub fn check(&self) -> Result<(String, u64, Hash), String> {
+        use crate::encoding::hash_from_b64;
+        let hashes = |p: &[String]| {
+            p.iter().map(|h| hash_from_b64(h).map_err(|e| format!("proof hash: {e}"))).collect::<Result<Vec<_>, _>>()
+        };
+        let checkpoint = match self {
+            Self::Inclusion { checkpoint, .. } | Self::Consistency { checkpoint, .. } => checkpoint,
+        };
+        let note = crate::note::SignedNote::parse(checkpoint).map_err(|e| e.to_string())?;
+        let cp = crate::note::Checkpoint::parse(&note.body).map_err(|e| e.to_string())?;
+        match self {
+            Self::Inclusion { sequence, leaf, proof, .. } => {
+                let index = sequence.checked_sub(1).ok_or("sequence 0 does not exist")?;
+                let leaf = hash_from_b64(leaf).map_err(|e| format!("leaf: {e}"))?;
+                verify_inclusion(index, cp.size, &leaf, &hashes(proof)?, &cp.root).map_err(|e| e.to_string())?;
+            }
+            Self::Consistency { old_size, old_root, proof, .. } => {
+                let old_root = hash_from_b64(old_root).map_err(|e| format!("old root: {e}"))?;
+                verify_consistency(*old_size, cp.size, &old_root, &cp.root, &hashes(proof)?)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok((cp.origin.to_owned(), cp.size, cp.root))
+    }
+}

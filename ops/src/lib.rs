@@ -13,7 +13,9 @@
 //! - [`bench`]: `covenant bench …`.
 //! - [`telemetry`]: the tracing subscriber and the Prometheus recorder.
 //! - [`users`]: bootstrap users and secret rotation from the CLI.
+//! - [`audit`]: the sealer, verification, exports and proofs.
 
+pub mod audit;
 pub mod bench;
 pub mod connect;
 pub mod http;
@@ -23,3 +25,15 @@ pub mod seed;
 pub mod settings;
 pub mod telemetry;
 pub mod users;
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (or at once if the handlers cannot be installed).
+pub async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        tracing::error!("cannot install the SIGTERM handler");
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -58,6 +58,14 @@ enum Cmd {
         #[command(subcommand)]
         what: ProjectionsCmd,
     },
+    /// The audit trail: seal checkpoints, verify the stream or a bundle, export, prove,
+    /// manage the sealer keys.
+    Audit {
+        #[command(flatten)]
+        paths: covenant_ops::audit::AuditPaths,
+        #[command(subcommand)]
+        what: covenant_ops::audit::cli::AuditCmd,
+    },
     /// Benchmarks, each beside a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -122,7 +130,7 @@ async fn main() -> std::process::ExitCode {
     telemetry::init();
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)
@@ -130,9 +138,16 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<u8> {
     let s = cli.settings;
-    match cli.command {
+    if let Cmd::Audit { paths, what } = cli.command {
+        return covenant_ops::audit::cli::run(&s, &paths, what).await;
+    }
+    run_other(s, cli.command).await.map(|()| 0)
+}
+
+async fn run_other(s: Settings, command: Cmd) -> Result<()> {
+    match command {
         Cmd::Serve { demo, without_projections } => serve(&s, demo, !without_projections).await,
         Cmd::Projections { what } => {
             let nats = connect::nats(&s).await?;
@@ -179,6 +194,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { what: BenchCmd::Projections(opts) } => covenant_ops::bench::projections::run(&opts).await,
         Cmd::Bench { what: BenchCmd::Http(opts) } => covenant_ops::bench::http::run(&opts).await,
+        Cmd::Audit { .. } => unreachable!("handled in run"),
     }
 }
 
@@ -256,7 +272,7 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     println!("  PostgreSQL     : {}{}", connect::redact(&db.url), if db.managed.is_some() { " (managed)" } else { "" });
     println!("  event stream   : {} ({} events)", side.log.config().stream, side.log.last_sequence().await?);
     println!("Inspect with `covenant streams info` and `covenant projections status`. Press Ctrl-C to stop.");
-    shutdown_signal().await?;
+    covenant_ops::shutdown_signal().await;
     println!("stopping");
     let _ = stop_tx.send(true);
     let _ = http.task.await;
@@ -278,7 +294,7 @@ async fn run_projections(js: &async_nats::jetstream::Context, s: &Settings, pool
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = covenant_ops::projections::spawn(js, &s.stream, pool, &stop_rx, std::time::Duration::from_secs(5));
     eprintln!("projections running on stream {}; Ctrl-C to stop", s.stream);
-    shutdown_signal().await?;
+    covenant_ops::shutdown_signal().await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -340,15 +356,4 @@ fn managed_sync(data_dir: &std::path::Path, url: &str) -> String {
         Ok(_) if managed => "default (flush every 2 min; an OS crash can lose up to 2 min of acked events)".into(),
         _ => "set by the external server's config (not visible here); R3 makes an ack mean a quorum holds it".into(),
     }
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

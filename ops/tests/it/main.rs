@@ -8,6 +8,7 @@ mod api_http;
 mod api_limits;
 mod api_live;
 mod audit_chain;
+mod audit_trail;
 mod bad_input;
 mod cli;
 mod cluster;
