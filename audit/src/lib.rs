@@ -27,3 +27,22 @@ pub mod proof;
 pub mod verify;
 
 pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};
+
+/// The audit origin of event stream `events`: `covenant/<stream>`.
+pub fn origin(events: &str) -> String {
+    format!("covenant/{events}")
+}
+
+/// The checkpoint stream of event stream `events`: `COVENANT_EVENTS` →
+/// `COVENANT_CHECKPOINTS`, any other name `<name>_CHECKPOINTS`.
+pub fn checkpoints_stream(events: &str) -> String {
+    match events.strip_suffix("_EVENTS") {
+        Some(base) => format!("{base}_CHECKPOINTS"),
+        None => format!("{events}_CHECKPOINTS"),
+    }
+}
+
+/// The subject the checkpoints of `events` are published on.
+pub fn checkpoints_subject(events: &str) -> String {
+    format!("covenant.checkpoints.{events}")
+}

@@ -140,6 +140,43 @@ impl Query {
         Ok(views::fund(pool(ctx)).await.map_err(gql)?.into())
     }
 
+    /// The audit trail: the stream's last sequence, the latest signed checkpoint (what
+    /// `covenant audit verify` checks) and how far `auditEvents` has read.
+    async fn audit_status(&self, ctx: &Context<'_>) -> ApiResult<AuditStatus> {
+        let feed = ctx.data_unchecked::<super::subscription::EventFeed>();
+        let events = feed.js.get_stream(&feed.stream).await.map_err(unavailable)?;
+        let last = events.get_info().await.map_err(unavailable)?.state.last_sequence;
+        let projected = covenant_projections::checkpoint::get(pool(ctx), "audit").await.map_err(gql)?;
+        let mut status = AuditStatus {
+            last_sequence: i64::try_from(last).unwrap_or(i64::MAX),
+            projected_sequence: i64::try_from(projected).unwrap_or(i64::MAX),
+            checkpoint_size: 0,
+            checkpoint_root: None,
+            checkpoint_at: None,
+            checkpoint_signers: Vec::new(),
+            unsealed_tail: i64::try_from(last).unwrap_or(i64::MAX),
+        };
+        let Ok(cps) = feed.js.get_stream(covenant_audit::checkpoints_stream(&feed.stream)).await else {
+            return Ok(status);
+        };
+        let info = cps.get_info().await.map_err(unavailable)?;
+        if info.state.messages == 0 {
+            return Ok(status);
+        }
+        let m = cps.get_raw_message(info.state.last_sequence).await.map_err(unavailable)?;
+        let text = String::from_utf8_lossy(&m.payload);
+        let note = covenant_audit::note::SignedNote::parse(&text)
+            .map_err(|_| gql(ApiError::Internal("malformed checkpoint".into())))?;
+        let cp = covenant_audit::note::Checkpoint::parse(&note.body)
+            .map_err(|_| gql(ApiError::Internal("malformed checkpoint".into())))?;
+        status.checkpoint_size = i64::try_from(cp.size).unwrap_or(i64::MAX);
+        status.checkpoint_root = Some(covenant_audit::encoding::hash_to_b64(&cp.root));
+        status.checkpoint_at = chrono::DateTime::from_timestamp(m.time.unix_timestamp(), m.time.nanosecond());
+        status.checkpoint_signers = note.signatures.iter().map(|s| s.name.clone()).collect();
+        status.unsealed_tail = i64::try_from(last.saturating_sub(cp.size)).unwrap_or(i64::MAX);
+        Ok(status)
+    }
+
     /// The most recent events, newest first, optionally by type and subject. Needs a
     /// signed-in user (events name actors and login addresses).
     async fn audit_events(
@@ -166,4 +203,8 @@ impl Country {
     async fn gdp_history(&self, ctx: &Context<'_>) -> ApiResult<Vec<GdpPoint>> {
         Ok(views::gdp_history(pool(ctx), &self.code).await.map_err(gql)?.into_iter().map(Into::into).collect())
     }
+}
+
+fn unavailable<E>(_: E) -> async_graphql::Error {
+    super::errors::err("UNAVAILABLE", "the event stream is not reachable")
 }

@@ -183,6 +183,25 @@ impl From<views::Fund> for CovenantFund {
     }
 }
 
+/// The audit trail's state.
+#[derive(SimpleObject, Clone)]
+pub struct AuditStatus {
+    /// Last sequence of the event stream.
+    pub last_sequence: i64,
+    /// Sequence the `audit` projection (what `auditEvents` reads) has reached.
+    pub projected_sequence: i64,
+    /// Events the latest signed checkpoint covers (0: none yet).
+    pub checkpoint_size: i64,
+    /// Its Merkle root (base64), if any.
+    pub checkpoint_root: Option<String>,
+    /// When it was appended, if any.
+    pub checkpoint_at: Option<DateTime<Utc>>,
+    /// The keys that signed it.
+    pub checkpoint_signers: Vec<String>,
+    /// Events after it, not yet sealed.
+    pub unsealed_tail: i64,
+}
+
 /// An event of the audit trail.
 #[derive(SimpleObject, Clone)]
 pub struct AuditEvent {

@@ -9,24 +9,7 @@ use covenant_audit::entry::{headers as h, payload_hash};
 use covenant_audit::verify::{self, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
 use futures::StreamExt as _;
 
-/// The checkpoint stream of event stream `events`: `COVENANT_EVENTS` →
-/// `COVENANT_CHECKPOINTS`, any other name `<name>_CHECKPOINTS`.
-pub fn checkpoints_stream(events: &str) -> String {
-    match events.strip_suffix("_EVENTS") {
-        Some(base) => format!("{base}_CHECKPOINTS"),
-        None => format!("{events}_CHECKPOINTS"),
-    }
-}
-
-/// The subject checkpoints of `events` are published on.
-pub fn checkpoints_subject(events: &str) -> String {
-    format!("covenant.checkpoints.{events}")
-}
-
-/// The audit origin of event stream `events`.
-pub fn origin(events: &str) -> String {
-    format!("covenant/{events}")
-}
+pub use covenant_audit::{checkpoints_stream, checkpoints_subject, origin};
 
 /// The append-only settings of a stream, as the verifier checks them.
 pub fn facts(cfg: &stream::Config) -> StreamFacts {

@@ -323,3 +323,40 @@ async fn stream_tampering_deletion_copies_duplicates_and_config_drift() {
     let r = verify(&js, &cfg.stream, &reg, None).await;
     assert!(r.findings.is_empty(), "{r:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_audit_status_reads_the_checkpoints_and_the_audit_projection() {
+    let app = crate::harness::spawn_app().await;
+    let viewer = app.user_token("auditor@example.org", covenant_domain::Role::Viewer).await;
+    register_country(&app.side, "AT", "Austria", 10).await;
+    let last = app.side.log.last_sequence().await.expect("info");
+    let q = "{ auditStatus { lastSequence projectedSequence checkpointSize checkpointRoot checkpointAt checkpointSigners unsealedTail } }";
+    let (_, body) = app.graphql(q, Some(&viewer)).await;
+    let s = &body["data"]["auditStatus"];
+    assert_eq!((s["lastSequence"].as_u64(), s["checkpointSize"].as_u64()), (Some(last), Some(0)), "{body}");
+    assert_eq!(s["unsealedTail"].as_u64(), Some(last));
+    assert!(s["checkpointRoot"].is_null());
+
+    let key = SealerKey::generate("sealer-api").expect("key");
+    let mut sealer =
+        Sealer::open(app.side.log.jetstream(), &app.side.log.config().stream, 1, key, Duration::from_secs(1))
+            .await
+            .expect("sealer");
+    assert_eq!(sealer.round().await.expect("round"), Sealed::Checkpoint(last));
+    let caught_up = crate::harness::eventually(Duration::from_secs(10), async || {
+        let (_, body) = app.graphql(q, Some(&viewer)).await;
+        body["data"]["auditStatus"]["projectedSequence"].as_u64() == Some(last)
+    })
+    .await;
+    assert!(caught_up, "the audit projection reaches the last sequence");
+    let (_, body) = app.graphql(q, Some(&viewer)).await;
+    let s = &body["data"]["auditStatus"];
+    assert_eq!((s["checkpointSize"].as_u64(), s["unsealedTail"].as_u64()), (Some(last), Some(0)), "{body}");
+    assert_eq!(s["checkpointSigners"][0], "sealer-api");
+    let cps = source::checkpoints(app.side.log.jetstream(), &app.side.log.config().stream).await.expect("cps");
+    assert!(cps[0].text.contains(s["checkpointRoot"].as_str().expect("root")), "{body}");
+    // auditEvents reads the same log: its newest event is the last sequence.
+    let (_, body) = app.graphql("{ auditEvents(last: 1) { sequence eventType } }", Some(&viewer)).await;
+    assert_eq!(body["data"]["auditEvents"][0]["sequence"].as_u64(), Some(last), "{body}");
+    app.stop().await;
+}
