@@ -90,3 +90,21 @@ fn a_changed_payload_byte_changes_the_entry_hash() {
     let h = entry_hash(&fields, &prev, &payload_hash(edited.as_bytes())).expect("hash");
     assert_ne!(hash_to_b64(&h), e.audit_hash_b64);
 }
+
+/// The signed checkpoint worked example of `audit/FORMAT.md`: the checkpoint of the
+/// vectors' five events, signed by the key with seed 32 × 0x07 named `covenant-sealer-1`.
+/// Ed25519 signatures are deterministic, so the text is fixed.
+#[test]
+fn the_format_documents_signed_checkpoint_example() {
+    use covenant_audit::note::{Checkpoint, NoteSigner, NoteVerifier, SignedNote};
+    let signer = NoteSigner::new("covenant-sealer-1", &[7; 32]).expect("signer");
+    let root = covenant_audit::encoding::hash_from_b64("hTuBo9YH0F531f3e5l/68BY+tF179hgLT+1eBpe+2+A=").expect("root");
+    let body = Checkpoint { origin: "covenant/COVENANT_EVENTS", size: 5, root }.body();
+    let text = SignedNote { body: body.clone(), signatures: vec![signer.sign(&body)] }.to_text();
+    let vkey = signer.verifier().to_vkey();
+    let format = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/FORMAT.md")).expect("FORMAT.md");
+    assert!(format.contains(&vkey), "FORMAT.md shows the verifier key {vkey}");
+    assert!(format.contains(&text), "FORMAT.md shows the signed checkpoint:\n{text}");
+    let parsed = SignedNote::parse(&text).expect("note");
+    assert!(NoteVerifier::parse(&vkey).expect("vkey").verify(&parsed.body, &parsed.signatures[0]));
+}

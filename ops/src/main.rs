@@ -199,9 +199,12 @@ async fn run_other(s: Settings, command: Cmd) -> Result<()> {
 }
 
 async fn run_seed(side: &covenant_commands::CommandSide) -> Result<seed::SeedReport> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let report = seed::seed(side, |done, total| {
-        eprint!("\rseeding demo countries: {done}/{total}");
-        let _ = std::io::stderr().flush();
+        if tty {
+            eprint!("\rseeding demo countries: {done}/{total}");
+            let _ = std::io::stderr().flush();
+        }
     })
     .await?;
     eprintln!();
@@ -247,6 +250,20 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
         demo_login = Some(covenant_ops::users::ensure_demo_admin(&side, &db.pool).await?);
     }
     let data_dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
+    // The demo seals its log too, with a sealer in a process of its own (the API never
+    // holds the signing key).
+    let mut sealer = None;
+    if demo {
+        let child = std::process::Command::new(std::env::current_exe().context("locating the covenant binary")?)
+            .args(["audit", "seal"])
+            .env("COVENANT_NATS_URL", &nats.url)
+            .env("COVENANT_STREAM", &s.stream)
+            .env("COVENANT_DATA_DIR", &data_dir)
+            .env("COVENANT_STREAM_REPLICAS", s.stream_replicas.to_string())
+            .spawn()
+            .context("starting the sealer (covenant audit seal)")?;
+        sealer = Some(child);
+    }
     println!(
         "Covenant is running{}.",
         if projections { " with its projections" } else { " (projections run elsewhere)" }
@@ -271,9 +288,21 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     }
     println!("  PostgreSQL     : {}{}", connect::redact(&db.url), if db.managed.is_some() { " (managed)" } else { "" });
     println!("  event stream   : {} ({} events)", side.log.config().stream, side.log.last_sequence().await?);
-    println!("Inspect with `covenant streams info` and `covenant projections status`. Press Ctrl-C to stop.");
+    if let Some(c) = &sealer {
+        println!(
+            "  sealer         : pid {} (`covenant audit seal`), checkpoints every 10 s; keys in {}",
+            c.id(),
+            data_dir.join("audit").display()
+        );
+    }
+    println!(
+        "Inspect with `covenant streams info`, `covenant projections status` and `covenant audit verify`. Press Ctrl-C to stop."
+    );
     covenant_ops::shutdown_signal().await;
     println!("stopping");
+    if let Some(mut c) = sealer {
+        covenant_ops::managed::terminate(&mut c, std::time::Duration::from_secs(5));
+    }
     let _ = stop_tx.send(true);
     let _ = http.task.await;
     for t in tasks {
