@@ -123,6 +123,9 @@ enum BenchCmd {
     /// Mixed GraphQL queries and mutations over HTTP at several concurrencies, beside a
     /// trivial axum handler in the same run.
     Http(covenant_ops::bench::http::HttpBench),
+    /// Audit verification events/s (stream, beside a raw ordered-consumer read; bundle,
+    /// per core and on every core) and the sealer's first checkpoint.
+    Audit(covenant_ops::bench::audit::AuditBench),
 }
 
 #[tokio::main]
@@ -194,6 +197,7 @@ async fn run_other(s: Settings, command: Cmd) -> Result<()> {
         }
         Cmd::Bench { what: BenchCmd::Projections(opts) } => covenant_ops::bench::projections::run(&opts).await,
         Cmd::Bench { what: BenchCmd::Http(opts) } => covenant_ops::bench::http::run(&opts).await,
+        Cmd::Bench { what: BenchCmd::Audit(opts) } => covenant_ops::bench::audit::run(&opts).await,
         Cmd::Audit { .. } => unreachable!("handled in run"),
     }
 }

@@ -2,6 +2,7 @@
 //! absolute times on shared machines drift. They are commands (`covenant bench …`), not
 //! tests.
 
+pub mod audit;
 pub mod commands;
 pub mod http;
 pub mod projections;

@@ -93,7 +93,12 @@ fn verdict(rate: f64, ratio: f64) -> &'static str {
 }
 
 /// Writes `n` events shaped like the real workload, pipelined, with real audit headers.
-async fn generate(log: &EventLog, n: u64) -> Result<()> {
+/// Writes `n` realistic events (countries, GDP updates, projects, users) with their audit
+/// headers, pipelined.
+///
+/// # Errors
+/// When a publish fails.
+pub async fn generate(log: &EventLog, n: u64) -> Result<()> {
     let js = log.jetstream().clone();
     let codes: Vec<&str> = covenant_domain::iso3166::ALPHA2.to_vec();
     let mut tips: HashMap<String, ChainTip> = HashMap::new();

@@ -1,0 +1,127 @@
+//! `covenant bench audit`: verification throughput. Writes N realistic events to a
+//! temporary nats-server, seals them, then measures in the same run: a raw ordered-consumer
+//! read of the stream (the baseline) beside `audit verify` of the stream, and verification
+//! of the exported bundle on one thread and on every core.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use covenant_audit::bundle::{VerifyOptions, verify_dir};
+use covenant_audit::verify::{KeyRegistry, RegistryKey};
+use covenant_commands::{EventLog, LogConfig};
+
+use crate::audit::keys::SealerKey;
+use crate::audit::sealer::{Sealed, Sealer};
+use crate::audit::{export, source};
+use crate::connect;
+use crate::managed::nats::{NatsServer, SyncPolicy};
+
+/// Options of the audit benchmark.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditBench {
+    /// Events in the stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+}
+
+/// Runs the benchmark and prints its figures.
+///
+/// # Errors
+/// When a service cannot be started or a step fails (or a check does not pass).
+pub async fn run(opts: &AuditBench) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nats = NatsServer::start_temp(SyncPolicy::Default).await?;
+    let cfg = LogConfig { stream: "BENCH_AUDIT".into(), subject_prefix: "bench.events".into(), ..Default::default() };
+    let log = EventLog::open(connect::client(&nats.url()).await?, cfg.clone()).await?;
+    let js = log.jetstream().clone();
+    println!("audit benchmark: {} events, {cores} cores; nats-server (sync default), local", opts.events);
+    let t = Instant::now();
+    super::projections::generate(&log, opts.events).await?;
+    println!("  wrote {} events in {:.1?}", opts.events, t.elapsed());
+
+    let key = SealerKey::generate("bench-sealer")?;
+    let registry = KeyRegistry {
+        origin: source::origin(&cfg.stream),
+        keys: vec![RegistryKey { vkey: key.vkey()?, status: "active".into() }],
+    };
+    let mut sealer = Sealer::open(&js, &cfg.stream, 1, key, Duration::from_secs(10)).await?;
+    let t = Instant::now();
+    let sealed = sealer.round().await?;
+    let seal_secs = t.elapsed().as_secs_f64();
+    if sealed != Sealed::Checkpoint(opts.events) {
+        bail!("sealing gave {sealed:?}");
+    }
+    println!("  sealer: first checkpoint over {} events in {seal_secs:.2} s ({:.0} events/s)", opts.events, rate(opts.events, seal_secs));
+
+    // Baseline and stream verification, twice each, alternating (the machine drifts).
+    let mut raw = Vec::new();
+    let mut stream = Vec::new();
+    for _ in 0..2 {
+        let s = js.get_stream(&cfg.stream).await?;
+        let t = Instant::now();
+        let mut n = 0u64;
+        source::scan(&s, 1, opts.events, false, |_, m, _| {
+            n += 1;
+            std::hint::black_box(&m.message.payload);
+        })
+        .await?;
+        raw.push(rate(n, t.elapsed().as_secs_f64()));
+        let t = Instant::now();
+        let r = source::verify_stream(&js, &cfg.stream, &registry, None, 0, |_, _| {}).await?;
+        if !r.findings.is_empty() || r.events != opts.events {
+            bail!("stream verification did not pass: {:?}", r.findings.first());
+        }
+        stream.push(rate(r.events, t.elapsed().as_secs_f64()));
+    }
+    let (raw, stream) = (best(&raw), best(&stream));
+    println!("  raw ordered-consumer read      {raw:>12.0} events/s");
+    println!(
+        "  audit verify (stream)          {stream:>12.0} events/s = {:.2}x raw (target >= 0.80x) {}",
+        stream / raw,
+        if stream / raw >= 0.8 { "MET" } else { "NOT MET" }
+    );
+
+    let dir = tempfile::tempdir()?;
+    let bundle = dir.path().join("bundle");
+    let t = Instant::now();
+    export::export(&js, &cfg.stream, &registry, &bundle, &[], |_, _| {}).await?;
+    println!("  export: {:.1?}", t.elapsed());
+    let mut per_thread = Vec::new();
+    for threads in [1, cores] {
+        let mut best_rate = 0f64;
+        for _ in 0..2 {
+            let b = bundle.clone();
+            let t = Instant::now();
+            let report = tokio::task::spawn_blocking(move || {
+                verify_dir(&b, &VerifyOptions { threads, ..Default::default() }, |_| {})
+            })
+            .await
+            .context("verifier thread")??;
+            if !report.findings.is_empty() {
+                bail!("bundle verification did not pass: {:?}", report.findings.first());
+            }
+            best_rate = best_rate.max(rate(report.events, t.elapsed().as_secs_f64()));
+        }
+        per_thread.push((threads, best_rate));
+    }
+    for (threads, r) in &per_thread {
+        println!(
+            "  audit verify --bundle, {threads} thread(s) {r:>12.0} events/s = {:.0} events/s per core{}",
+            r / *threads as f64,
+            if *threads == 1 {
+                format!(" (target >= 1000000 per core) {}", if *r >= 1_000_000.0 { "MET" } else { "NOT MET" })
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    n as f64 / secs.max(1e-9)
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
