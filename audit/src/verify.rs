@@ -184,14 +184,76 @@ impl Record {
     }
 }
 
-/// A record with its hashes worked out (the part that runs in parallel).
+/// The audit headers of one message, borrowed (the verifier's hot path allocates only
+/// the subject).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fields<'a> {
+    /// `Audit-V`.
+    pub audit_v: Option<&'a str>,
+    /// `Audit-Prev`.
+    pub prev: Option<&'a str>,
+    /// `Audit-Hash`.
+    pub hash: Option<&'a str>,
+    /// `Event-Id`.
+    pub event_id: Option<&'a str>,
+    /// `Event-Type`.
+    pub event_type: Option<&'a str>,
+    /// `Aggregate-Version`.
+    pub version: Option<&'a str>,
+    /// `Occurred-At`.
+    pub occurred_at: Option<&'a str>,
+    /// `Actor`.
+    pub actor: Option<&'a str>,
+    /// `Content-Type`.
+    pub content_type: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads the audit headers with `get` (a header lookup).
+    pub fn from_headers(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        Self {
+            audit_v: get(h::AUDIT_V),
+            prev: get(h::AUDIT_PREV),
+            hash: get(h::AUDIT_HASH),
+            event_id: get(h::EVENT_ID),
+            event_type: get(h::EVENT_TYPE),
+            version: get(h::AGGREGATE_VERSION),
+            occurred_at: get(h::OCCURRED_AT),
+            actor: get(h::ACTOR),
+            content_type: get(h::CONTENT_TYPE),
+        }
+    }
+}
+
+impl Record {
+    /// The record's headers, borrowed.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
+            audit_v: self.audit_v.as_deref(),
+            prev: self.prev.as_deref(),
+            hash: self.hash.as_deref(),
+            event_id: self.event_id.as_deref(),
+            event_type: self.event_type.as_deref(),
+            version: self.version.as_deref(),
+            occurred_at: self.occurred_at.as_deref(),
+            actor: self.actor.as_deref(),
+            content_type: self.content_type.as_deref(),
+        }
+    }
+}
+
+/// A message with its hashes worked out (the part that runs in parallel): only what the
+/// sequential checks need.
 #[derive(Debug)]
 pub struct Checked {
-    record: Record,
+    seq: u64,
+    subject: Box<str>,
     /// The parsed claims, or why they do not parse.
     claims: Result<Claims, String>,
     /// Whether `Audit-Hash` recomputes from the headers and payload.
     content_ok: bool,
+    /// Whether the payload's hash differs from the one written beside it.
+    payload_differs: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -205,51 +267,73 @@ struct Claims {
 /// Works out a record's hashes (pure; [`Verifier::push`] calls it, and callers with many
 /// records may call it on several threads and pass the results to [`Verifier::push_checked`]).
 pub fn check(origin: &str, record: Record) -> Checked {
-    let claims = parse_claims(&record);
+    check_fields(
+        origin,
+        record.seq,
+        &record.subject,
+        &record.fields(),
+        record.payload_sha256,
+        record.written_payload_sha256,
+    )
+}
+
+/// [`check`] on borrowed headers: `payload_sha256` is the payload's hash, `written` the
+/// hash stored beside it, if any.
+pub fn check_fields(
+    origin: &str,
+    seq: u64,
+    subject: &str,
+    f: &Fields<'_>,
+    payload_sha256: Hash,
+    written: Option<Hash>,
+) -> Checked {
+    let claims = parse_claims(f);
     let content_ok = match &claims {
         Ok(c) => {
             let fields = EntryFields {
                 origin,
-                subject: &record.subject,
+                subject,
                 version: c.version,
-                event_id: record.event_id.as_deref().unwrap_or_default(),
-                event_type: record.event_type.as_deref().unwrap_or_default(),
-                occurred_at: record.occurred_at.as_deref().unwrap_or_default(),
-                actor: record.actor.as_deref().unwrap_or_default(),
-                content_type: record.content_type.as_deref().unwrap_or_default(),
+                event_id: f.event_id.unwrap_or_default(),
+                event_type: f.event_type.unwrap_or_default(),
+                occurred_at: f.occurred_at.unwrap_or_default(),
+                actor: f.actor.unwrap_or_default(),
+                content_type: f.content_type.unwrap_or_default(),
             };
-            entry_hash(&fields, &c.prev, &record.payload_sha256).is_ok_and(|x| x == c.hash)
+            entry_hash(&fields, &c.prev, &payload_sha256).is_ok_and(|x| x == c.hash)
         }
         Err(_) => false,
     };
-    Checked { record, claims, content_ok }
+    Checked {
+        seq,
+        subject: subject.into(),
+        claims,
+        content_ok,
+        payload_differs: written.is_some_and(|w| w != payload_sha256),
+    }
 }
 
-fn parse_claims(r: &Record) -> Result<Claims, String> {
-    if r.audit_v.as_deref() != Some(h::VERSION_1) {
-        return Err(format!("{} is {:?}, not {}", h::AUDIT_V, r.audit_v, h::VERSION_1));
+fn parse_claims(f: &Fields<'_>) -> Result<Claims, String> {
+    if f.audit_v != Some(h::VERSION_1) {
+        return Err(format!("{} is {:?}, not {}", h::AUDIT_V, f.audit_v, h::VERSION_1));
     }
-    let hash_of = |name: &str, v: &Option<String>| {
-        v.as_deref().and_then(|v| hash_from_b64(v).ok()).ok_or_else(|| format!("{name} is missing or not a hash"))
+    let hash_of = |name: &str, v: Option<&str>| {
+        v.and_then(|v| hash_from_b64(v).ok()).ok_or_else(|| format!("{name} is missing or not a hash"))
     };
-    let prev = hash_of(h::AUDIT_PREV, &r.prev)?;
-    let hash = hash_of(h::AUDIT_HASH, &r.hash)?;
-    let version = r
+    let prev = hash_of(h::AUDIT_PREV, f.prev)?;
+    let hash = hash_of(h::AUDIT_HASH, f.hash)?;
+    let version = f
         .version
-        .as_deref()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|v| *v >= 1)
         .ok_or_else(|| format!("{} is missing or not a version", h::AGGREGATE_VERSION))?;
-    let event_id = r
-        .event_id
-        .as_deref()
-        .and_then(parse_uuid)
-        .ok_or_else(|| format!("{} is missing or not a UUID", h::EVENT_ID))?;
+    let event_id =
+        f.event_id.and_then(parse_uuid).ok_or_else(|| format!("{} is missing or not a UUID", h::EVENT_ID))?;
     for (name, v) in [
-        (h::EVENT_TYPE, &r.event_type),
-        (h::OCCURRED_AT, &r.occurred_at),
-        (h::ACTOR, &r.actor),
-        (h::CONTENT_TYPE, &r.content_type),
+        (h::EVENT_TYPE, f.event_type),
+        (h::OCCURRED_AT, f.occurred_at),
+        (h::ACTOR, f.actor),
+        (h::CONTENT_TYPE, f.content_type),
     ] {
         if v.is_none() {
             return Err(format!("{name} is missing"));
@@ -258,9 +342,56 @@ fn parse_claims(r: &Record) -> Result<Claims, String> {
     Ok(Claims { prev, hash, version, event_id })
 }
 
+/// A UUID in its 36-character hyphenated form, as a number.
 fn parse_uuid(s: &str) -> Option<u128> {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    (hex.len() == 32 && s.len() == 36).then(|| u128::from_str_radix(&hex, 16).ok()).flatten()
+    let b = s.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for (i, c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        v = (v << 4) | u128::from((*c as char).to_digit(16)?);
+    }
+    Some(v)
+}
+
+fn format_uuid(v: u128) -> String {
+    let h = format!("{v:032x}");
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// A hasher for keys that are already uniformly distributed (hash prefixes, random UUIDs):
+/// it folds the bytes instead of hashing them again.
+#[derive(Default, Clone, Copy)]
+struct Fold(u64);
+
+impl std::hash::Hasher for Fold {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // FxHash-style mixing for anything that is not a plain integer (subjects).
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 ^= v;
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+type FoldBuild = std::hash::BuildHasherDefault<Fold>;
+
+fn prefix(h: &Hash) -> u64 {
+    u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
 }
 
 /// A public key the auditor trusts to sign checkpoints.
@@ -391,8 +522,6 @@ pub const MAX_FINDINGS: usize = 1000;
 struct Aggregate {
     version: u64,
     hash: Hash,
-    /// Every hash this aggregate's chain has held (to tell a foreign predecessor).
-    known: HashSet<Hash>,
 }
 
 struct ParsedCheckpoint {
@@ -407,8 +536,11 @@ struct ParsedCheckpoint {
 pub struct Verifier {
     origin: String,
     next_seq: u64,
-    aggregates: HashMap<String, Aggregate>,
-    event_ids: HashMap<u128, u64>,
+    aggregates: HashMap<Box<str>, Aggregate, FoldBuild>,
+    event_ids: HashMap<u128, u64, FoldBuild>,
+    /// 8-byte prefixes of every hash of this log and of its subjects' genesis hashes (to
+    /// tell a predecessor from another log).
+    known: HashSet<u64, FoldBuild>,
     tree: CompactTree,
     /// Checkpoint sizes to compare the tree with, ascending, with their roots.
     targets: Vec<(u64, Hash, &'static str, u64)>,
@@ -438,8 +570,9 @@ impl Verifier {
         let mut v = Self {
             origin: origin.to_owned(),
             next_seq: first_seq.max(1),
-            aggregates: HashMap::new(),
-            event_ids: HashMap::new(),
+            aggregates: HashMap::default(),
+            event_ids: HashMap::default(),
+            known: HashSet::default(),
             tree: CompactTree::new(),
             targets: Vec::new(),
             target_at: 0,
@@ -686,19 +819,19 @@ impl Verifier {
     /// Checks one record whose hashes [`check`] worked out; records must come in stream
     /// order.
     pub fn push_checked(&mut self, c: Checked) {
-        let Checked { record: r, claims, content_ok } = c;
+        let Checked { seq, subject, claims, content_ok, payload_differs } = c;
         self.events += 1;
-        if r.seq < self.next_seq {
+        if seq < self.next_seq {
             self.finding(
                 Class::Reorder,
-                Some(r.seq),
-                Some(&r.subject),
-                format!("sequence {} comes after {}", r.seq, self.next_seq - 1),
+                Some(seq),
+                Some(&subject),
+                format!("sequence {seq} comes after {}", self.next_seq - 1),
             );
             return;
         }
-        if r.seq > self.next_seq {
-            let (from, to) = (self.next_seq, r.seq - 1);
+        if seq > self.next_seq {
+            let (from, to) = (self.next_seq, seq - 1);
             self.finding(
                 Class::Gap,
                 Some(from),
@@ -715,7 +848,7 @@ impl Verifier {
                 self.tree.push([0; 32]);
             }
         }
-        self.next_seq = r.seq + 1;
+        self.next_seq = seq + 1;
         let leaf = claims.as_ref().map_or([0; 32], |c| c.hash);
         self.tree.push(leaf);
         self.compare_roots();
@@ -723,23 +856,27 @@ impl Verifier {
         let claims = match claims {
             Ok(c) => c,
             Err(why) => {
-                self.finding(Class::HeaderEdit, Some(r.seq), Some(&r.subject), why);
+                self.finding(Class::HeaderEdit, Some(seq), Some(&subject), why);
                 return;
             }
         };
-        if let Some(first) = self.event_ids.insert(claims.event_id, r.seq) {
+        if let Some(first) = self.event_ids.insert(claims.event_id, seq) {
             self.finding(
                 Class::ForgedInsertion,
-                Some(r.seq),
-                Some(&r.subject),
-                format!("event id {} already appeared at sequence {first}", r.event_id.as_deref().unwrap_or_default()),
+                Some(seq),
+                Some(&subject),
+                format!("event id {} already appeared at sequence {first}", format_uuid(claims.event_id)),
             );
             return;
         }
-        let agg = self.aggregates.entry(r.subject.clone()).or_insert_with(|| {
-            let g = genesis(&self.origin, &r.subject).unwrap_or([0; 32]);
-            Aggregate { version: 0, hash: g, known: HashSet::from([g]) }
-        });
+        let agg = match self.aggregates.get_mut(&subject) {
+            Some(a) => a,
+            None => {
+                let g = genesis(&self.origin, &subject).unwrap_or([0; 32]);
+                self.known.insert(prefix(&g));
+                self.aggregates.entry(subject.clone()).or_insert(Aggregate { version: 0, hash: g })
+            }
+        };
         let next_version = claims.version == agg.version + 1;
         let link_ok = next_version && claims.prev == agg.hash;
         let verdict = match (content_ok, link_ok) {
@@ -752,17 +889,14 @@ impl Verifier {
                 Class::ForgedInsertion,
                 format!("version {} does not chain to the aggregate's version {}", claims.version, agg.version),
             )),
-            (false, true) => {
-                if r.written_payload_sha256.is_some_and(|w| w != r.payload_sha256) {
-                    Some((Class::PayloadEdit, "the payload differs from the one hashed".into()))
-                } else {
-                    Some((Class::HeaderEdit, "a hashed header differs from the one hashed".into()))
-                }
+            (false, true) if payload_differs => {
+                Some((Class::PayloadEdit, "the payload differs from the one hashed".into()))
             }
-            (false, false) if !agg.known.contains(&claims.prev) => Some((
+            (false, true) => Some((Class::HeaderEdit, "a hashed header differs from the one hashed".into())),
+            (false, false) if !self.known.contains(&prefix(&claims.prev)) => Some((
                 Class::ForgedInsertion,
-                "Audit-Prev is no hash of this aggregate's chain and Audit-Hash does not recompute: \
-                 an event from another log, or forged"
+                "Audit-Prev is no hash of this log and Audit-Hash does not recompute: an event from another log, \
+                 or forged"
                     .into(),
             )),
             (false, false) => Some((Class::HeaderEdit, "the audit headers do not recompute".into())),
@@ -773,9 +907,9 @@ impl Verifier {
             agg.version = claims.version;
             agg.hash = claims.hash;
         }
-        agg.known.insert(claims.hash);
+        self.known.insert(prefix(&claims.hash));
         if let Some((class, detail)) = verdict {
-            self.finding(class, Some(r.seq), Some(&r.subject), detail);
+            self.finding(class, Some(seq), Some(&subject), detail);
         }
     }
 

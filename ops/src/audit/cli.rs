@@ -375,7 +375,7 @@ async fn sealed_leaves(
         if seq != leaves.len() as u64 + 1 {
             bad.get_or_insert(seq);
         }
-        leaves.push(source::leaf(m).unwrap_or([0; 32]));
+        leaves.push(source::leaf(&m).unwrap_or([0; 32]));
     })
     .await?;
     if bad.is_some() || leaves.len() as u64 != size || covenant_audit::merkle::root(&leaves) != cp.root {

@@ -214,7 +214,7 @@ impl Sealer {
                 problem = Some(format!("sequences {}..{seq} are missing from the event stream", tree.size() + 1));
                 return;
             }
-            match source::leaf(m) {
+            match source::leaf(&m) {
                 Some(leaf) => tree.push(leaf),
                 None => problem = Some(format!("sequence {seq} has no Audit-Hash")),
             }

@@ -40,7 +40,7 @@ pub async fn scan(
     from: u64,
     to: u64,
     headers_only: bool,
-    mut each: impl FnMut(u64, &async_nats::jetstream::Message, chrono::DateTime<chrono::Utc>),
+    mut each: impl FnMut(u64, async_nats::jetstream::Message, chrono::DateTime<chrono::Utc>),
 ) -> Result<()> {
     if to < from {
         return Ok(());
@@ -70,7 +70,7 @@ pub async fn scan(
         if seq > to {
             return Ok(());
         }
-        each(seq, &m, published);
+        each(seq, m, published);
         if seq >= to {
             return Ok(());
         }
@@ -118,12 +118,13 @@ pub async fn verify_stream(
         Verifier::new(&origin, &cps, registry, trusted, if info.state.messages == 0 { 1 } else { first });
     let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
     if info.state.messages > 0 {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Record>>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(u64, jetstream::Message)>>();
         let origin_c = origin.clone();
-        // Hashing and checking run on other threads while this one reads the next batch.
+        // Parsing, hashing and checking run on other threads while this one reads the
+        // next batch.
         let checker = tokio::task::spawn_blocking(move || {
             while let Some(batch) = rx.blocking_recv() {
-                for c in check_all(&origin_c, batch, threads) {
+                for c in check_messages(&origin_c, &batch, threads) {
                     verifier.push_checked(c);
                 }
             }
@@ -133,7 +134,7 @@ pub async fn verify_stream(
         let mut read = 0u64;
         let total = last - first + 1;
         scan(&s, first, last, false, |seq, m, _| {
-            batch.push(record(seq, &m.message.subject, m.message.headers.as_ref(), &m.message.payload));
+            batch.push((seq, m));
             read += 1;
             if batch.len() == 4096 {
                 tx.send(std::mem::replace(&mut batch, Vec::with_capacity(4096))).ok();
@@ -155,27 +156,26 @@ pub async fn verify_stream(
     Ok(report)
 }
 
-/// Hashes `records` on `threads` threads, in order.
-pub fn check_all(origin: &str, records: Vec<Record>, threads: usize) -> Vec<verify::Checked> {
-    if threads <= 1 || records.len() < 1024 {
-        return records.into_iter().map(|r| verify::check(origin, r)).collect();
+/// Checks one stored message (headers borrowed, payload hashed).
+pub fn check_message(origin: &str, seq: u64, m: &jetstream::Message) -> verify::Checked {
+    let headers = m.message.headers.as_ref();
+    let get = |k: &str| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str());
+    let fields = verify::Fields::from_headers(get);
+    let written = get(h::AUDIT_PAYLOAD).and_then(|v| covenant_audit::encoding::hash_from_b64(v).ok());
+    verify::check_fields(origin, seq, &m.message.subject, &fields, payload_hash(&m.message.payload), written)
+}
+
+/// Checks `messages` on `threads` threads, in order.
+pub fn check_messages(origin: &str, messages: &[(u64, jetstream::Message)], threads: usize) -> Vec<verify::Checked> {
+    let part =
+        |c: &[(u64, jetstream::Message)]| c.iter().map(|(seq, m)| check_message(origin, *seq, m)).collect::<Vec<_>>();
+    if threads <= 1 || messages.len() < 1024 {
+        return part(messages);
     }
-    let per = records.len().div_ceil(threads);
-    let mut parts: Vec<Vec<Record>> = Vec::new();
-    let mut it = records.into_iter();
-    loop {
-        let part: Vec<Record> = it.by_ref().take(per).collect();
-        if part.is_empty() {
-            break;
-        }
-        parts.push(part);
-    }
+    let per = messages.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|p| s.spawn(move || p.into_iter().map(|r| verify::check(origin, r)).collect::<Vec<_>>()))
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        let handles: Vec<_> = messages.chunks(per).map(|c| s.spawn(move || part(c))).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
     })
 }
 

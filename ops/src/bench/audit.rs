@@ -51,7 +51,11 @@ pub async fn run(opts: &AuditBench) -> Result<()> {
     if sealed != Sealed::Checkpoint(opts.events) {
         bail!("sealing gave {sealed:?}");
     }
-    println!("  sealer: first checkpoint over {} events in {seal_secs:.2} s ({:.0} events/s)", opts.events, rate(opts.events, seal_secs));
+    println!(
+        "  sealer: first checkpoint over {} events in {seal_secs:.2} s ({:.0} events/s)",
+        opts.events,
+        rate(opts.events, seal_secs)
+    );
 
     // Baseline and stream verification, twice each, alternating (the machine drifts).
     let mut raw = Vec::new();
