@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -188,28 +187,34 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
         Verifier::new(&manifest.origin, &checkpoints, &registry, opts.trusted.as_deref(), manifest.first_seq);
     let config = verify::check_config(&manifest.config);
     let path = dir.join("events.ndjson");
-    let file = std::fs::File::open(&path).map_err(|e| BundleError::Io(path.display().to_string(), e))?;
-    let mut lines = BufReader::with_capacity(1 << 20, file).lines();
+    let io = |e| BundleError::Io(path.display().to_string(), e);
+    let mut file = std::fs::File::open(&path).map_err(io)?;
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    let chunk = 8192 * threads;
+    // Blocks of the file, split into lines in place: no allocation per line.
+    let mut block: Vec<u8> = Vec::with_capacity(BLOCK + 4096);
     let mut read_so_far = 0u64;
-    loop {
-        let mut batch = Vec::with_capacity(chunk);
-        for line in lines.by_ref().take(chunk) {
-            let line = line.map_err(|e| BundleError::Io(path.display().to_string(), e))?;
-            if !line.trim().is_empty() {
-                batch.push(line);
-            }
+    let mut eof = false;
+    while !eof {
+        let start = block.len();
+        block.resize(start + BLOCK, 0);
+        let n = read_full(&mut file, &mut block[start..]).map_err(io)?;
+        block.truncate(start + n);
+        eof = n == 0;
+        // Complete lines only; the partial last line waits for the next block (or EOF).
+        let end = if eof { block.len() } else { block.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) };
+        if end == 0 && !eof {
+            continue;
         }
-        if batch.is_empty() {
-            break;
-        }
-        read_so_far += batch.len() as u64;
-        for c in check_lines(&manifest.origin, batch, threads)? {
+        let text = std::str::from_utf8(&block[..end])
+            .map_err(|_| BundleError::Malformed("events.ndjson is not UTF-8".into()))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        read_so_far += lines.len() as u64;
+        for c in check_lines(&manifest.origin, &lines, threads)? {
             verifier.push_checked(c);
         }
         progress(read_so_far);
+        block.drain(..end);
     }
     let mut report = verifier.finish();
     let mut findings = config;
@@ -285,14 +290,32 @@ fn check_line(origin: &str, line: &str, buf: &mut Vec<u8>) -> Result<verify::Che
     Ok(verify::check_fields(origin, l.seq, &l.subject, &fields, actual, written))
 }
 
+/// Bytes of `events.ndjson` read at a time.
+const BLOCK: usize = 8 << 20;
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read as _;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Parses and hashes `lines` on `threads` threads, keeping their order.
-fn check_lines(origin: &str, lines: Vec<String>, threads: usize) -> Result<Vec<verify::Checked>, BundleError> {
-    let part = |chunk: &[String]| -> Result<Vec<verify::Checked>, BundleError> {
+fn check_lines(origin: &str, lines: &[&str], threads: usize) -> Result<Vec<verify::Checked>, BundleError> {
+    let part = |chunk: &[&str]| -> Result<Vec<verify::Checked>, BundleError> {
         let mut buf = Vec::with_capacity(1024);
         chunk.iter().map(|l| check_line(origin, l, &mut buf)).collect()
     };
     if threads <= 1 || lines.len() < 1024 {
-        return part(&lines);
+        return part(lines);
     }
     let per = lines.len().div_ceil(threads);
     std::thread::scope(|s| {

@@ -22,6 +22,10 @@ pub struct AuditBench {
     /// Events in the stream.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
+    /// Keep the exported bundle in this (new) directory, to time `covenant audit verify
+    /// --bundle` on it later.
+    #[arg(long)]
+    pub keep_bundle: Option<std::path::PathBuf>,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -86,7 +90,7 @@ pub async fn run(opts: &AuditBench) -> Result<()> {
     );
 
     let dir = tempfile::tempdir()?;
-    let bundle = dir.path().join("bundle");
+    let bundle = opts.keep_bundle.clone().unwrap_or_else(|| dir.path().join("bundle"));
     let t = Instant::now();
     export::export(&js, &cfg.stream, &registry, &bundle, &[], |_, _| {}).await?;
     println!("  export: {:.1?}", t.elapsed());
