@@ -172,6 +172,11 @@ async fn execute(
             Err(e) => return request_error(StatusCode::UNAUTHORIZED, media, "UNAUTHENTICATED", &e.to_string()),
         },
     };
+    if let Some(p) = &principal {
+        let span = tracing::Span::current();
+        span.record("user_id", tracing::field::display(p.user_id));
+        span.record("role", p.role.as_str());
+    }
     if let Some(p) = &principal
         && let Err(wait) = state.limits.per_user.check(&p.user_id)
     {
@@ -194,7 +199,16 @@ async fn execute(
     let operation = state.operations.label(request.operation_name.as_deref());
     let request = request.data(principal).data(ClientIp(peer.ip()));
     let started = Instant::now();
-    let mut response = state.schema.execute(request).await;
+    let gql_span = tracing::debug_span!(
+        "graphql",
+        otel.name = format!("{kind} {operation}"),
+        graphql.operation.name = %operation,
+        graphql.operation.type = kind,
+    );
+    let mut response = {
+        use tracing::Instrument as _;
+        state.schema.execute(request).instrument(gql_span).await
+    };
     metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => kind)
         .record(started.elapsed().as_secs_f64());
     // Parse, validation and variable errors stop the request before execution: no data
@@ -409,7 +423,11 @@ pub async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<Strin
 pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     match &state.metrics {
         Some(h) => {
-            let mut r = h.render().into_response();
+            let mut text = h.render();
+            text.push_str(&crate::process::process_text());
+            text.push_str(&crate::process::runtime_text());
+            text.push_str(&crate::process::pool_text(&state.pool));
+            let mut r = text.into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
@@ -456,14 +474,58 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Records `http_server_request_duration_seconds{method,route,status}` (route = the
-/// matched path pattern, never the raw URI).
+/// The request's span (`HTTP <method> <route>`, kind server, parented on an incoming
+/// W3C `traceparent`), `http_server_request_duration_seconds{method,route,status}` (route =
+/// the matched path pattern, never the raw URI) and one log line per request with its
+/// `request_id`, `status`, `duration_ms` and, once signed in, `user_id` and `role`.
 pub async fn track(req: Request, next: Next) -> Response {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route, "status" => status).record(started.elapsed().as_secs_f64());
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = format!("HTTP {method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+        user_id = tracing::field::Empty,
+        role = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    span.record("http.response.status_code", status);
+    span.in_scope(|| {
+        let ms = elapsed.as_secs_f64() * 1e3;
+        if status >= 500 {
+            tracing::error!(status, duration_ms = ms, "request failed");
+        } else {
+            tracing::info!(status, duration_ms = ms, "request finished");
+        }
+    });
+    metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route, "status" => status.to_string())
+        .record(elapsed.as_secs_f64());
     response
+}
+
+/// Reads W3C trace context from HTTP headers.
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod limits;
+pub mod process;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +108,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(http::metrics_text))
         .route_layer(axum::middleware::from_fn(http::track))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        // An `x-request-id` is taken from the request or set (a UUID), and returned.
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -84,7 +84,17 @@ where
     /// domain's reason; [`CommandError::Conflict`] after the bounded retries;
     /// [`CommandError::Unavailable`] when NATS is down (fails fast, before any work);
     /// [`CommandError::InProgress`] for a key held by a concurrent request.
-    #[tracing::instrument(level = "debug", skip_all, fields(aggregate = A::TYPE, aggregate_id = %id, command = A::command_name(&command)))]
+    #[tracing::instrument(
+        name = "command",
+        level = "debug",
+        skip_all,
+        fields(
+            otel.name = format!("command {}.{}", A::TYPE, A::command_name(&command)),
+            aggregate = A::TYPE,
+            aggregate_id = %id,
+            command = A::command_name(&command),
+        )
+    )]
     pub async fn execute(&self, id: &str, command: A::Command, ctx: &CommandContext) -> Result<Receipt, A> {
         let name = A::command_name(&command);
         let started = std::time::Instant::now();

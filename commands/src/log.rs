@@ -241,6 +241,30 @@ impl EventLog {
         events: &[NewEvent],
         extra: &[(String, String)],
     ) -> Result<Appended, LogError> {
+        use tracing::Instrument as _;
+        // The producer span; its W3C context travels in the messages' headers (unhashed),
+        // so the projection that applies them links back to it.
+        let destination = subject.rsplit_once('.').map_or(subject, |(d, _)| d);
+        let span = tracing::debug_span!(
+            "send",
+            otel.name = format!("send {destination}"),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = destination,
+            messaging.batch.message_count = events.len(),
+        );
+        let mut extra = extra.to_vec();
+        crate::trace::inject(&span, &mut extra);
+        self.append_inner(subject, tip, events, &extra).instrument(span).await
+    }
+
+    async fn append_inner(
+        &self,
+        subject: &str,
+        tip: &ChainTip,
+        events: &[NewEvent],
+        extra: &[(String, String)],
+    ) -> Result<Appended, LogError> {
         if events.is_empty() {
             return Err(LogError::Invalid("nothing to append".into()));
         }

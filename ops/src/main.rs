@@ -130,9 +130,11 @@ enum BenchCmd {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    telemetry::init();
+    let telemetry = telemetry::init();
     let cli = Cli::parse();
-    match run(cli).await {
+    let outcome = run(cli).await;
+    telemetry.shutdown().await;
+    match outcome {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,13 +1,229 @@
-//! The tracing subscriber, built once in `main`.
+//! Logs, traces and metrics, set up once in `main`.
+//!
+//! - **Logs**: `RUST_LOG` filters (default `info`); `COVENANT_LOG_FORMAT=json` writes one
+//!   JSON object per line (`timestamp`, `level`, `message`, `target`, the fields of the
+//!   enclosing spans such as `request_id`, `user_id`, `role`, `status`, `duration_ms`, and
+//!   `trace_id`/`span_id` when tracing is on); `text` is for terminals. The default is
+//!   `text` on a terminal and `json` otherwise.
+//! - **Traces**: exported over OTLP gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//!   (`OTEL_SERVICE_NAME`, default `covenant`; `COVENANT_TRACE_SAMPLE_RATIO`, default 1,
+//!   parent-based). W3C trace context travels in HTTP and NATS headers. Covenant's own
+//!   spans below `info` (GraphQL operation, command, send, process, SQL) are recorded only
+//!   by the trace exporter, so they cost nothing when tracing is off.
+//! - **Metrics**: the Prometheus recorder ([`install_metrics`]).
 
+use std::io::Write as _;
+
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Subscriber;
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Installs a human-readable subscriber filtered by `RUST_LOG` (default `info`, with
-/// async-nats's connection chatter and sqlx's notices at `warn`), writing to stderr.
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,sqlx::postgres::notice=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// The default log filter.
+pub const DEFAULT_FILTER: &str = "info,async_nats=warn,sqlx::postgres::notice=warn";
+
+/// What to shut down at exit (flushes the trace exporter).
+#[must_use]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the trace exporter (blocking work, run off the runtime).
+    pub async fn shutdown(self) {
+        if let Some(p) = self.provider {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+impl LogFormat {
+    /// From `COVENANT_LOG_FORMAT`, else JSON unless stderr is a terminal.
+    pub fn from_env() -> Self {
+        match std::env::var("COVENANT_LOG_FORMAT").as_deref() {
+            Ok("json") => Self::Json,
+            Ok("text") => Self::Text,
+            _ if std::io::IsTerminal::is_terminal(&std::io::stderr()) => Self::Text,
+            _ => Self::Json,
+        }
+    }
+}
+
+/// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace exporter.
+/// Call inside the tokio runtime.
+pub fn init() -> Telemetry {
+    let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).and_then(|endpoint| {
+        match otlp_provider(&endpoint) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("tracing disabled: cannot set up the OTLP exporter to {endpoint}: {e}");
+                None
+            }
+        }
+    });
+    install(LogFormat::from_env(), provider.clone(), std::io::stderr);
+    Telemetry { provider }
+}
+
+fn otlp_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter =
+        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.to_owned()).build()?;
+    Ok(provider_with(exporter, true))
+}
+
+/// A tracer provider over `exporter` (batched, or each span at its end for tests), with
+/// the service name and the sampler the environment asks for.
+pub fn provider_with<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
+    exporter: E,
+    batch: bool,
+) -> SdkTracerProvider {
+    let ratio = std::env::var("COVENANT_TRACE_SAMPLE_RATIO").ok().and_then(|r| r.parse::<f64>().ok()).unwrap_or(1.0);
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "covenant".into());
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let builder = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio.clamp(0.0, 1.0)))))
+        .with_resource(resource);
+    let builder = if batch { builder.with_batch_exporter(exporter) } else { builder.with_simple_exporter(exporter) };
+    builder.build()
+}
+
+/// Installs the global subscriber: logs in `format` to `writer`, and spans to `provider`
+/// when given (Covenant's crates at `debug`, everything else at `info`). Also sets the W3C
+/// trace-context propagator. Later calls do nothing.
+pub fn install<W>(format: LogFormat, provider: Option<SdkTracerProvider>, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let logs: Box<dyn Layer<_> + Send + Sync> = match format {
+        LogFormat::Json => JsonLogs { writer }.with_filter(filter()).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).with_filter(filter()).boxed(),
+    };
+    let traces = provider.map(|p| {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        let tracer = p.tracer("covenant");
+        opentelemetry::global::set_tracer_provider(p);
+        let targets = tracing_subscriber::filter::Targets::new()
+            .with_default(tracing::Level::INFO)
+            .with_target("covenant_api", tracing::Level::DEBUG)
+            .with_target("covenant_commands", tracing::Level::DEBUG)
+            .with_target("covenant_projections", tracing::Level::DEBUG)
+            .with_target("covenant_ops", tracing::Level::DEBUG);
+        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(targets)
+    });
+    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
+}
+
+/// Field values of a span, kept in its extensions for the JSON log lines.
+#[derive(Default)]
+struct SpanFields(serde_json::Map<String, serde_json::Value>);
+
+struct Collect<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl Visit for Collect<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+}
+
+/// The JSON log layer: one object per event, with the fields of its spans (root first,
+/// inner ones win) and the OpenTelemetry trace and span ids.
+struct JsonLogs<W> {
+    writer: W,
+}
+
+impl<S, W> Layer<S> for JsonLogs<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let mut fields = SpanFields::default();
+        attrs.record(&mut Collect(&mut fields.0));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
+        {
+            values.record(&mut Collect(&mut fields.0));
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let mut line = serde_json::Map::new();
+        line.insert("timestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
+        line.insert("level".into(), event.metadata().level().as_str().into());
+        let mut own = serde_json::Map::new();
+        event.record(&mut Collect(&mut own));
+        line.insert("message".into(), own.remove("message").unwrap_or_default());
+        line.insert("target".into(), event.metadata().target().into());
+        let mut innermost = None;
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(f) = span.extensions().get::<SpanFields>() {
+                    for (k, v) in &f.0 {
+                        if !k.starts_with("otel.") && !v.is_null() {
+                            line.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                innermost = Some(span.id());
+            }
+        }
+        for (k, v) in own {
+            line.insert(k, v);
+        }
+        if let Some(id) = innermost {
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
+            if let Some(cx) = tracing_opentelemetry::get_otel_context(&id, &dispatch) {
+                let span = cx.span();
+                let sc = span.span_context();
+                if sc.is_valid() {
+                    line.insert("trace_id".into(), sc.trace_id().to_string().into());
+                    line.insert("span_id".into(), sc.span_id().to_string().into());
+                }
+            }
+        }
+        let mut w = self.writer.make_writer();
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        let _ = w.write_all(&bytes);
+    }
 }
 
 /// Histogram buckets in seconds (explicit, so p95 can be aggregated with
@@ -17,7 +233,7 @@ pub const LATENCY_BUCKETS: [f64; 14] =
 
 /// Installs the process-wide Prometheus recorder once and returns its handle (later calls
 /// return the same handle). Its upkeep runs every 5 s on the current runtime when called
-/// inside one.
+/// inside one. (Process, runtime and pool figures are rendered at scrape time by the API.)
 pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE

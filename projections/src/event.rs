@@ -34,6 +34,8 @@ pub struct ProjectedEvent {
     pub payload: Bytes,
     /// Why the headers could not be read in full, if so (the event is then skipped).
     pub header_problem: Option<String>,
+    /// The W3C `traceparent` of the request that appended it, if traced.
+    pub traceparent: Option<String>,
 }
 
 impl ProjectedEvent {
@@ -78,6 +80,7 @@ impl ProjectedEvent {
             occurred_at,
             payload,
             header_problem: (!problems.is_empty()).then(|| problems.join(", ")),
+            traceparent: get("traceparent"),
         }
     }
 

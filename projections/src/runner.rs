@@ -231,10 +231,14 @@ impl Runner {
     /// Applies `events` in one transaction with the checkpoint, retrying with back-off
     /// while PostgreSQL fails. Returns the checkpoint after the batch.
     async fn apply_with_retry(&mut self, events: &[ProjectedEvent]) -> Result<u64, RunnerError> {
+        use tracing::Instrument as _;
         let mut backoff = Duration::from_millis(100);
+        let span = process_span(self.name(), events);
         loop {
             let started = Instant::now();
-            match apply_batch(&self.pool, self.projection.as_ref(), Tables::LIVE, events).await {
+            let applied =
+                apply_batch(&self.pool, self.projection.as_ref(), Tables::LIVE, events).instrument(span.clone()).await;
+            match applied {
                 Ok((cp, applied)) => {
                     self.record(&applied, events.len(), started.elapsed());
                     return Ok(cp);
@@ -290,12 +294,74 @@ impl Runner {
     }
 }
 
+/// Most producer spans a batch's process span links to.
+const MAX_LINKS: usize = 128;
+
+/// The consumer span of a batch (`process <prefix>.<aggregate>`, or `process <prefix>` for
+/// a batch of several aggregate types), linked to the producer spans whose W3C context
+/// the events carry. Disabled (and free) unless traces are exported.
+fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let first = events.first().map_or("", |e| e.subject.as_str());
+    let prefix = first.rsplitn(3, '.').nth(2).unwrap_or_default();
+    let aggregate = events.first().map_or("", |e| e.aggregate.as_str());
+    let destination = if events.iter().all(|e| e.aggregate == aggregate) {
+        format!("{prefix}.{aggregate}")
+    } else {
+        prefix.to_owned()
+    };
+    let span = tracing::debug_span!(
+        "process",
+        otel.name = format!("process {destination}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.destination.name = %destination,
+        messaging.batch.message_count = events.len(),
+        projection,
+    );
+    if !span.is_disabled() {
+        for e in events.iter().filter(|e| e.traceparent.is_some()).take(MAX_LINKS) {
+            let mut carrier = std::collections::HashMap::new();
+            carrier.insert("traceparent".to_owned(), e.traceparent.clone().unwrap_or_default());
+            let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+            let sc = cx.span().span_context().clone();
+            if sc.is_valid() {
+                span.add_link(sc);
+            }
+        }
+    }
+    span
+}
+
 /// One transaction: lock the checkpoint, apply the events above it, record skipped
 /// events, advance the checkpoint. Returns the new checkpoint and what was applied.
 ///
 /// # Errors
 /// Database errors (nothing is then committed).
 pub async fn apply_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    tables: Tables,
+    events: &[ProjectedEvent],
+) -> Result<(u64, Applied), sqlx::Error> {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!(
+        "db",
+        otel.name = format!("{} transaction", projection.name()),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "projection_batch",
+        db.collection.name = projection.name(),
+    );
+    let started = Instant::now();
+    let result = apply_batch_tx(pool, projection, tables, events).instrument(span).await;
+    metrics::histogram!("db_client_operation_duration_seconds", "operation" => "projection_batch", "projection" => projection.name())
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn apply_batch_tx(
     pool: &PgPool,
     projection: &dyn Projection,
     tables: Tables,

@@ -69,11 +69,11 @@ impl Query {
             CountryOrder::Code => views::CountryOrder::Code,
             CountryOrder::GdpDesc => views::CountryOrder::GdpDesc,
         };
-        let mut rows = views::countries(pool(ctx), order, n, after_row.as_ref()).await.map_err(gql)?;
+        let mut rows = db("countries", views::countries(pool(ctx), order, n, after_row.as_ref())).await.map_err(gql)?;
         let has_next_page = rows.len() as i64 > n;
         rows.truncate(n as usize);
         let end_cursor = rows.last().map(|r| encode_cursor(&[r.code.clone(), r.gdp_usd.to_string()]));
-        let total_count = views::country_count(pool(ctx)).await.map_err(gql)?;
+        let total_count = db("country_count", views::country_count(pool(ctx))).await.map_err(gql)?;
         Ok(CountryConnection {
             nodes: rows.into_iter().map(Into::into).collect(),
             page_info: PageInfo { has_next_page, end_cursor },
@@ -84,7 +84,7 @@ impl Query {
     /// One country by ISO code, or null.
     async fn country(&self, ctx: &Context<'_>, code: String) -> ApiResult<Option<Country>> {
         covenant_domain::CountryCode::parse(&code).map_err(|e| gql(ApiError::BadInput(e.to_string())))?;
-        Ok(views::country(pool(ctx), &code).await.map_err(gql)?.map(Into::into))
+        Ok(db("country", views::country(pool(ctx), &code)).await.map_err(gql)?.map(Into::into))
     }
 
     /// Live projects, optionally of one country and status, a page at a time.
@@ -106,9 +106,12 @@ impl Query {
             ),
             None => None,
         };
-        let mut rows = views::projects(pool(ctx), country_code.as_deref(), status.map(ProjectStatus::as_str), n, after)
-            .await
-            .map_err(gql)?;
+        let mut rows = db(
+            "projects",
+            views::projects(pool(ctx), country_code.as_deref(), status.map(ProjectStatus::as_str), n, after),
+        )
+        .await
+        .map_err(gql)?;
         let has_next_page = rows.len() as i64 > n;
         rows.truncate(n as usize);
         let end_cursor = rows.last().map(|r| encode_cursor(&[r.id.to_string()]));
@@ -121,7 +124,7 @@ impl Query {
     /// One project by id (deleted ones too, with `deletedAt`), or null.
     async fn project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Project>> {
         let id = uuid::Uuid::parse_str(&id).map_err(|_| gql(ApiError::BadInput("project id must be a UUID".into())))?;
-        Ok(views::project(pool(ctx), id).await.map_err(gql)?.map(Into::into))
+        Ok(db("project", views::project(pool(ctx), id)).await.map_err(gql)?.map(Into::into))
     }
 
     /// The signed-in user, or null.
@@ -137,7 +140,7 @@ impl Query {
 
     /// The covenant fund: sum of GDP and counts, with the sequence they reflect.
     async fn covenant_fund(&self, ctx: &Context<'_>) -> ApiResult<CovenantFund> {
-        Ok(views::fund(pool(ctx)).await.map_err(gql)?.into())
+        Ok(db("fund", views::fund(pool(ctx))).await.map_err(gql)?.into())
     }
 
     /// The audit trail: the stream's last sequence, the latest signed checkpoint (what
@@ -190,9 +193,12 @@ impl Query {
             return Err(super::errors::err("UNAUTHENTICATED", "sign in to read the audit trail"));
         }
         let n = page_size(last)?;
-        let rows = views::recent_events(pool(ctx), n.max(1), event_type.as_deref(), subject.as_deref(), None)
-            .await
-            .map_err(gql)?;
+        let rows = db(
+            "recent_events",
+            views::recent_events(pool(ctx), n.max(1), event_type.as_deref(), subject.as_deref(), None),
+        )
+        .await
+        .map_err(gql)?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }
@@ -201,10 +207,33 @@ impl Query {
 impl Country {
     /// Every GDP figure recorded, oldest first.
     async fn gdp_history(&self, ctx: &Context<'_>) -> ApiResult<Vec<GdpPoint>> {
-        Ok(views::gdp_history(pool(ctx), &self.code).await.map_err(gql)?.into_iter().map(Into::into).collect())
+        Ok(db("gdp_history", views::gdp_history(pool(ctx), &self.code))
+            .await
+            .map_err(gql)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 }
 
 fn unavailable<E>(_: E) -> async_graphql::Error {
     super::errors::err("UNAVAILABLE", "the event stream is not reachable")
+}
+
+/// Awaits a read-model query, recording `db_client_operation_duration_seconds{operation}`
+/// inside a client span.
+async fn db<T>(operation: &'static str, query: impl std::future::Future<Output = T>) -> T {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!(
+        "db",
+        otel.name = format!("SELECT {operation}"),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+    );
+    let started = std::time::Instant::now();
+    let out = query.instrument(span).await;
+    metrics::histogram!("db_client_operation_duration_seconds", "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    out
 }
