@@ -146,7 +146,7 @@ async fn execute(
     request: async_graphql::Request,
     get: bool,
 ) -> Response {
-    let kind = operation_type(&request);
+    let (kind, op_name) = operation_type(&request);
     if get && kind != "query" && kind != "invalid" {
         let mut r = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -196,7 +196,7 @@ async fn execute(
             return request_error(status, media, "UNAVAILABLE", &e.to_string());
         }
     }
-    let operation = state.operations.label(request.operation_name.as_deref());
+    let operation = state.operations.label(op_name.as_deref());
     let request = request.data(principal).data(ClientIp(peer.ip()));
     let started = Instant::now();
     let gql_span = tracing::debug_span!(
@@ -250,24 +250,28 @@ async fn execute(
     reply
 }
 
-/// The type of the operation `request` selects: `query`, `mutation`, `subscription`, or
-/// `invalid` when the document does not parse or names no such operation (the schema
-/// then reports why).
-fn operation_type(request: &async_graphql::Request) -> &'static str {
+/// The type of the operation `request` selects (`query`, `mutation`, `subscription`, or
+/// `invalid` when the document does not parse or names no such operation: the schema then
+/// reports why) and its name (`operationName`, else the document's own name for it).
+fn operation_type(request: &async_graphql::Request) -> (&'static str, Option<String>) {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return "invalid" };
-    let op = match (&doc.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
-        _ => None,
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return ("invalid", None) };
+    let (op, name) = match (&doc.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), given) => (Some(op), given.map(str::to_owned)),
+        (DocumentOperations::Multiple(ops), Some(name)) => (ops.get(name), Some(name.to_owned())),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            let (name, op) = ops.iter().next().map_or((None, None), |(n, o)| (Some(n.to_string()), Some(o)));
+            (op, name)
+        }
+        _ => (None, None),
     };
-    match op.map(|o| o.node.ty) {
+    let kind = match op.map(|o| o.node.ty) {
         Some(OperationType::Query) => "query",
         Some(OperationType::Mutation) => "mutation",
         Some(OperationType::Subscription) => "subscription",
         None => "invalid",
-    }
+    };
+    (kind, name)
 }
 
 /// Operation names as metric labels: client-chosen, so only well-formed names, and only

@@ -8,8 +8,9 @@
 //! - **Traces**: exported over OTLP gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
 //!   (`OTEL_SERVICE_NAME`, default `covenant`; `COVENANT_TRACE_SAMPLE_RATIO`, default 1,
 //!   parent-based). W3C trace context travels in HTTP and NATS headers. Covenant's own
-//!   spans below `info` (GraphQL operation, command, send, process, SQL) are recorded only
-//!   by the trace exporter, so they cost nothing when tracing is off.
+//!   spans below `info` (GraphQL operation, command, send, process, SQL) are enabled only
+//!   when traces are exported, so they cost nothing when tracing is off. (With tracing on,
+//!   the `text` format also shows Covenant's debug events; `json` keeps to `RUST_LOG`.)
 //! - **Metrics**: the Prometheus recorder ([`install_metrics`]).
 
 use std::io::Write as _;
@@ -18,7 +19,6 @@ use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -110,24 +110,38 @@ pub fn install<W>(format: LogFormat, provider: Option<SdkTracerProvider>, writer
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    use tracing_subscriber::filter::Targets;
+    // What the logs show: `RUST_LOG` as targets and levels.
+    let logs_filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"));
+    // One global filter (per-layer filters lost events inside spans enabled by only one
+    // layer): the logs' targets, plus Covenant's own spans at debug when traces are exported.
+    let global = match &provider {
+        None => logs_filter.clone(),
+        Some(_) => ["covenant_api", "covenant_commands", "covenant_projections", "covenant_ops"].into_iter().fold(
+            logs_filter.clone(),
+            |t, crate_name| {
+                if t.would_enable(crate_name, &tracing::Level::DEBUG) {
+                    t
+                } else {
+                    t.with_target(crate_name, tracing::Level::DEBUG)
+                }
+            },
+        ),
+    };
     let logs: Box<dyn Layer<_> + Send + Sync> = match format {
-        LogFormat::Json => JsonLogs { writer }.with_filter(filter()).boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).with_filter(filter()).boxed(),
+        LogFormat::Json => JsonLogs { writer, filter: logs_filter }.boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
     let traces = provider.map(|p| {
         opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         let tracer = p.tracer("covenant");
         opentelemetry::global::set_tracer_provider(p);
-        let targets = tracing_subscriber::filter::Targets::new()
-            .with_default(tracing::Level::INFO)
-            .with_target("covenant_api", tracing::Level::DEBUG)
-            .with_target("covenant_commands", tracing::Level::DEBUG)
-            .with_target("covenant_projections", tracing::Level::DEBUG)
-            .with_target("covenant_ops", tracing::Level::DEBUG);
-        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(targets)
+        tracing_opentelemetry::layer().with_tracer(tracer)
     });
-    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
+    let _ = tracing_subscriber::registry().with(global).with(logs).with(traces).try_init();
 }
 
 /// Field values of a span, kept in its extensions for the JSON log lines.
@@ -161,6 +175,8 @@ impl Visit for Collect<'_> {
 /// inner ones win) and the OpenTelemetry trace and span ids.
 struct JsonLogs<W> {
     writer: W,
+    /// Which events are written (spans are filtered globally).
+    filter: tracing_subscriber::filter::Targets,
 }
 
 impl<S, W> Layer<S> for JsonLogs<W>
@@ -185,6 +201,9 @@ where
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        if !self.filter.would_enable(event.metadata().target(), event.metadata().level()) {
+            return;
+        }
         let mut line = serde_json::Map::new();
         line.insert("timestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
         line.insert("level".into(), event.metadata().level().as_str().into());
@@ -255,4 +274,83 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_span_fields_and_the_event() {
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(JsonLogs { writer: buf.clone(), filter: DEFAULT_FILTER.parse().expect("filter") });
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("http", request_id = "r-1", user_id = tracing::field::Empty);
+            span.record("user_id", "u-9");
+            span.in_scope(|| tracing::info!(status = 200u64, duration_ms = 1.5, "request finished"));
+        });
+        let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["message"], "request finished");
+        assert_eq!((line["request_id"].as_str(), line["user_id"].as_str()), (Some("r-1"), Some("u-9")));
+        assert_eq!((line["status"].as_u64(), line["duration_ms"].as_f64()), (Some(200), Some(1.5)));
+        assert_eq!(line["level"], "INFO");
+        assert!(line["timestamp"].is_string() && line["target"].is_string(), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod install_tests {
+    #[test]
+    fn install_writes_json_lines() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
+            type Writer = Buf;
+            fn make_writer(&'a self) -> Buf {
+                self.clone()
+            }
+        }
+        let buf = Buf::default();
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        super::install(super::LogFormat::Json, Some(super::provider_with(exporter, false)), buf.clone());
+        let span = tracing::info_span!("http", request_id = "r-2");
+        span.in_scope(|| tracing::info!(target: "covenant_api::http", status = 200u64, "request finished"));
+        let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+        assert!(text.contains("request finished"), "{text:?}");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON");
+        assert_eq!(line["trace_id"].as_str().map(str::len), Some(32), "{line}");
+    }
 }
