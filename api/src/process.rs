@@ -81,7 +81,7 @@ pub fn runtime_text() -> String {
     let mut out = String::new();
     let Ok(handle) = tokio::runtime::Handle::try_current() else { return out };
     let m = handle.metrics();
-    metric(&mut out, "tokio_workers_count", "gauge", "Worker threads of the tokio runtime.", m.num_workers());
+    metric(&mut out, "tokio_workers", "gauge", "Worker threads of the tokio runtime.", m.num_workers());
     metric(
         &mut out,
         "tokio_alive_tasks",
@@ -106,10 +106,10 @@ pub fn pool_text(pool: &sqlx::PgPool) -> String {
     let size = pool.size();
     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
     let mut out = String::from(
-        "# HELP db_client_connection_count Connections of the read-model pool by state.\n# TYPE db_client_connection_count gauge\n",
+        "# HELP db_client_connections Connections of the read-model pool by state.\n# TYPE db_client_connections gauge\n",
     );
-    let _ = writeln!(out, "db_client_connection_count{{state=\"idle\"}} {idle}");
-    let _ = writeln!(out, "db_client_connection_count{{state=\"used\"}} {}", size - idle);
+    let _ = writeln!(out, "db_client_connections{{state=\"idle\"}} {idle}");
+    let _ = writeln!(out, "db_client_connections{{state=\"used\"}} {}", size - idle);
     let _ = writeln!(
         out,
         "# HELP db_client_connection_max Largest size of the read-model pool.\n# TYPE db_client_connection_max gauge\ndb_client_connection_max {}",

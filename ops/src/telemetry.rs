@@ -245,6 +245,55 @@ where
     }
 }
 
+/// HELP texts (and units) of every metric Covenant records; `promtool check metrics` wants
+/// one per family.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        "http_server_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP requests by method, matched route and status."
+    );
+    describe_histogram!("graphql_operation_duration_seconds", Unit::Seconds, "GraphQL operations by name and type.");
+    describe_histogram!(
+        "db_client_operation_duration_seconds",
+        Unit::Seconds,
+        "PostgreSQL operations (read-model queries, projection transactions)."
+    );
+    describe_counter!("covenant_commands_total", "Commands by aggregate, command and outcome.");
+    describe_histogram!("covenant_command_duration_seconds", Unit::Seconds, "Command handling time, load to append.");
+    describe_counter!("covenant_events_appended_total", "Events appended to the event stream.");
+    describe_histogram!("covenant_append_duration_seconds", Unit::Seconds, "JetStream append time (publish to ack).");
+    describe_gauge!("covenant_projection_lag_events", "Events in the stream not yet applied by a projection.");
+    describe_counter!("covenant_projection_events_total", "Events applied by each projection.");
+    describe_histogram!(
+        "covenant_projection_batch_duration_seconds",
+        Unit::Seconds,
+        "Time to apply one projection batch."
+    );
+    describe_counter!(
+        "covenant_projection_redeliveries_total",
+        "Events delivered again and skipped by the checkpoint."
+    );
+    describe_counter!(
+        "covenant_projection_skipped_events_total",
+        "Events a projection could not apply (bad type or payload)."
+    );
+    describe_gauge!("nats_consumer_pending_messages", "Messages pending for a JetStream consumer.");
+    describe_gauge!("covenant_countries", "Registered countries.");
+    describe_gauge!("covenant_projects", "Live (not deleted) projects.");
+    describe_gauge!("covenant_users", "Registered users.");
+    describe_gauge!("covenant_fund_usd", "The covenant fund: sum of every country's GDP, in USD.");
+    describe_counter!("covenant_projects_created_total", "Projects created.");
+    describe_gauge!("covenant_audit_checkpoint_size", "Events covered by the sealer's latest checkpoint.");
+    describe_gauge!(
+        "covenant_audit_checkpoint_timestamp_seconds",
+        "When the sealer appended its latest checkpoint (unix time)."
+    );
+    describe_counter!("covenant_audit_checkpoints_total", "Checkpoints appended by this sealer.");
+    describe_counter!("covenant_audit_sealer_errors_total", "Sealing rounds that failed.");
+}
+
 /// Histogram buckets in seconds (explicit, so p95 can be aggregated with
 /// `histogram_quantile`): 1 ms to 10 s.
 pub const LATENCY_BUCKETS: [f64; 14] =
@@ -262,6 +311,7 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
                 .expect("static, non-empty buckets")
                 .install_recorder()
                 .expect("the metrics recorder is installed once per process");
+            describe();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let h = handle.clone();
                 rt.spawn(async move {

@@ -225,7 +225,7 @@ pub struct TestApp {
     /// The nats-server (kept alive with the app).
     _nats: covenant_ops::managed::nats::NatsServer,
     /// The PostgreSQL cluster (kept alive with the app).
-    _pg: covenant_ops::managed::postgres::PgCluster,
+    pub pg: covenant_ops::managed::postgres::PgCluster,
     /// Read-model pool.
     pub pool: sqlx::PgPool,
     /// The command side the API uses.
@@ -252,19 +252,20 @@ pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
     let cfg = log_config();
     let side = std::sync::Arc::new(side(&nats.url(), &cfg).await);
     let (stop, rx) = tokio::sync::watch::channel(false);
+    let metrics = metrics(); // before the projections, so their first figures are recorded
     let mut tasks =
         covenant_ops::projections::spawn(side.log.jetstream(), &cfg.stream, &pool, &rx, Duration::from_millis(200));
     let state = covenant_api::AppState::new(
         pool.clone(),
         client(&nats.url()).await,
         cfg.stream.clone(),
-        Some(metrics()),
+        Some(metrics),
         Some(side.clone()),
         options,
     );
     let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, rx).await.expect("serve the API");
     tasks.push(api.task);
-    TestApp { _nats: nats, _pg: pg, pool, side, addr: api.addr, stop, tasks }
+    TestApp { _nats: nats, pg, pool, side, addr: api.addr, stop, tasks }
 }
 
 impl TestApp {

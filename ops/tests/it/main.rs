@@ -17,6 +17,7 @@ mod cqrs_framework;
 mod domain_purity;
 mod idempotency;
 mod managed_postgres;
+mod metrics_scrape;
 mod nats_faults;
 mod projections_bad_events;
 mod projections_exactly_once;
