@@ -126,6 +126,12 @@ enum BenchCmd {
     /// Audit verification events/s (stream, beside a raw ordered-consumer read; bundle,
     /// per core and on every core) and the sealer's first checkpoint.
     Audit(covenant_ops::bench::audit::AuditBench),
+    /// Command and GraphQL throughput with telemetry (JSON logs, traces, metrics) off vs
+    /// on, in child processes, alternating.
+    Observability(covenant_ops::bench::observability::ObservabilityBench),
+    /// One run of the observability benchmark (internal).
+    #[command(hide = true)]
+    ObservabilityWorker(covenant_ops::bench::observability::ObservabilityWorker),
 }
 
 #[tokio::main]
@@ -200,6 +206,8 @@ async fn run_other(s: Settings, command: Cmd) -> Result<()> {
         Cmd::Bench { what: BenchCmd::Projections(opts) } => covenant_ops::bench::projections::run(&opts).await,
         Cmd::Bench { what: BenchCmd::Http(opts) } => covenant_ops::bench::http::run(&opts).await,
         Cmd::Bench { what: BenchCmd::Audit(opts) } => covenant_ops::bench::audit::run(&opts).await,
+        Cmd::Bench { what: BenchCmd::Observability(opts) } => covenant_ops::bench::observability::run(&opts).await,
+        Cmd::Bench { what: BenchCmd::ObservabilityWorker(w) } => covenant_ops::bench::observability::worker(&w).await,
         Cmd::Audit { .. } => unreachable!("handled in run"),
     }
 }

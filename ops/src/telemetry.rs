@@ -80,8 +80,23 @@ pub fn init() -> Telemetry {
     Telemetry { provider }
 }
 
+/// Spans made, batched and dropped (`OTEL_EXPORTER_OTLP_ENDPOINT=discard`): the
+/// observability benchmark measures the instrumentation without a collector.
+#[derive(Debug)]
+pub struct DiscardExporter;
+
+impl opentelemetry_sdk::trace::SpanExporter for DiscardExporter {
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
 fn otlp_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
     use opentelemetry_otlp::WithExportConfig as _;
+    if endpoint == "discard" {
+        return Ok(provider_with(DiscardExporter, true));
+    }
     let exporter =
         opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.to_owned()).build()?;
     Ok(provider_with(exporter, true))

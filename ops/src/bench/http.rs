@@ -35,13 +35,15 @@ pub struct HttpBench {
 }
 
 /// Countries the load spreads over (the first assigned ISO codes).
-const COUNTRIES: usize = 100;
+pub const COUNTRIES: usize = 100;
 
-fn country(i: usize) -> &'static str {
+/// The `i`-th benchmark country.
+pub fn country(i: usize) -> &'static str {
     covenant_domain::iso3166::ALPHA2[i % COUNTRIES]
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The benchmark's HTTP client.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Runs the benchmark and prints its figures.
 ///
@@ -134,7 +136,10 @@ async fn trivial_server() -> Result<SocketAddr> {
 }
 
 /// `c` clients for `opts.seconds`: GraphQL requests when `token` is given, else `GET /`.
-async fn load(
+///
+/// # Errors
+/// A failed request.
+pub async fn load(
     client: &HttpClient,
     addr: SocketAddr,
     c: usize,

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod commands;
 pub mod http;
+pub mod observability;
 pub mod projections;
 
 use std::time::Duration;

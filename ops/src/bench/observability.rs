@@ -1,0 +1,221 @@
+//! `covenant bench observability`: the cost of telemetry. Command throughput and GraphQL
+//! request throughput measured in child processes with telemetry off (no log output, no
+//! spans, no metrics recorder) and on (JSON logs at `info` to a pipe, every span made and
+//! batched by the OpenTelemetry SDK — its exporter drops them, as no collector runs here —
+//! and the Prometheus recorder), alternating, on one nats-server and PostgreSQL.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use covenant_commands::{CommandContext, CommandSide, LogConfig};
+use covenant_domain::{CountryCode, CountryCommand, Name, Usd};
+use futures::future::try_join_all;
+
+use super::http::{COUNTRIES, HttpBench, HttpClient, country, load};
+use crate::connect;
+use crate::managed::nats::{NatsServer, SyncPolicy};
+use crate::managed::postgres::PgCluster;
+
+/// Options of the observability benchmark.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ObservabilityBench {
+    /// Commands per run.
+    #[arg(long, default_value_t = 20_000)]
+    pub commands: usize,
+    /// Seconds of HTTP load per run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Rounds (each runs off, then on).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+}
+
+/// One measured run in a child process (internal).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ObservabilityWorker {
+    /// `on` or `off`.
+    #[arg(long)]
+    pub telemetry: String,
+    /// NATS URL.
+    #[arg(long)]
+    pub nats: String,
+    /// PostgreSQL URL.
+    #[arg(long)]
+    pub database: String,
+    /// Commands.
+    #[arg(long)]
+    pub commands: usize,
+    /// Seconds of HTTP load.
+    #[arg(long)]
+    pub seconds: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long)]
+    pub concurrency: usize,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
+struct Measured {
+    commands_per_sec: f64,
+    http_per_sec: f64,
+    http_p99_ms: f64,
+}
+
+/// Runs the benchmark and prints its figures.
+///
+/// # Errors
+/// When a service or a child run fails.
+pub async fn run(opts: &ObservabilityBench) -> Result<()> {
+    let nats = NatsServer::start_temp(SyncPolicy::Default).await?;
+    let pg = PgCluster::start_temp().await?;
+    let exe = std::env::current_exe().context("locating the covenant binary")?;
+    println!(
+        "observability benchmark: {} commands (64 in flight over 249 countries) and {} s of mixed GraphQL at c={}, \
+         per run; telemetry off vs on (JSON logs, all spans through the OTel SDK, Prometheus recorder)",
+        opts.commands, opts.seconds, opts.concurrency
+    );
+    let mut results: Vec<(&str, Measured)> = Vec::new();
+    for round in 1..=opts.rounds {
+        for mode in ["off", "on"] {
+            let db = format!("obs_{round}_{mode}");
+            pg.create_database(&db).await?;
+            let mut cmd = tokio::process::Command::new(&exe);
+            cmd.args(["bench", "observability-worker", "--telemetry", mode, "--nats", &nats.url()])
+                .args(["--database", &pg.url(&db), "--commands", &opts.commands.to_string()])
+                .args(["--seconds", &opts.seconds.to_string(), "--concurrency", &opts.concurrency.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            if mode == "on" {
+                cmd.env("RUST_LOG", "info")
+                    .env("COVENANT_LOG_FORMAT", "json")
+                    .env("OTEL_EXPORTER_OTLP_ENDPOINT", "discard");
+            } else {
+                cmd.env("RUST_LOG", "off").env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+            }
+            let out = cmd.output().await.context("running a worker")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let m: Measured = text
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
+                .with_context(|| format!("worker ({mode}) printed no result: {text}"))?;
+            println!(
+                "  round {round} telemetry {mode:<3}: {:>8.0} commands/s   {:>7.0} GraphQL requests/s (p99 {:.1} ms)",
+                m.commands_per_sec, m.http_per_sec, m.http_p99_ms
+            );
+            results.push((mode, m));
+        }
+    }
+    let best = |mode: &str, f: fn(&Measured) -> f64| {
+        results.iter().filter(|(m, _)| *m == mode).map(|(_, r)| f(r)).fold(0.0, f64::max)
+    };
+    for (what, f) in [
+        ("commands/s", (|m: &Measured| m.commands_per_sec) as fn(&Measured) -> f64),
+        ("GraphQL requests/s", |m: &Measured| m.http_per_sec),
+    ] {
+        let (off, on) = (best("off", f), best("on", f));
+        let overhead = (1.0 - on / off) * 100.0;
+        println!(
+            "  {what:<19} off {off:>8.0}   on {on:>8.0}   overhead {overhead:>5.1}% (target <= 10%) {}",
+            if overhead <= 10.0 { "MET" } else { "NOT MET" }
+        );
+    }
+    Ok(())
+}
+
+/// The child's run: prints one JSON line of figures.
+///
+/// # Errors
+/// When a service or a request fails.
+pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
+    let on = match w.telemetry.as_str() {
+        "on" => true,
+        "off" => false,
+        other => bail!("--telemetry is on or off, not {other}"),
+    };
+    let metrics = on.then(crate::telemetry::install_metrics);
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
+    let cfg = LogConfig {
+        stream: format!("BENCH_OBS_{tag}"),
+        subject_prefix: format!("bench.obs{tag}"),
+        ..Default::default()
+    };
+    let side = Arc::new(CommandSide::open(connect::client(&w.nats).await?, cfg.clone()).await?);
+    let pool = connect::pool(&w.database).await?;
+    covenant_projections::migrate(&pool).await?;
+
+    // Commands: 64 in flight over every assigned country code.
+    let ctx = CommandContext::system();
+    let codes: Vec<&str> = covenant_domain::iso3166::ALPHA2.to_vec();
+    for c in &codes {
+        let cmd = CountryCommand::Register {
+            code: CountryCode::parse(c)?,
+            name: Name::parse(c)?,
+            gdp_usd: Usd::new(1_000_000)?,
+        };
+        side.countries.execute(c, cmd, &ctx).await?;
+    }
+    let per_worker = w.commands / 64;
+    let started = Instant::now();
+    try_join_all((0..64).map(|k| {
+        let side = side.clone();
+        let mine: Vec<&str> = codes.iter().copied().skip(k).step_by(64).collect();
+        tokio::spawn(async move {
+            let ctx = CommandContext::system();
+            for i in 0..per_worker {
+                let gdp = Usd::new(2_000_000 + i as u64)?;
+                side.countries.execute(mine[i % mine.len()], CountryCommand::UpdateGdp { gdp_usd: gdp }, &ctx).await?;
+            }
+            anyhow::Ok(())
+        })
+    }))
+    .await?
+    .into_iter()
+    .collect::<Result<Vec<()>>>()?;
+    let commands_per_sec = (per_worker * 64) as f64 / started.elapsed().as_secs_f64();
+
+    // GraphQL over HTTP, with the projections running.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = crate::projections::spawn(side.log.jetstream(), &cfg.stream, &pool, &stop_rx, Duration::from_secs(5));
+    let state = covenant_api::AppState::new(
+        pool.clone(),
+        connect::client(&w.nats).await?,
+        cfg.stream.clone(),
+        metrics,
+        Some(side.clone()),
+        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
+    );
+    let api = crate::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
+    // The HTTP load updates the first COUNTRIES codes, all registered above.
+    debug_assert!(codes.contains(&country(COUNTRIES - 1)));
+    let admin =
+        crate::users::create(&side, &pool, "obs@covenant.local", covenant_domain::Role::Admin, "bench password 1")
+            .await?;
+    let seq = side.log.last_sequence().await?;
+    covenant_projections::checkpoint::wait_for_sequence(
+        &pool,
+        &covenant_projections::checkpoint::PROJECTIONS,
+        seq,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let (token, _) = covenant_api::auth::issue(&pool, admin).await?;
+    let token: Arc<str> = format!("Bearer {token}").into();
+    let client: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let opts = HttpBench { concurrency: vec![w.concurrency], seconds: w.seconds, mutations: 20 };
+    let f = load(&client, api.addr, w.concurrency, &opts, Some(token)).await?;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = api.task.await;
+    let m = Measured { commands_per_sec, http_per_sec: f.per_sec, http_p99_ms: f.p99.as_secs_f64() * 1e3 };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
