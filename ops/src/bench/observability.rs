@@ -30,15 +30,19 @@ pub struct ObservabilityBench {
     /// Concurrent HTTP clients.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// Rounds (each runs off, then on).
+    /// Rounds (each runs every mode once).
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    /// Modes to run: `off`, `on`, and to see where the cost lies `metrics`, `logs`,
+    /// `traces` or a combination joined by `+` (`metrics+traces`).
+    #[arg(long, value_delimiter = ',', default_value = "off,on")]
+    pub modes: Vec<String>,
 }
 
 /// One measured run in a child process (internal).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ObservabilityWorker {
-    /// `on` or `off`.
+    /// `off`, `on`, or `metrics`, `logs`, `traces` joined by `+`.
     #[arg(long)]
     pub telemetry: String,
     /// NATS URL.
@@ -75,12 +79,17 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
     let exe = std::env::current_exe().context("locating the covenant binary")?;
     println!(
         "observability benchmark: {} commands (64 in flight over 249 countries) and {} s of mixed GraphQL at c={}, \
-         per run; telemetry off vs on (JSON logs, all spans through the OTel SDK, Prometheus recorder)",
+         per run; telemetry off vs on (JSON logs at the default filter, all spans through the OTel SDK, the Prometheus recorder)",
         opts.commands, opts.seconds, opts.concurrency
     );
+    for m in &opts.modes {
+        if m != "off" && m != "on" && !m.split('+').all(|p| ["metrics", "logs", "traces"].contains(&p)) {
+            bail!("unknown mode {m}: off, on, or metrics/logs/traces joined by '+'");
+        }
+    }
     let mut results: Vec<(&str, Measured)> = Vec::new();
     for round in 1..=opts.rounds {
-        for mode in ["off", "on"] {
+        for mode in opts.modes.iter().map(String::as_str) {
             let db = format!("obs_{round}_{mode}");
             pg.create_database(&db).await?;
             let mut cmd = tokio::process::Command::new(&exe);
@@ -90,12 +99,18 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
-            if mode == "on" {
-                cmd.env("RUST_LOG", "info")
-                    .env("COVENANT_LOG_FORMAT", "json")
-                    .env("OTEL_EXPORTER_OTLP_ENDPOINT", "discard");
+            let has = |part: &str| mode == "on" || mode.split('+').any(|p| p == part);
+            // Logs on: the service's default filter (RUST_LOG unset); off: nothing.
+            if has("logs") {
+                cmd.env_remove("RUST_LOG");
             } else {
-                cmd.env("RUST_LOG", "off").env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+                cmd.env("RUST_LOG", "off");
+            }
+            cmd.env("COVENANT_LOG_FORMAT", "json");
+            if has("traces") {
+                cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", "discard");
+            } else {
+                cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
             }
             let out = cmd.output().await.context("running a worker")?;
             let text = String::from_utf8_lossy(&out.stdout);
@@ -105,7 +120,7 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
                 .find_map(|l| serde_json::from_str(l).ok())
                 .with_context(|| format!("worker ({mode}) printed no result: {text}"))?;
             println!(
-                "  round {round} telemetry {mode:<3}: {:>8.0} commands/s   {:>7.0} GraphQL requests/s (p99 {:.1} ms)",
+                "  round {round} telemetry {mode:<7}: {:>8.0} commands/s   {:>7.0} GraphQL requests/s (p99 {:.1} ms)",
                 m.commands_per_sec, m.http_per_sec, m.http_p99_ms
             );
             results.push((mode, m));
@@ -114,6 +129,15 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
     let best = |mode: &str, f: fn(&Measured) -> f64| {
         results.iter().filter(|(m, _)| *m == mode).map(|(_, r)| f(r)).fold(0.0, f64::max)
     };
+    for mode in opts.modes.iter().filter(|m| *m != "off" && *m != "on") {
+        let (off, m) = (best("off", |r| r.commands_per_sec), best(mode, |r| r.commands_per_sec));
+        let (hoff, hm) = (best("off", |r| r.http_per_sec), best(mode, |r| r.http_per_sec));
+        println!(
+            "  {mode}: commands overhead {:.1}%, GraphQL overhead {:.1}%",
+            (1.0 - m / off) * 100.0,
+            (1.0 - hm / hoff) * 100.0
+        );
+    }
     for (what, f) in [
         ("commands/s", (|m: &Measured| m.commands_per_sec) as fn(&Measured) -> f64),
         ("GraphQL requests/s", |m: &Measured| m.http_per_sec),
@@ -133,11 +157,7 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
 /// # Errors
 /// When a service or a request fails.
 pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
-    let on = match w.telemetry.as_str() {
-        "on" => true,
-        "off" => false,
-        other => bail!("--telemetry is on or off, not {other}"),
-    };
+    let on = w.telemetry == "on" || w.telemetry.split('+').any(|p| p == "metrics");
     let metrics = on.then(crate::telemetry::install_metrics);
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
     let cfg = LogConfig {
