@@ -431,12 +431,54 @@ pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
             text.push_str(&crate::process::process_text());
             text.push_str(&crate::process::runtime_text());
             text.push_str(&crate::process::pool_text(&state.pool));
+            text.push_str(&nats_and_audit_text(&state).await);
             let mut r = text.into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response(),
     }
+}
+
+/// Read at scrape time: whether NATS is connected, and the audit trail's latest signed
+/// checkpoint (size, time) and unsealed tail, read from the checkpoint stream (so the
+/// sealer, a process of its own, needs no metrics endpoint).
+async fn nats_and_audit_text(state: &AppState) -> String {
+    use std::fmt::Write as _;
+    let connected = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let mut out = format!(
+        "# HELP covenant_nats_connected Whether the service is connected to NATS.\n# TYPE covenant_nats_connected gauge\ncovenant_nats_connected {}\n",
+        u8::from(connected)
+    );
+    if !connected {
+        return out;
+    }
+    let js = async_nats::jetstream::new(state.nats.clone());
+    let read = async {
+        let last = js.get_stream(&state.stream).await.ok()?.get_info().await.ok()?.state.last_sequence;
+        let (mut size, mut at) = (0u64, 0f64);
+        if let Ok(cps) = js.get_stream(covenant_audit::checkpoints_stream(&state.stream)).await
+            && let Ok(info) = cps.get_info().await
+            && info.state.messages > 0
+            && let Ok(m) = cps.get_raw_message(info.state.last_sequence).await
+            && let Ok(note) = covenant_audit::note::SignedNote::parse(&String::from_utf8_lossy(&m.payload))
+            && let Ok(cp) = covenant_audit::note::Checkpoint::parse(&note.body)
+        {
+            size = cp.size;
+            at = m.time.unix_timestamp_nanos() as f64 / 1e9;
+        }
+        Some((last, size, at))
+    };
+    if let Ok(Some((last, size, at))) = tokio::time::timeout(Duration::from_secs(2), read).await {
+        let _ = write!(
+            out,
+            "# HELP covenant_audit_checkpoint_size Events covered by the latest signed checkpoint.\n# TYPE covenant_audit_checkpoint_size gauge\ncovenant_audit_checkpoint_size {size}\n\
+             # HELP covenant_audit_checkpoint_timestamp_seconds When the latest checkpoint was appended (unix time; 0: none yet).\n# TYPE covenant_audit_checkpoint_timestamp_seconds gauge\ncovenant_audit_checkpoint_timestamp_seconds {at}\n\
+             # HELP covenant_audit_unsealed_events Events after the latest checkpoint.\n# TYPE covenant_audit_unsealed_events gauge\ncovenant_audit_unsealed_events {}\n",
+            last.saturating_sub(size)
+        );
+    }
+    out
 }
 
 /// `GET /api/healthcheck`: `{"status":"ok"}` with per-dependency checks; 503 when degraded.

@@ -59,6 +59,10 @@ if [ "${COVENANT_SKIP_WEB_DEPS:-0}" != 1 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  if ! python3 -c 'import yaml, check_jsonschema' >/dev/null 2>&1; then
+    say "installing check-jsonschema and PyYAML from PyPI (ops checks)"
+    python3 -m pip install --quiet --disable-pip-version-check check-jsonschema pyyaml
+  fi
   web="$(cd "$(dirname "$0")/../tests/web" && pwd)"
   if [ ! -d "$web/node_modules" ] || [ "$web/package-lock.json" -nt "$web/node_modules" ]; then
     say "installing the web test tools (npm ci in ops/tests/web)"

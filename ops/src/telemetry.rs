@@ -300,13 +300,6 @@ fn describe() {
     describe_gauge!("covenant_users", "Registered users.");
     describe_gauge!("covenant_fund_usd", "The covenant fund: sum of every country's GDP, in USD.");
     describe_counter!("covenant_projects_created_total", "Projects created.");
-    describe_gauge!("covenant_audit_checkpoint_size", "Events covered by the sealer's latest checkpoint.");
-    describe_gauge!(
-        "covenant_audit_checkpoint_timestamp_seconds",
-        "When the sealer appended its latest checkpoint (unix time)."
-    );
-    describe_counter!("covenant_audit_checkpoints_total", "Checkpoints appended by this sealer.");
-    describe_counter!("covenant_audit_sealer_errors_total", "Sealing rounds that failed.");
 }
 
 /// Histogram buckets in seconds (explicit, so p95 can be aggregated with

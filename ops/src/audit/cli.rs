@@ -337,7 +337,6 @@ async fn seal_loop(sealer: &mut Sealer, interval: Duration, once: bool, key_path
                 }
             }
             Err(e) => {
-                metrics::counter!("covenant_audit_sealer_errors_total").increment(1);
                 tracing::error!(error = format!("{e:#}"), "sealing failed");
                 if once {
                     return Err(e);

@@ -285,9 +285,6 @@ impl Sealer {
             checkpoint_seq: ack.sequence,
         };
         self.kv.put("frontier", serde_json::to_vec(&frontier)?.into()).await.context("saving the tree state")?;
-        metrics::gauge!("covenant_audit_checkpoint_size").set(self.tree.size() as f64);
-        metrics::gauge!("covenant_audit_checkpoint_timestamp_seconds").set(now_ms() as f64 / 1e3);
-        metrics::counter!("covenant_audit_checkpoints_total").increment(1);
         Ok(Sealed::Checkpoint(self.tree.size()))
     }
 

@@ -223,7 +223,7 @@ pub async fn graphql(addr: std::net::SocketAddr, query: &str, extra: &[(&str, &s
 /// on a free port (zero2prod's `spawn_app`).
 pub struct TestApp {
     /// The nats-server (kept alive with the app).
-    _nats: covenant_ops::managed::nats::NatsServer,
+    pub nats: covenant_ops::managed::nats::NatsServer,
     /// The PostgreSQL cluster (kept alive with the app).
     pub pg: covenant_ops::managed::postgres::PgCluster,
     /// Read-model pool.
@@ -265,7 +265,7 @@ pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
     );
     let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, rx).await.expect("serve the API");
     tasks.push(api.task);
-    TestApp { _nats: nats, pg, pool, side, addr: api.addr, stop, tasks }
+    TestApp { nats, pg, pool, side, addr: api.addr, stop, tasks }
 }
 
 impl TestApp {

@@ -36,6 +36,10 @@ pub const REQUIRED: &[&str] = &[
     "process_threads",
     "tokio_alive_tasks",
     "tokio_workers",
+    "covenant_nats_connected",
+    "covenant_audit_checkpoint_size",
+    "covenant_audit_checkpoint_timestamp_seconds",
+    "covenant_audit_unsealed_events",
 ];
 
 /// The scrape's series names (the part before `{` or the value).
