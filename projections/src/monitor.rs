@@ -65,14 +65,23 @@ impl Monitor {
     pub async fn tick(&self) -> Result<Vec<ProjectionStatus>, MonitorError> {
         let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| MonitorError::Nats(e.to_string()))?;
         let last = stream.info().await.map_err(|e| MonitorError::Nats(e.to_string()))?.state.last_sequence;
-        let mut out = Vec::new();
+        // Consumer pending comes from NATS alone, so it keeps moving while PostgreSQL is
+        // down (that is when it matters).
+        let mut pendings = Vec::new();
         for name in PROJECTIONS {
-            let cp = checkpoint::get(&self.pool, name).await?;
             let consumer = consumer_name(name);
             let pending = match stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await {
                 Ok(mut c) => c.info().await.ok().map(|i| i.num_pending),
                 Err(_) => None,
             };
+            if let Some(p) = pending {
+                metrics::gauge!("nats_consumer_pending_messages", "stream" => self.stream.clone(), "consumer" => consumer).set(p as f64);
+            }
+            pendings.push(pending);
+        }
+        let mut out = Vec::new();
+        for (name, pending) in PROJECTIONS.into_iter().zip(pendings) {
+            let cp = checkpoint::get(&self.pool, name).await?;
             let skipped: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM projection_skipped_events WHERE projection = $1")
                     .bind(name)
@@ -81,9 +90,6 @@ impl Monitor {
             let lag = last.saturating_sub(cp);
             metrics::gauge!("covenant_projection_lag_events", "projection" => name, "stream" => self.stream.clone())
                 .set(lag as f64);
-            if let Some(p) = pending {
-                metrics::gauge!("nats_consumer_pending_messages", "stream" => self.stream.clone(), "consumer" => consumer).set(p as f64);
-            }
             out.push(ProjectionStatus {
                 name: name.into(),
                 checkpoint: cp,

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod alerts_live;
 mod api_auth;
 mod api_http;
 mod api_limits;
