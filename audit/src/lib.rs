@@ -4,7 +4,8 @@
 //! that chain it to the previous event of the same aggregate ([`entry`]); the sealer binds
 //! the whole stream, in stream order, into an RFC 9162 Merkle tree ([`merkle`]). The layout is
 //! fixed by `DESIGN.md` section 5 and reproduced by the known-answer vectors in
-//! `../shared/audit-vectors.json` (see `tests/vectors.rs`).
+//! `../shared/audit-vectors.json`, kept as `tests/data/audit-vectors.json` (see
+//! `tests/vectors.rs`).
 //!
 //! This crate has no NATS dependency: it is the offline verifier. Only [`bundle`] touches
 //! files.

@@ -26,9 +26,15 @@ struct Event {
     audit_hash_hex: String,
 }
 
+/// The vectors, from the copy kept in the repository (`tests/data/audit-vectors.json`);
+/// where the shared original sits beside the checkout, the copy must equal it.
 fn vectors() -> Vectors {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/audit-vectors.json");
-    let text = std::fs::read_to_string(path).expect("../shared/audit-vectors.json is readable");
+    let copy = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/audit-vectors.json");
+    let text = std::fs::read_to_string(copy).expect("tests/data/audit-vectors.json is readable");
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/audit-vectors.json");
+    if let Ok(original) = std::fs::read_to_string(shared) {
+        assert_eq!(text, original, "tests/data/audit-vectors.json differs from ../shared/audit-vectors.json");
+    }
     serde_json::from_str(&text).expect("vectors parse")
 }
 
