@@ -277,7 +277,13 @@ impl EventLog {
         let last_id = event_ids.last().map(uuid::Uuid::to_string).unwrap_or_default();
         let started = std::time::Instant::now();
         let result = if messages.len() == 1 {
-            self.publish_one(subject, tip.last_seq, messages.into_iter().next().expect("one message"), &last_id).await
+            // A retry rebuilds the headers (pure) rather than every publish cloning them.
+            let rebuild = || {
+                chain_headers(&self.origin, subject, tip, events, extra)
+                    .map(|mut v| v.pop().map(|(hm, _)| hm).unwrap_or_default())
+            };
+            let first = messages.into_iter().next().expect("one message");
+            self.publish_one(subject, tip.last_seq, first, rebuild, &last_id).await
         } else {
             batch::publish_atomic(&self.client, subject, tip.last_seq, messages, self.cfg.request_timeout)
                 .await
@@ -306,13 +312,19 @@ impl EventLog {
         subject: &str,
         expected: u64,
         (headers, payload): (HeaderMap, Bytes),
+        rebuild: impl Fn() -> Result<HeaderMap, LogError>,
         msg_id: &str,
     ) -> Result<u64, LogError> {
         let mut attempts = 0;
+        let mut headers = Some(headers);
         loop {
             attempts += 1;
+            let h = match headers.take() {
+                Some(h) => h,
+                None => rebuild()?,
+            };
             let msg = PublishMessage::build()
-                .headers(headers.clone())
+                .headers(h)
                 .payload(payload.clone())
                 .message_id(msg_id)
                 .expected_last_subject_sequence(expected);
