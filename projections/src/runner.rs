@@ -56,12 +56,17 @@ pub enum Outcome {
     Idle,
 }
 
+/// Default most events per projection transaction.
+pub const DEFAULT_BATCH: usize = 5000;
+
 /// Settings of a runner.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
     /// Event stream name.
     pub stream: String,
-    /// Most messages per batch (and per transaction).
+    /// Most messages per batch (and per transaction). 5,000 by default: fewer commits
+    /// (PostgreSQL fsyncs each) while a lone event still goes at once; measured with
+    /// `covenant bench projections --batch N`.
     pub batch_size: usize,
     /// How long one fetch waits for messages.
     pub fetch_wait: Duration,
@@ -69,7 +74,7 @@ pub struct RunnerConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { stream: "COVENANT_EVENTS".into(), batch_size: 1000, fetch_wait: Duration::from_millis(500) }
+        Self { stream: "COVENANT_EVENTS".into(), batch_size: DEFAULT_BATCH, fetch_wait: Duration::from_millis(500) }
     }
 }
 

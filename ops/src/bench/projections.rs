@@ -29,8 +29,8 @@ pub struct ProjectionsBench {
     /// Events in the stream.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
-    /// Events per projection transaction.
-    #[arg(long, default_value_t = 1000)]
+    /// Events per projection transaction (the runner's default).
+    #[arg(long, default_value_t = covenant_projections::runner::DEFAULT_BATCH)]
     pub batch: usize,
 }
 
