@@ -294,7 +294,10 @@ fn describe() {
         "covenant_projection_skipped_events_total",
         "Events a projection could not apply (bad type or payload)."
     );
-    describe_gauge!("nats_consumer_pending_messages", "Messages pending for a JetStream consumer.");
+    describe_gauge!(
+        "nats_consumer_pending_messages",
+        "Messages a JetStream consumer has not acknowledged (undelivered plus awaiting ack)."
+    );
     describe_gauge!("covenant_countries", "Registered countries.");
     describe_gauge!("covenant_projects", "Live (not deleted) projects.");
     describe_gauge!("covenant_users", "Registered users.");

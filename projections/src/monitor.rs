@@ -71,7 +71,9 @@ impl Monitor {
         for name in PROJECTIONS {
             let consumer = consumer_name(name);
             let pending = match stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await {
-                Ok(mut c) => c.info().await.ok().map(|i| i.num_pending),
+                // Not yet acknowledged: undelivered plus delivered-but-unacknowledged (a
+                // runner holding a batch it cannot commit keeps its messages unacknowledged).
+                Ok(mut c) => c.info().await.ok().map(|i| i.num_pending + i.num_ack_pending as u64),
                 Err(_) => None,
             };
             if let Some(p) = pending {

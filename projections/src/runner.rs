@@ -209,13 +209,9 @@ impl Runner {
         }
         self.messages = Some(stream);
         let mut events = Vec::with_capacity(messages.len());
-        let mut pending = 0;
         for m in &messages {
             match ProjectedEvent::from_message(m) {
-                Ok((e, p)) => {
-                    pending = p;
-                    events.push(e);
-                }
+                Ok((e, _)) => events.push(e),
                 Err(reason) => {
                     tracing::warn!(projection = self.name(), %reason, "message without JetStream metadata ignored")
                 }
@@ -228,8 +224,6 @@ impl Runner {
         if let Err(e) = last.ack_with(AckKind::Ack).await {
             tracing::debug!(projection = self.name(), error = %e, "ack not sent");
         }
-        metrics::gauge!("nats_consumer_pending_messages", "stream" => self.cfg.stream.clone(), "consumer" => consumer_name(self.name()))
-            .set(pending as f64);
         Ok(Outcome::Applied { events: messages.len(), last_seq })
     }
 
