@@ -200,6 +200,11 @@ where
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        // Spans the logs' filter leaves out (the trace exporter's debug spans) add nothing
+        // to log lines: skip recording their fields.
+        if !self.filter.would_enable(attrs.metadata().target(), attrs.metadata().level()) {
+            return;
+        }
         let mut fields = SpanFields::default();
         attrs.record(&mut Collect(&mut fields.0));
         if let Some(span) = ctx.span(id) {
