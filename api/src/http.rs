@@ -199,12 +199,16 @@ async fn execute(
     let operation = state.operations.label(op_name.as_deref());
     let request = request.data(principal).data(ClientIp(peer.ip()));
     let started = Instant::now();
-    let gql_span = tracing::debug_span!(
-        "graphql",
-        otel.name = format!("{kind} {operation}"),
-        graphql.operation.name = %operation,
-        graphql.operation.type = kind,
-    );
+    let gql_span = if covenant_commands::trace::in_sampled_trace() {
+        tracing::debug_span!(
+            "graphql",
+            otel.name = format!("{kind} {operation}"),
+            graphql.operation.name = %operation,
+            graphql.operation.type = kind,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let mut response = {
         use tracing::Instrument as _;
         state.schema.execute(request).instrument(gql_span).await

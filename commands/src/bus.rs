@@ -84,21 +84,23 @@ where
     /// domain's reason; [`CommandError::Conflict`] after the bounded retries;
     /// [`CommandError::Unavailable`] when NATS is down (fails fast, before any work);
     /// [`CommandError::InProgress`] for a key held by a concurrent request.
-    #[tracing::instrument(
-        name = "command",
-        level = "debug",
-        skip_all,
-        fields(
-            otel.name = format!("command {}.{}", A::TYPE, A::command_name(&command)),
-            aggregate = A::TYPE,
-            aggregate_id = %id,
-            command = A::command_name(&command),
-        )
-    )]
     pub async fn execute(&self, id: &str, command: A::Command, ctx: &CommandContext) -> Result<Receipt, A> {
+        use tracing::Instrument as _;
         let name = A::command_name(&command);
+        // A span only inside a sampled trace (see `trace::in_sampled_trace`).
+        let span = if crate::trace::in_sampled_trace() {
+            tracing::debug_span!(
+                "command",
+                otel.name = format!("command {}.{name}", A::TYPE),
+                aggregate = A::TYPE,
+                aggregate_id = %id,
+                command = name,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let started = std::time::Instant::now();
-        let result = self.execute_inner(id, command, ctx).await;
+        let result = self.execute_inner(id, command, ctx).instrument(span).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(CommandError::Refused(_)) => "refused",

@@ -245,14 +245,18 @@ impl EventLog {
         // The producer span; its W3C context travels in the messages' headers (unhashed),
         // so the projection that applies them links back to it.
         let destination = subject.rsplit_once('.').map_or(subject, |(d, _)| d);
-        let span = tracing::debug_span!(
-            "send",
-            otel.name = format!("send {destination}"),
-            otel.kind = "producer",
-            messaging.system = "nats",
-            messaging.destination.name = destination,
-            messaging.batch.message_count = events.len(),
-        );
+        let span = if crate::trace::in_sampled_trace() {
+            tracing::debug_span!(
+                "send",
+                otel.name = format!("send {destination}"),
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = destination,
+                messaging.batch.message_count = events.len(),
+            )
+        } else {
+            tracing::Span::none()
+        };
         let mut extra = extra.to_vec();
         crate::trace::inject(&span, &mut extra);
         self.append_inner(subject, tip, events, &extra).instrument(span).await

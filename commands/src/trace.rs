@@ -12,8 +12,20 @@ impl Injector for VecInjector<'_> {
     }
 }
 
+/// Whether the current span belongs to a sampled trace. Covenant's inner spans (command,
+/// send, GraphQL, SQL) are made only then: requests start traces, and work outside a
+/// sampled request (the CLI, unsampled requests) makes no spans at all, so it pays nothing.
+pub fn in_sampled_trace() -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    let current = tracing::Span::current();
+    !current.is_disabled() && current.context().span().span_context().is_sampled()
+}
+
 /// Adds the `traceparent` (and `tracestate`) of `span` to `headers`.
 pub fn inject(span: &tracing::Span, headers: &mut Vec<(String, String)>) {
+    if span.is_disabled() {
+        return;
+    }
     let cx = span.context();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut VecInjector(headers)));
 }

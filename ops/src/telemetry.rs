@@ -7,9 +7,10 @@
 //!   `text` on a terminal and `json` otherwise.
 //! - **Traces**: exported over OTLP gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
 //!   (`OTEL_SERVICE_NAME`, default `covenant`; `COVENANT_TRACE_SAMPLE_RATIO`, default 1,
-//!   parent-based). W3C trace context travels in HTTP and NATS headers. Covenant's own
-//!   spans below `info` (GraphQL operation, command, send, process, SQL) are enabled only
-//!   when traces are exported, so they cost nothing when tracing is off. (With tracing on,
+//!   parent-based). W3C trace context travels in HTTP and NATS headers. Requests start
+//!   traces: Covenant's inner spans (GraphQL operation, command, send, process, SQL) are
+//!   made only inside a sampled trace, and are enabled only when traces are exported, so
+//!   unsampled work and work outside requests (the CLI) cost nothing. (With tracing on,
 //!   the `text` format also shows Covenant's debug events; `json` keeps to `RUST_LOG`.)
 //! - **Metrics**: the Prometheus recorder ([`install_metrics`]).
 

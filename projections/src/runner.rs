@@ -310,6 +310,10 @@ fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> tracing:
     } else {
         prefix.to_owned()
     };
+    // Only batches that carry a sampled trace context get spans (requests start traces).
+    if !events.iter().any(|e| e.traceparent.as_deref().is_some_and(|t| t.ends_with("-01"))) {
+        return tracing::Span::none();
+    }
     let span = tracing::debug_span!(
         "process",
         otel.name = format!("process {destination}"),
@@ -345,14 +349,18 @@ pub async fn apply_batch(
     events: &[ProjectedEvent],
 ) -> Result<(u64, Applied), sqlx::Error> {
     use tracing::Instrument as _;
-    let span = tracing::debug_span!(
-        "db",
-        otel.name = format!("{} transaction", projection.name()),
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = "projection_batch",
-        db.collection.name = projection.name(),
-    );
+    let span = if tracing::Span::current().is_disabled() {
+        tracing::Span::none()
+    } else {
+        tracing::debug_span!(
+            "db",
+            otel.name = format!("{} transaction", projection.name()),
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = "projection_batch",
+            db.collection.name = projection.name(),
+        )
+    };
     let started = Instant::now();
     let result = apply_batch_tx(pool, projection, tables, events).instrument(span).await;
     metrics::histogram!("db_client_operation_duration_seconds", "operation" => "projection_batch", "projection" => projection.name())

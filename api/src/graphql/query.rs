@@ -224,13 +224,17 @@ fn unavailable<E>(_: E) -> async_graphql::Error {
 /// inside a client span.
 async fn db<T>(operation: &'static str, query: impl std::future::Future<Output = T>) -> T {
     use tracing::Instrument as _;
-    let span = tracing::debug_span!(
-        "db",
-        otel.name = format!("SELECT {operation}"),
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = operation,
-    );
+    let span = if covenant_commands::trace::in_sampled_trace() {
+        tracing::debug_span!(
+            "db",
+            otel.name = format!("SELECT {operation}"),
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = operation,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let started = std::time::Instant::now();
     let out = query.instrument(span).await;
     metrics::histogram!("db_client_operation_duration_seconds", "operation" => operation)
