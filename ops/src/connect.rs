@@ -49,14 +49,19 @@ pub async fn client(url: &str) -> Result<async_nats::Client> {
         .split(',')
         .map(|u| u.trim().parse().with_context(|| format!("NATS URL `{u}` is not valid")))
         .collect::<Result<_>>()?;
-    async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new()
         .name("covenant")
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .reconnect_delay_callback(|n| Duration::from_millis((50 * n as u64).min(1000)))
-        .connect(addrs.as_slice())
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .reconnect_delay_callback(|n| Duration::from_millis((50 * n as u64).min(1000)));
+    // async-nats ignores credentials in the URL (`nats://user:password@host`): pass them.
+    if let Some(a) = addrs.iter().find(|a| a.has_user_pass()) {
+        options = options.user_and_password(
+            a.username().unwrap_or_default().to_owned(),
+            a.password().unwrap_or_default().to_owned(),
+        );
+    }
+    options.connect(addrs.as_slice()).await.with_context(|| format!("connecting to NATS at {url}"))
 }
 
 /// Opens the command side on `url` with `settings`' replica count.
