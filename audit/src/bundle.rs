@@ -83,27 +83,6 @@ impl BundleEvent {
             redacted: redact,
         }
     }
-
-    /// The record the verifier checks: the payload's hash is computed from the payload
-    /// when present (and compared with `payload_sha256`), else taken from `payload_sha256`.
-    ///
-    /// # Errors
-    /// A payload that is not base64 or a hash that is not one.
-    pub fn into_record(self) -> Result<Record, String> {
-        let written = hash_from_b64(&self.payload_sha256)
-            .map_err(|_| format!("sequence {}: payload_sha256 is not a base64 SHA-256", self.seq))?;
-        let (actual, written) = match &self.payload {
-            Some(p) => {
-                let bytes =
-                    STANDARD.decode(p).map_err(|_| format!("sequence {}: the payload is not base64", self.seq))?;
-                (payload_hash(&bytes), Some(written))
-            }
-            None => (written, None),
-        };
-        let headers = self.headers;
-        Ok(Record::from_headers(self.seq, &self.subject, |k| headers.get(k).map(String::as_str), actual)
-            .with_written_payload(written))
-    }
 }
 
 /// Splits `checkpoints.txt` into notes (each ends after its signature lines).

@@ -156,15 +156,6 @@ impl Record {
         }
     }
 
-    /// Sets the payload hash written beside the payload, when there is one.
-    #[must_use]
-    pub fn with_written_payload(mut self, written: Option<Hash>) -> Self {
-        if written.is_some() {
-            self.written_payload_sha256 = written;
-        }
-        self
-    }
-
     /// The header pairs this record holds (an export writes them).
     pub fn header_pairs(&self) -> Vec<(&'static str, &str)> {
         [

@@ -121,18 +121,17 @@ impl ProjectedEvent {
     ///
     /// # Errors
     /// When the message carries no JetStream metadata (not from a consumer).
-    pub fn from_message(m: &async_nats::jetstream::Message) -> Result<(Self, u64), String> {
+    pub fn from_message(m: &async_nats::jetstream::Message) -> Result<Self, String> {
         let info = m.info().map_err(|e| e.to_string())?;
         let t = info.published;
         let stream_time = DateTime::<Utc>::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default();
-        let e = Self::parse(
+        Ok(Self::parse(
             info.stream_sequence,
             &m.message.subject,
             m.message.headers.as_ref(),
             m.message.payload.clone(),
             stream_time,
-        );
-        Ok((e, info.pending))
+        ))
     }
 }
 

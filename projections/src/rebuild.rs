@@ -178,7 +178,7 @@ pub async fn read_range(
             Some(Err(e)) => return Err(nats(&e)),
             None => return Err(RebuildError::Nats("ordered consumer closed".into())),
         };
-        let (e, _) = ProjectedEvent::from_message(&m).map_err(|e| nats(&e))?;
+        let e = ProjectedEvent::from_message(&m).map_err(|e| nats(&e))?;
         let seq = e.seq;
         batch.push(e);
         if seq >= to || batch.len() >= REBUILD_BATCH {

@@ -211,7 +211,7 @@ impl Runner {
         let mut events = Vec::with_capacity(messages.len());
         for m in &messages {
             match ProjectedEvent::from_message(m) {
-                Ok((e, _)) => events.push(e),
+                Ok(e) => events.push(e),
                 Err(reason) => {
                     tracing::warn!(projection = self.name(), %reason, "message without JetStream metadata ignored")
                 }

@@ -61,7 +61,7 @@ impl Subscription {
                     tracing::warn!(error = %e, "event feed interrupted");
                     err("UNAVAILABLE", "the event feed was interrupted; resubscribe with afterSequence")
                 })?;
-                let (e, _) = ProjectedEvent::from_message(&m).map_err(|_| err("INTERNAL", "internal error"))?;
+                let e = ProjectedEvent::from_message(&m).map_err(|_| err("INTERNAL", "internal error"))?;
                 Ok(AuditEvent::from(&e))
             })
             .filter(move |item| {
