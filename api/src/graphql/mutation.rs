@@ -234,12 +234,7 @@ impl Mutation {
             Some(k) => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{}:{k}", p.user_id).as_bytes()),
             None => uuid::Uuid::new_v4(),
         };
-        let r = side(ctx)?
-            .projects
-            .execute(&id.to_string(), cmd, &context(Some(&p), idempotency_key))
-            .await
-            .map_err(command_error)?;
-        project_result(ctx, id, &r).await
+        project_command(ctx, &p, id, cmd, idempotency_key).await
     }
 
     /// Changes a project's name, budget or status (steward).
@@ -259,12 +254,7 @@ impl Mutation {
             budget_usd: budget_usd.map(dollars).transpose()?,
             status: status.map(Into::into),
         };
-        let r = side(ctx)?
-            .projects
-            .execute(&id.to_string(), cmd, &context(Some(&p), idempotency_key))
-            .await
-            .map_err(command_error)?;
-        project_result(ctx, id, &r).await
+        project_command(ctx, &p, id, cmd, idempotency_key).await
     }
 
     /// Soft-deletes a project (steward).
@@ -276,12 +266,7 @@ impl Mutation {
     ) -> ApiResult<ProjectResult> {
         let p = require(ctx, &[Role::Steward])?;
         let id = uuid::Uuid::parse_str(&id).map_err(|_| bad("project id must be a UUID"))?;
-        let r = side(ctx)?
-            .projects
-            .execute(&id.to_string(), ProjectCommand::Delete, &context(Some(&p), idempotency_key))
-            .await
-            .map_err(command_error)?;
-        project_result(ctx, id, &r).await
+        project_command(ctx, &p, id, ProjectCommand::Delete, idempotency_key).await
     }
 
     /// Rotates the JWT signing secret (admin): every token issued before is refused after.
@@ -340,8 +325,21 @@ async fn country_result(ctx: &Context<'_>, code: &str, r: &Receipt) -> ApiResult
     Ok(CountryResult { country, sequence: seq(r) })
 }
 
-async fn project_result(ctx: &Context<'_>, id: uuid::Uuid, r: &Receipt) -> ApiResult<ProjectResult> {
+/// Runs a project command for `p` and answers with the project (when selected) and the
+/// sequence.
+async fn project_command(
+    ctx: &Context<'_>,
+    p: &Principal,
+    id: uuid::Uuid,
+    cmd: ProjectCommand,
+    idempotency_key: Option<String>,
+) -> ApiResult<ProjectResult> {
+    let r = side(ctx)?
+        .projects
+        .execute(&id.to_string(), cmd, &context(Some(p), idempotency_key))
+        .await
+        .map_err(command_error)?;
     let project =
-        if settle(ctx, r).await { views::project(pool(ctx), id).await.map_err(gql)?.map(Into::into) } else { None };
-    Ok(ProjectResult { project, sequence: seq(r) })
+        if settle(ctx, &r).await { views::project(pool(ctx), id).await.map_err(gql)?.map(Into::into) } else { None };
+    Ok(ProjectResult { project, sequence: seq(&r) })
 }
