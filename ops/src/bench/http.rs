@@ -89,19 +89,7 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
         };
         side.countries.execute(code, cmd, &covenant_commands::CommandContext::system()).await?;
     }
-    let admin =
-        crate::users::create(&side, &pool, "bench@covenant.local", covenant_domain::Role::Admin, "bench password 1")
-            .await?;
-    let seq = side.log.last_sequence().await?;
-    covenant_projections::checkpoint::wait_for_sequence(
-        &pool,
-        &covenant_projections::checkpoint::PROJECTIONS,
-        seq,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let (token, _) = covenant_api::auth::issue(&pool, admin).await.context("issuing the benchmark token")?;
-    let token: Arc<str> = format!("Bearer {token}").into();
+    let token = admin_bearer(&side, &pool, "bench@covenant.local", Duration::from_secs(30)).await?;
 
     println!(
         "HTTP benchmark: {} s per run, {}% mutations (updateGdp, signed in), the rest queries (countries page, \
@@ -122,6 +110,30 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
     }
     let _ = api.task.await;
     Ok(())
+}
+
+/// Registers administrator `email`, waits (at most `wait`) until the projections hold it,
+/// and returns its `Authorization` header value.
+///
+/// # Errors
+/// When a step fails or the projections do not catch up in time.
+pub async fn admin_bearer(
+    side: &covenant_commands::CommandSide,
+    pool: &sqlx::PgPool,
+    email: &str,
+    wait: Duration,
+) -> Result<Arc<str>> {
+    let admin = crate::users::create(side, pool, email, covenant_domain::Role::Admin, "bench password 1").await?;
+    let seq = side.log.last_sequence().await?;
+    covenant_projections::checkpoint::wait_for_sequence(
+        pool,
+        &covenant_projections::checkpoint::PROJECTIONS,
+        seq,
+        wait,
+    )
+    .await?;
+    let (token, _) = covenant_api::auth::issue(pool, admin).await.context("issuing the benchmark token")?;
+    Ok(format!("Bearer {token}").into())
 }
 
 /// A trivial axum server (the baseline): `GET /` answers `ok`.

@@ -13,7 +13,7 @@ use covenant_commands::{CommandContext, CommandSide, LogConfig};
 use covenant_domain::{CountryCode, CountryCommand, Name, Usd};
 use futures::future::try_join_all;
 
-use super::http::{COUNTRIES, HttpBench, HttpClient, country, load};
+use super::http::{COUNTRIES, HttpBench, HttpClient, admin_bearer, country, load};
 use crate::connect;
 use crate::managed::nats::{NatsServer, SyncPolicy};
 use crate::managed::postgres::PgCluster;
@@ -213,19 +213,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     let api = crate::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
     // The HTTP load updates the first COUNTRIES codes, all registered above.
     debug_assert!(codes.contains(&country(COUNTRIES - 1)));
-    let admin =
-        crate::users::create(&side, &pool, "obs@covenant.local", covenant_domain::Role::Admin, "bench password 1")
-            .await?;
-    let seq = side.log.last_sequence().await?;
-    covenant_projections::checkpoint::wait_for_sequence(
-        &pool,
-        &covenant_projections::checkpoint::PROJECTIONS,
-        seq,
-        Duration::from_secs(60),
-    )
-    .await?;
-    let (token, _) = covenant_api::auth::issue(&pool, admin).await?;
-    let token: Arc<str> = format!("Bearer {token}").into();
+    let token = admin_bearer(&side, &pool, "obs@covenant.local", Duration::from_secs(60)).await?;
     let client: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let opts = HttpBench { concurrency: vec![w.concurrency], seconds: w.seconds, mutations: 20 };
