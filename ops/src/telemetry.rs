@@ -369,8 +369,13 @@ mod tests {
         }
     }
 
+    /// The tests install subscribers (one scoped, one global); run one at a time, since
+    /// tracing recomputes every callsite's interest when a subscriber appears.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     #[test]
     fn json_lines_carry_the_span_fields_and_the_event() {
+        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
         let subscriber = tracing_subscriber::registry()
             .with(JsonLogs { writer: buf.clone(), filter: DEFAULT_FILTER.parse().expect("filter") });
@@ -387,32 +392,13 @@ mod tests {
         assert_eq!(line["level"], "INFO");
         assert!(line["timestamp"].is_string() && line["target"].is_string(), "{line}");
     }
-}
 
-#[cfg(test)]
-mod install_tests {
     #[test]
-    fn install_writes_json_lines() {
-        #[derive(Clone, Default)]
-        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("buffer").extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
-            type Writer = Buf;
-            fn make_writer(&'a self) -> Buf {
-                self.clone()
-            }
-        }
+    fn install_writes_json_lines_with_the_trace_id() {
+        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
         let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
-        super::install(super::LogFormat::Json, Some(super::provider_with(exporter, false)), buf.clone());
+        install(LogFormat::Json, Some(provider_with(exporter, false)), buf.clone());
         let span = tracing::info_span!("http", request_id = "r-2");
         span.in_scope(|| tracing::info!(target: "covenant_api::http", status = 200u64, "request finished"));
         let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
