@@ -458,20 +458,12 @@ async fn nats_and_audit_text(state: &AppState) -> String {
         return out;
     }
     let js = async_nats::jetstream::new(state.nats.clone());
+    // A checkpoint that cannot be read counts as none: the gauges then show the sealer behind.
     let read = async {
-        let last = js.get_stream(&state.stream).await.ok()?.get_info().await.ok()?.state.last_sequence;
-        let (mut size, mut at) = (0u64, 0f64);
-        if let Ok(cps) = js.get_stream(covenant_audit::checkpoints_stream(&state.stream)).await
-            && let Ok(info) = cps.get_info().await
-            && info.state.messages > 0
-            && let Ok(m) = cps.get_raw_message(info.state.last_sequence).await
-            && let Ok(note) = covenant_audit::note::SignedNote::parse(&String::from_utf8_lossy(&m.payload))
-            && let Ok(cp) = covenant_audit::note::Checkpoint::parse(&note.body)
-        {
-            size = cp.size;
-            at = m.time.unix_timestamp_nanos() as f64 / 1e9;
-        }
-        Some((last, size, at))
+        let trail = crate::trail::read(&js, &state.stream).await?;
+        let latest = trail.latest.ok().flatten();
+        let (size, at) = latest.map_or((0, 0.0), |l| (l.size, l.at.timestamp_nanos_opt().unwrap_or(0) as f64 / 1e9));
+        Some((trail.last_sequence, size, at))
     };
     if let Ok(Some((last, size, at))) = tokio::time::timeout(Duration::from_secs(2), read).await {
         let _ = write!(

@@ -11,6 +11,7 @@
 //! - [`auth`]: argon2 passwords, HS256 JWTs with `kid`, rotation and revocation.
 //! - [`error`]: the one error type and its `extensions.code`.
 //! - [`limits`]: the seed's rate limits.
+//! - [`trail`]: the audit trail's state (last sequence, latest checkpoint).
 
 pub mod auth;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod graphql;
 pub mod http;
 pub mod limits;
 pub mod process;
+pub mod trail;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -147,36 +147,23 @@ impl Query {
     /// `covenant audit verify` checks) and how far `auditEvents` has read.
     async fn audit_status(&self, ctx: &Context<'_>) -> ApiResult<AuditStatus> {
         let feed = ctx.data_unchecked::<super::subscription::EventFeed>();
-        let events = feed.js.get_stream(&feed.stream).await.map_err(unavailable)?;
-        let last = events.get_info().await.map_err(unavailable)?.state.last_sequence;
+        let trail = crate::trail::read(&feed.js, &feed.stream).await.ok_or_else(|| unavailable(()))?;
         let projected = covenant_projections::checkpoint::get(pool(ctx), "audit").await.map_err(gql)?;
-        let mut status = AuditStatus {
+        let latest = trail.latest.map_err(|e| match e {
+            crate::trail::CheckpointError::Unavailable => unavailable(()),
+            crate::trail::CheckpointError::Malformed => gql(ApiError::Internal("malformed checkpoint".into())),
+        })?;
+        let last = trail.last_sequence;
+        let size = latest.as_ref().map_or(0, |l| l.size);
+        let status = AuditStatus {
             last_sequence: i64::try_from(last).unwrap_or(i64::MAX),
             projected_sequence: i64::try_from(projected).unwrap_or(i64::MAX),
-            checkpoint_size: 0,
-            checkpoint_root: None,
-            checkpoint_at: None,
-            checkpoint_signers: Vec::new(),
-            unsealed_tail: i64::try_from(last).unwrap_or(i64::MAX),
+            checkpoint_size: i64::try_from(size).unwrap_or(i64::MAX),
+            checkpoint_root: latest.as_ref().map(|l| covenant_audit::encoding::hash_to_b64(&l.root)),
+            checkpoint_at: latest.as_ref().map(|l| l.at),
+            checkpoint_signers: latest.map(|l| l.signers).unwrap_or_default(),
+            unsealed_tail: i64::try_from(last.saturating_sub(size)).unwrap_or(i64::MAX),
         };
-        let Ok(cps) = feed.js.get_stream(covenant_audit::checkpoints_stream(&feed.stream)).await else {
-            return Ok(status);
-        };
-        let info = cps.get_info().await.map_err(unavailable)?;
-        if info.state.messages == 0 {
-            return Ok(status);
-        }
-        let m = cps.get_raw_message(info.state.last_sequence).await.map_err(unavailable)?;
-        let text = String::from_utf8_lossy(&m.payload);
-        let note = covenant_audit::note::SignedNote::parse(&text)
-            .map_err(|_| gql(ApiError::Internal("malformed checkpoint".into())))?;
-        let cp = covenant_audit::note::Checkpoint::parse(&note.body)
-            .map_err(|_| gql(ApiError::Internal("malformed checkpoint".into())))?;
-        status.checkpoint_size = i64::try_from(cp.size).unwrap_or(i64::MAX);
-        status.checkpoint_root = Some(covenant_audit::encoding::hash_to_b64(&cp.root));
-        status.checkpoint_at = chrono::DateTime::from_timestamp(m.time.unix_timestamp(), m.time.nanosecond());
-        status.checkpoint_signers = note.signatures.iter().map(|s| s.name.clone()).collect();
-        status.unsealed_tail = i64::try_from(last.saturating_sub(cp.size)).unwrap_or(i64::MAX);
         Ok(status)
     }
 
