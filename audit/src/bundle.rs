@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoding::{hash_from_b64, hash_to_b64};
 use crate::entry::payload_hash;
+use crate::scan;
 use crate::verify::{self, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
 
 /// The bundle format name.
@@ -164,36 +165,49 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
     let checkpoints = split_checkpoints(&read("checkpoints.txt")?);
     let mut verifier =
         Verifier::new(&manifest.origin, &checkpoints, &registry, opts.trusted.as_deref(), manifest.first_seq);
+    verifier.reserve(manifest.events);
     let config = verify::check_config(&manifest.config);
     let path = dir.join("events.ndjson");
-    let io = |e| BundleError::Io(path.display().to_string(), e);
-    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let file = std::fs::File::open(&path).map_err(|e| BundleError::Io(path.display().to_string(), e))?;
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    // Blocks of the file, split into lines in place: no allocation per line.
-    let mut block: Vec<u8> = Vec::with_capacity(BLOCK + 4096);
+    let mut blocks = Blocks { file, path: path.display().to_string(), block: Vec::new(), eof: false };
     let mut read_so_far = 0u64;
-    let mut eof = false;
-    while !eof {
-        let start = block.len();
-        block.resize(start + BLOCK, 0);
-        let n = read_full(&mut file, &mut block[start..]).map_err(io)?;
-        block.truncate(start + n);
-        eof = n == 0;
-        // Complete lines only; the partial last line waits for the next block (or EOF).
-        let end = if eof { block.len() } else { block.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) };
-        if end == 0 && !eof {
-            continue;
-        }
-        let text = std::str::from_utf8(&block[..end])
-            .map_err(|_| BundleError::Malformed("events.ndjson is not UTF-8".into()))?;
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        read_so_far += lines.len() as u64;
-        for c in check_lines(&manifest.origin, &lines, threads)? {
+    let mut take = |batch: Vec<verify::Checked>| {
+        read_so_far += batch.len() as u64;
+        for c in batch {
             verifier.push_checked(c);
         }
         progress(read_so_far);
-        block.drain(..end);
+    };
+    if threads <= 1 {
+        // One thread does everything: the per-core figure.
+        while let Some(batch) = blocks.next_checked(&manifest.origin, 1)? {
+            take(batch);
+        }
+    } else {
+        // A reader thread reads, parses and hashes (on `threads` threads) the next blocks
+        // while this one runs the sequential checks.
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let origin = manifest.origin.as_str();
+            s.spawn(move || {
+                loop {
+                    let next = blocks.next_checked(origin, threads);
+                    let last = !matches!(next, Ok(Some(_)));
+                    if tx.send(next).is_err() || last {
+                        break;
+                    }
+                }
+            });
+            for next in rx {
+                match next? {
+                    Some(batch) => take(batch),
+                    None => break,
+                }
+            }
+            Ok::<(), BundleError>(())
+        })?;
     }
     let mut report = verifier.finish();
     let mut findings = config;
@@ -240,11 +254,41 @@ struct HeadersRef<'a> {
 
 /// Parses and hashes one line; `buf` is reused for the decoded payload.
 fn check_line(origin: &str, line: &str, buf: &mut Vec<u8>) -> Result<verify::Checked, BundleError> {
-    let l: LineRef<'_> = serde_json::from_str(line)
-        .map_err(|e| BundleError::Malformed(format!("events.ndjson: a line is not an event: {e}")))?;
-    let written = hash_from_b64(&l.payload_sha256)
+    match scan::scan(line) {
+        Some(l) => check_scanned(origin, &l, buf),
+        // Outside the fast reader's subset: serde_json reads it, or says what is wrong.
+        None => {
+            let l: LineRef<'_> = serde_json::from_str(line)
+                .map_err(|e| BundleError::Malformed(format!("events.ndjson: a line is not an event: {e}")))?;
+            let h = &l.headers;
+            let headers = verify::Fields {
+                audit_v: h.audit_v.as_deref(),
+                prev: h.prev.as_deref(),
+                hash: h.hash.as_deref(),
+                event_id: h.event_id.as_deref(),
+                event_type: h.event_type.as_deref(),
+                version: h.version.as_deref(),
+                occurred_at: h.occurred_at.as_deref(),
+                actor: h.actor.as_deref(),
+                content_type: h.content_type.as_deref(),
+            };
+            let line = scan::Line {
+                seq: l.seq,
+                subject: &l.subject,
+                headers,
+                payload_sha256: &l.payload_sha256,
+                payload: l.payload.as_deref(),
+            };
+            check_scanned(origin, &line, buf)
+        }
+    }
+}
+
+/// Hashes a line read by either reader.
+fn check_scanned(origin: &str, l: &scan::Line<'_>, buf: &mut Vec<u8>) -> Result<verify::Checked, BundleError> {
+    let written = hash_from_b64(l.payload_sha256)
         .map_err(|_| BundleError::Malformed(format!("sequence {}: payload_sha256 is not a base64 SHA-256", l.seq)))?;
-    let (actual, written) = match &l.payload {
+    let (actual, written) = match l.payload {
         Some(p) => {
             buf.clear();
             STANDARD
@@ -254,23 +298,53 @@ fn check_line(origin: &str, line: &str, buf: &mut Vec<u8>) -> Result<verify::Che
         }
         None => (written, None),
     };
-    let h = &l.headers;
-    let fields = verify::Fields {
-        audit_v: h.audit_v.as_deref(),
-        prev: h.prev.as_deref(),
-        hash: h.hash.as_deref(),
-        event_id: h.event_id.as_deref(),
-        event_type: h.event_type.as_deref(),
-        version: h.version.as_deref(),
-        occurred_at: h.occurred_at.as_deref(),
-        actor: h.actor.as_deref(),
-        content_type: h.content_type.as_deref(),
-    };
-    Ok(verify::check_fields(origin, l.seq, &l.subject, &fields, actual, written))
+    Ok(verify::check_fields(origin, l.seq, l.subject, &l.headers, actual, written))
 }
 
 /// Bytes of `events.ndjson` read at a time.
 const BLOCK: usize = 8 << 20;
+
+/// `events.ndjson` read a block at a time, split into whole lines in place (no allocation
+/// per line).
+struct Blocks {
+    file: std::fs::File,
+    path: String,
+    /// The partial last line of the previous block, then the new block.
+    block: Vec<u8>,
+    eof: bool,
+}
+
+impl Blocks {
+    /// The next block's events checked on `threads` threads; `None` at the end.
+    fn next_checked(&mut self, origin: &str, threads: usize) -> Result<Option<Vec<verify::Checked>>, BundleError> {
+        loop {
+            if self.eof {
+                return Ok(None);
+            }
+            let start = self.block.len();
+            self.block.resize(start + BLOCK, 0);
+            let n = read_full(&mut self.file, &mut self.block[start..])
+                .map_err(|e| BundleError::Io(self.path.clone(), e))?;
+            self.block.truncate(start + n);
+            self.eof = n == 0;
+            // Complete lines only; the partial last line waits for the next block (or EOF).
+            let end = if self.eof {
+                self.block.len()
+            } else {
+                self.block.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
+            };
+            if end == 0 {
+                continue;
+            }
+            let text = std::str::from_utf8(&self.block[..end])
+                .map_err(|_| BundleError::Malformed("events.ndjson is not UTF-8".into()))?;
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let checked = check_lines(origin, &lines, threads)?;
+            self.block.drain(..end);
+            return Ok(Some(checked));
+        }
+    }
+}
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
 fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

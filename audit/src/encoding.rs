@@ -15,6 +15,8 @@ pub fn hash_to_b64(hash: &Hash) -> String {
 /// # Errors
 /// [`AuditError::BadHashEncoding`] when the value is not base64 of exactly 32 bytes.
 pub fn hash_from_b64(value: &str) -> Result<Hash, AuditError> {
-    let bytes = STANDARD.decode(value.trim()).map_err(|_| AuditError::BadHashEncoding)?;
-    bytes.try_into().map_err(|_| AuditError::BadHashEncoding)
+    // Room for more than 32 bytes, so a longer value is decoded and refused, not cut.
+    let mut out = [0u8; 48];
+    let n = STANDARD.decode_slice(value.trim(), &mut out).map_err(|_| AuditError::BadHashEncoding)?;
+    out[..n].try_into().map_err(|_| AuditError::BadHashEncoding)
 }

@@ -18,6 +18,7 @@
 //! - [`encoding`]: base64 helpers for hashes as they appear in headers.
 //! - [`verify`]: the verifier and its failure classes.
 //! - [`bundle`]: exported bundles and their offline verification.
+//! - [`scan`]: the fast reader of bundle lines (the verifier's hot path).
 
 pub mod bundle;
 pub mod encoding;
@@ -25,6 +26,7 @@ pub mod entry;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+pub mod scan;
 pub mod verify;
 
 pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};

@@ -10,11 +10,10 @@ use crate::entry::Hash;
 
 /// `SHA-256(0x01 || left || right)`.
 pub fn node(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0x01]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
+    let mut input = [0x01; 65];
+    input[1..33].copy_from_slice(left);
+    input[33..].copy_from_slice(right);
+    Sha256::digest(input).into()
 }
 
 /// The largest power of two strictly smaller than `n` (n ≥ 2).

@@ -26,6 +26,7 @@
 //! one finding rather than a cascade.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher as _;
 
 use serde::Serialize;
 
@@ -177,7 +178,7 @@ impl Record {
 
 /// The audit headers of one message, borrowed (the verifier's hot path allocates only
 /// the subject).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fields<'a> {
     /// `Audit-V`.
     pub audit_v: Option<&'a str>,
@@ -238,13 +239,46 @@ impl Record {
 #[derive(Debug)]
 pub struct Checked {
     seq: u64,
-    subject: Box<str>,
+    subject: Subject,
+    /// The subject's key in the verifier's aggregate table.
+    key: [u64; 2],
+    /// `h_0` of the subject, worked out here for a first event (version 1).
+    genesis: Option<Hash>,
     /// The parsed claims, or why they do not parse.
     claims: Result<Claims, String>,
     /// Whether `Audit-Hash` recomputes from the headers and payload.
     content_ok: bool,
     /// Whether the payload's hash differs from the one written beside it.
     payload_differs: bool,
+}
+
+/// A subject carried from the parallel side to the sequential one: inline when it is
+/// short, as subjects are (no allocation per event), boxed otherwise.
+#[derive(Debug)]
+enum Subject {
+    Inline(u8, [u8; 64]),
+    Boxed(Box<str>),
+}
+
+impl Subject {
+    fn new(s: &str) -> Self {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= 64 => {
+                let mut b = [0; 64];
+                b[..s.len()].copy_from_slice(s.as_bytes());
+                Self::Inline(len, b)
+            }
+            _ => Self::Boxed(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str`, so always UTF-8.
+            Self::Inline(len, b) => std::str::from_utf8(&b[..usize::from(*len)]).unwrap_or_default(),
+            Self::Boxed(s) => s,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -257,7 +291,7 @@ struct Claims {
 
 /// Works out a record's hashes (pure; [`Verifier::push`] calls it, and callers with many
 /// records may call it on several threads and pass the results to [`Verifier::push_checked`]).
-pub fn check(origin: &str, record: Record) -> Checked {
+pub fn check(origin: &str, record: &Record) -> Checked {
     check_fields(
         origin,
         record.seq,
@@ -295,9 +329,15 @@ pub fn check_fields(
         }
         Err(_) => false,
     };
+    let genesis = match &claims {
+        Ok(c) if c.version == 1 => genesis(origin, subject).ok(),
+        _ => None,
+    };
     Checked {
         seq,
-        subject: subject.into(),
+        key: subject_key(subject),
+        subject: Subject::new(subject),
+        genesis,
         claims,
         content_ok,
         payload_differs: written.is_some_and(|w| w != payload_sha256),
@@ -335,18 +375,36 @@ fn parse_claims(f: &Fields<'_>) -> Result<Claims, String> {
 
 /// A UUID in its 36-character hyphenated form, as a number.
 fn parse_uuid(s: &str) -> Option<u128> {
+    /// Hex digit values, 0xff for anything else.
+    const HEX: [u8; 256] = {
+        let mut t = [0xff; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
     let b = s.as_bytes();
     if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    let mut v: u128 = 0;
+    let (mut v, mut bad) = (0u128, 0u8);
     for (i, c) in b.iter().enumerate() {
         if matches!(i, 8 | 13 | 18 | 23) {
             continue;
         }
-        v = (v << 4) | u128::from((*c as char).to_digit(16)?);
+        let d = HEX[usize::from(*c)];
+        bad |= d;
+        v = (v << 4) | u128::from(d & 0x0f);
     }
-    Some(v)
+    (bad & 0xf0 == 0).then_some(v)
 }
 
 fn format_uuid(v: u128) -> String {
@@ -380,6 +438,81 @@ impl std::hash::Hasher for Fold {
 }
 
 type FoldBuild = std::hash::BuildHasherDefault<Fold>;
+
+/// The aggregate table's key of a subject, worked out on the parallel side: two SipHash
+/// values under keys drawn at random for this process (std's `RandomState`). Subjects are
+/// told apart by these 128 bits rather than compared as strings (which would cost a
+/// second memory read per event); finding two subjects with one key would take a
+/// SipHash collision under keys the log's author never sees.
+fn subject_key(subject: &str) -> [u64; 2] {
+    static KEYS: std::sync::OnceLock<[std::collections::hash_map::RandomState; 2]> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    keys.each_ref().map(|k| k.hash_one(subject))
+}
+
+/// Every event id so far, for duplicates: ids and sequences in arrival order, and a table
+/// of their positions (4 bytes a slot, so it stays in cache where a map of ids would not).
+#[derive(Default)]
+struct EventIds {
+    ids: Vec<u128>,
+    seqs: Vec<u64>,
+    table: hashbrown::HashTable<u32>,
+    /// Set once more ids arrive than positions fit in 32 bits: later ids are not checked.
+    full: bool,
+}
+
+impl EventIds {
+    fn reserve(&mut self, n: usize) {
+        self.ids.reserve(n);
+        self.seqs.reserve(n);
+        self.table.reserve(n, |_| 0);
+    }
+
+    /// Records `id` at `seq`; the sequence it first appeared at, if it is a repeat.
+    fn insert(&mut self, id: u128, seq: u64) -> Option<u64> {
+        let hash = (id as u64) ^ ((id >> 64) as u64);
+        let ids = &self.ids;
+        if let Some(&at) = self.table.find(hash, |&i| ids[i as usize] == id) {
+            return Some(self.seqs[at as usize]);
+        }
+        let Ok(at) = u32::try_from(self.ids.len()) else {
+            self.full = true;
+            return None;
+        };
+        self.ids.push(id);
+        self.seqs.push(seq);
+        let ids = &self.ids;
+        self.table.insert_unique(hash, at, |&i| {
+            let id = ids[i as usize];
+            (id as u64) ^ ((id >> 64) as u64)
+        });
+        None
+    }
+}
+
+/// The 8-byte prefixes of every hash of the log so far and of its subjects' genesis
+/// hashes, asked only when an event fails both checks (to tell a predecessor from another
+/// log). Appending is a push; the index is built at the first question and kept after.
+#[derive(Default)]
+struct Known {
+    all: Vec<u64>,
+    index: Option<HashSet<u64, FoldBuild>>,
+}
+
+impl Known {
+    fn insert(&mut self, h: &Hash) {
+        let p = prefix(h);
+        self.all.push(p);
+        if let Some(i) = &mut self.index {
+            i.insert(p);
+        }
+    }
+
+    fn contains(&mut self, h: &Hash) -> bool {
+        let all = &self.all;
+        self.index.get_or_insert_with(|| all.iter().copied().collect()).contains(&prefix(h))
+    }
+}
 
 fn prefix(h: &Hash) -> u64 {
     u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
@@ -510,7 +643,9 @@ impl Report {
 /// Most findings kept (the rest are counted).
 pub const MAX_FINDINGS: usize = 1000;
 
+/// An aggregate's chain so far.
 struct Aggregate {
+    key: [u64; 2],
     version: u64,
     hash: Hash,
 }
@@ -527,11 +662,9 @@ struct ParsedCheckpoint {
 pub struct Verifier {
     origin: String,
     next_seq: u64,
-    aggregates: HashMap<Box<str>, Aggregate, FoldBuild>,
-    event_ids: HashMap<u128, u64, FoldBuild>,
-    /// 8-byte prefixes of every hash of this log and of its subjects' genesis hashes (to
-    /// tell a predecessor from another log).
-    known: HashSet<u64, FoldBuild>,
+    aggregates: hashbrown::HashTable<Aggregate>,
+    event_ids: EventIds,
+    known: Known,
     tree: CompactTree,
     /// Checkpoint sizes to compare the tree with, ascending, with their roots.
     targets: Vec<(u64, Hash, &'static str, u64)>,
@@ -561,9 +694,9 @@ impl Verifier {
         let mut v = Self {
             origin: origin.to_owned(),
             next_seq: first_seq.max(1),
-            aggregates: HashMap::default(),
-            event_ids: HashMap::default(),
-            known: HashSet::default(),
+            aggregates: hashbrown::HashTable::new(),
+            event_ids: EventIds::default(),
+            known: Known::default(),
             tree: CompactTree::new(),
             targets: Vec::new(),
             target_at: 0,
@@ -801,22 +934,31 @@ impl Verifier {
         }
     }
 
+    /// Makes room for `events` more events (a bundle's manifest or a stream's state says
+    /// how many), so the tables are not regrown on the way.
+    pub fn reserve(&mut self, events: u64) {
+        let n = usize::try_from(events).unwrap_or(usize::MAX).min(1 << 28);
+        self.event_ids.reserve(n);
+        self.known.all.reserve(n);
+    }
+
     /// Checks one record (hashing on this thread).
     pub fn push(&mut self, record: Record) {
-        let checked = check(&self.origin, record);
+        let checked = check(&self.origin, &record);
         self.push_checked(checked);
     }
 
     /// Checks one record whose hashes [`check`] worked out; records must come in stream
     /// order.
     pub fn push_checked(&mut self, c: Checked) {
-        let Checked { seq, subject, claims, content_ok, payload_differs } = c;
+        let Checked { seq, subject, key, genesis: first_genesis, claims, content_ok, payload_differs } = c;
+        let subject = subject.as_str();
         self.events += 1;
         if seq < self.next_seq {
             self.finding(
                 Class::Reorder,
                 Some(seq),
-                Some(&subject),
+                Some(subject),
                 format!("sequence {seq} comes after {}", self.next_seq - 1),
             );
             return;
@@ -847,7 +989,7 @@ impl Verifier {
         let claims = match claims {
             Ok(c) => c,
             Err(why) => {
-                self.finding(Class::HeaderEdit, Some(seq), Some(&subject), why);
+                self.finding(Class::HeaderEdit, Some(seq), Some(subject), why);
                 return;
             }
         };
@@ -855,17 +997,18 @@ impl Verifier {
             self.finding(
                 Class::ForgedInsertion,
                 Some(seq),
-                Some(&subject),
+                Some(subject),
                 format!("event id {} already appeared at sequence {first}", format_uuid(claims.event_id)),
             );
             return;
         }
-        let agg = match self.aggregates.get_mut(&subject) {
+        let agg = match self.aggregates.find_mut(key[0], |a| a.key == key) {
             Some(a) => a,
             None => {
-                let g = genesis(&self.origin, &subject).unwrap_or([0; 32]);
-                self.known.insert(prefix(&g));
-                self.aggregates.entry(subject.clone()).or_insert(Aggregate { version: 0, hash: g })
+                let g = first_genesis.or_else(|| genesis(&self.origin, subject).ok()).unwrap_or([0; 32]);
+                self.known.insert(&g);
+                let a = Aggregate { key, version: 0, hash: g };
+                self.aggregates.insert_unique(key[0], a, |a| a.key[0]).into_mut()
             }
         };
         let next_version = claims.version == agg.version + 1;
@@ -884,7 +1027,7 @@ impl Verifier {
                 Some((Class::PayloadEdit, "the payload differs from the one hashed".into()))
             }
             (false, true) => Some((Class::HeaderEdit, "a hashed header differs from the one hashed".into())),
-            (false, false) if !self.known.contains(&prefix(&claims.prev)) => Some((
+            (false, false) if !self.known.contains(&claims.prev) => Some((
                 Class::ForgedInsertion,
                 "Audit-Prev is no hash of this log and Audit-Hash does not recompute: an event from another log, \
                  or forged"
@@ -898,9 +1041,9 @@ impl Verifier {
             agg.version = claims.version;
             agg.hash = claims.hash;
         }
-        self.known.insert(prefix(&claims.hash));
+        self.known.insert(&claims.hash);
         if let Some((class, detail)) = verdict {
-            self.finding(class, Some(seq), Some(&subject), detail);
+            self.finding(class, Some(seq), Some(subject), detail);
         }
     }
 
@@ -960,6 +1103,9 @@ impl Verifier {
         let sealed = self.checkpoints.iter().filter(|c| c.signed).map(|c| c.size).max().unwrap_or(0);
         if self.checkpoints.is_empty() && len > 0 {
             self.warnings.push("no checkpoint: nothing in this log is sealed yet".into());
+        }
+        if self.event_ids.full {
+            self.warnings.push(format!("event ids after the first {} events were not checked for repeats", u32::MAX));
         }
         self.findings.sort_by_key(|f| (f.sequence.is_some(), f.sequence));
         Report {

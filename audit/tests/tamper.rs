@@ -449,3 +449,98 @@ fn no_checkpoint_is_a_warning_exit_2() {
     let r = verify(records, &cps, &reg, None);
     assert_eq!(r.exit_code(), 2, "{r:#?}");
 }
+
+/// Writes `records` (with `payloads`) as a bundle; `line` may rewrite each exported line.
+fn write_bundle(
+    dir: &std::path::Path,
+    records: &[Record],
+    payloads: &[Vec<u8>],
+    cps: &[CheckpointText],
+    reg: &KeyRegistry,
+    line: impl Fn(u64, String) -> String,
+) {
+    use covenant_audit::bundle::{BundleEvent, FORMAT, Manifest, join_checkpoints};
+    let good = StreamFacts {
+        deny_delete: true,
+        deny_purge: true,
+        allow_rollup: false,
+        max_msgs_per_subject: -1,
+        max_msgs: -1,
+        max_bytes: -1,
+        max_age_secs: 0,
+    };
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        origin: ORIGIN.into(),
+        stream: "COVENANT_EVENTS".into(),
+        exported_at: "2026-12-04T00:00:00Z".into(),
+        first_seq: 1,
+        last_seq: records.len() as u64,
+        events: records.len() as u64,
+        config: good,
+        redacted_types: vec![],
+    };
+    let mut text = String::new();
+    for (r, p) in records.iter().zip(payloads) {
+        let json = serde_json::to_string(&BundleEvent::new(r, None, p, false)).expect("json");
+        text.push_str(&line(r.seq, json));
+        text.push('\n');
+    }
+    std::fs::write(dir.join("events.ndjson"), text).expect("events");
+    std::fs::write(dir.join("manifest.json"), serde_json::to_string(&manifest).expect("json")).expect("manifest");
+    std::fs::write(dir.join("keys.json"), serde_json::to_string(reg).expect("json")).expect("keys");
+    std::fs::write(dir.join("checkpoints.txt"), join_checkpoints(cps.iter().map(|c| c.text.as_str()))).expect("cps");
+}
+
+/// Lines the fast reader declines (escapes, tabs, other key order) are read by serde_json
+/// and verified alike: a clean bundle of both kinds passes, and an edited payload in
+/// either kind of line is a PAYLOAD_EDIT at its sequence.
+#[test]
+fn bundle_lines_outside_the_fast_reader_verify_the_same() {
+    use covenant_audit::bundle::{VerifyOptions, verify_dir};
+    let evs = events(12);
+    let payloads: Vec<Vec<u8>> = evs.iter().map(|e| e.payload.clone()).collect();
+    let records = chain(&evs);
+    let k = signer("sealer-1", 1);
+    let cps = texts(vec![note(&records, 12, &[&k])]);
+    let reg = registry(&[&k]);
+    // Odd lines: the subject's dots escaped, a tab after the first comma, headers first.
+    let slow = |seq: u64, json: String| {
+        if seq.is_multiple_of(2) {
+            return json;
+        }
+        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        let subject = v["subject"].as_str().expect("subject").replace('.', "\\u002e");
+        format!(
+            "{{\"headers\":{},\t\"seq\":{seq},\"subject\":\"{subject}\",\"payload_sha256\":{},\"payload\":{}}}",
+            v["headers"], v["payload_sha256"], v["payload"]
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_bundle(dir.path(), &records, &payloads, &cps, &reg, slow);
+    let text = std::fs::read_to_string(dir.path().join("events.ndjson")).expect("read");
+    assert!(text.lines().nth(1).is_some_and(|l| covenant_audit::scan::scan(l).is_some()), "seq 2 in the fast form");
+    assert!(text.lines().next().is_some_and(|l| covenant_audit::scan::scan(l).is_none()), "seq 1 in the slow form");
+    for threads in [1, 2] {
+        let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
+        assert_eq!((r.exit_code(), r.events), (0, 12), "{r:#?}");
+    }
+    for edited in [4u64, 7] {
+        let mut changed = payloads.clone();
+        changed[edited as usize - 1] = br#"{"i":999}"#.to_vec();
+        // The bundle keeps the original payload hash beside the edited payload.
+        let tampered = |seq: u64, json: String| {
+            let json = if seq == edited {
+                let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
+                v["payload_sha256"] = hash_to_b64(&payload_hash(&payloads[seq as usize - 1])).into();
+                v.to_string()
+            } else {
+                json
+            };
+            slow(seq, json)
+        };
+        write_bundle(dir.path(), &records, &changed, &cps, &reg, tampered);
+        let r = verify_dir(dir.path(), &VerifyOptions::default(), |_| {}).expect("bundle");
+        assert_eq!(first(&r), (Class::PayloadEdit, Some(edited)), "{r:#?}");
+    }
+}

@@ -116,6 +116,7 @@ pub async fn verify_stream(
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut verifier =
         Verifier::new(&origin, &cps, registry, trusted, if info.state.messages == 0 { 1 } else { first });
+    verifier.reserve(info.state.messages);
     let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
     if info.state.messages > 0 {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(u64, jetstream::Message)>>();

@@ -1,0 +1,279 @@
+//! A fast reader for lines of `events.ndjson`: the verifier's hot path.
+//!
+//! [`scan`] reads the JSON object of one line without building a document: strings are
+//! borrowed from the line, their ends found with SIMD (`memchr`), nothing is allocated. It
+//! takes only a strict subset of JSON — strings without escapes or control characters,
+//! unsigned integers, `true`/`false`/`null`, and the `headers` object of strings — and
+//! returns `None` for anything else (an escape, a duplicate key, a missing field, a nested
+//! value it does not expect, trailing text). The bundle reader then parses that line with
+//! `serde_json`, which gives the same values or a precise error. So the subset decides only
+//! the speed, never the verdict: what `scan` accepts, `serde_json` reads identically.
+
+use crate::verify::Fields;
+
+/// One event line, borrowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Line<'a> {
+    /// `seq`.
+    pub seq: u64,
+    /// `subject`.
+    pub subject: &'a str,
+    /// `headers` (the audit headers; others are ignored).
+    pub headers: Fields<'a>,
+    /// `payload_sha256`.
+    pub payload_sha256: &'a str,
+    /// `payload`, absent or `null` when redacted.
+    pub payload: Option<&'a str>,
+}
+
+/// Reads `line` when it is in the fast subset (see the module documentation).
+pub fn scan(line: &str) -> Option<Line<'_>> {
+    // JSON strings hold no raw control characters; white space between tokens may hold
+    // tabs and carriage returns; strings may hold escapes. Lines with any of these are left
+    // to serde_json, so a string below ends at the next quote.
+    if line.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'\\')) {
+        return None;
+    }
+    let mut c = Cursor { s: line, i: 0 };
+    let mut out = Line::default();
+    let (mut seq, mut subject, mut headers, mut payload_sha256, mut payload) = (false, false, false, false, false);
+    c.expect(b'{')?;
+    if c.peek()? == b'}' {
+        return None;
+    }
+    loop {
+        let key = c.string()?;
+        c.expect(b':')?;
+        match key {
+            "seq" => {
+                once(&mut seq)?;
+                out.seq = c.number()?;
+            }
+            "subject" => {
+                once(&mut subject)?;
+                out.subject = c.string()?;
+            }
+            "payload_sha256" => {
+                once(&mut payload_sha256)?;
+                out.payload_sha256 = c.string()?;
+            }
+            "payload" => {
+                once(&mut payload)?;
+                out.payload = c.nullable_string()?;
+            }
+            "headers" => {
+                once(&mut headers)?;
+                out.headers = c.headers()?;
+            }
+            _ => c.skip_scalar()?,
+        }
+        match c.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    c.end()?;
+    (seq && subject && headers && payload_sha256).then_some(out)
+}
+
+/// Marks a key as seen; `None` the second time (serde refuses duplicate fields).
+fn once(seen: &mut bool) -> Option<()> {
+    if *seen {
+        return None;
+    }
+    *seen = true;
+    Some(())
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.s.as_bytes()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes().get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte that is not white space, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.bytes().get(self.i).copied()
+    }
+
+    /// The next byte that is not white space, consumed.
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    /// Only white space is left.
+    fn end(&mut self) -> Option<()> {
+        self.skip_ws();
+        (self.i == self.s.len()).then_some(())
+    }
+
+    /// A string, borrowed (the line holds no escapes or control characters).
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let end = start + memchr::memchr(b'"', &self.bytes()[start..])?;
+        self.i = end + 1;
+        // Both ends are ASCII quotes, so the slice is on character boundaries.
+        self.s.get(start..end)
+    }
+
+    fn nullable_string(&mut self) -> Option<Option<&'a str>> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            return Some(None);
+        }
+        self.string().map(Some)
+    }
+
+    /// A JSON unsigned integer that fits a `u64` (no sign, fraction, exponent or leading
+    /// zero).
+    fn number(&mut self) -> Option<u64> {
+        self.skip_ws();
+        let b = self.bytes();
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(d @ b'0'..=b'9') = b.get(self.i) {
+            v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            self.i += 1;
+        }
+        let len = self.i - start;
+        if len == 0 || (len > 1 && b[start] == b'0') {
+            return None;
+        }
+        // A fraction or exponent would make it a float.
+        match b.get(self.i) {
+            Some(b'.' | b'e' | b'E') => None,
+            _ => Some(v),
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Option<()> {
+        self.skip_ws();
+        let rest = self.s.get(self.i..)?;
+        rest.starts_with(word).then(|| self.i += word.len())
+    }
+
+    /// Skips a value of a key this reader does not need: a string, number or literal.
+    fn skip_scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            b'0'..=b'9' => self.number().map(|_| ()),
+            _ => None,
+        }
+    }
+
+    /// The `headers` object: string (or `null`) values; the audit names are kept.
+    fn headers(&mut self) -> Option<Fields<'a>> {
+        use crate::entry::headers as h;
+        let mut f = Fields::default();
+        let mut seen = 0u16;
+        self.expect(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(f);
+        }
+        loop {
+            let name = self.string()?;
+            self.expect(b':')?;
+            let value = self.nullable_string()?;
+            let slot = match name {
+                h::AUDIT_V => Some((0, &mut f.audit_v)),
+                h::AUDIT_PREV => Some((1, &mut f.prev)),
+                h::AUDIT_HASH => Some((2, &mut f.hash)),
+                h::EVENT_ID => Some((3, &mut f.event_id)),
+                h::EVENT_TYPE => Some((4, &mut f.event_type)),
+                h::AGGREGATE_VERSION => Some((5, &mut f.version)),
+                h::OCCURRED_AT => Some((6, &mut f.occurred_at)),
+                h::ACTOR => Some((7, &mut f.actor)),
+                h::CONTENT_TYPE => Some((8, &mut f.content_type)),
+                _ => None,
+            };
+            if let Some((bit, field)) = slot {
+                if seen & (1 << bit) != 0 {
+                    return None;
+                }
+                seen |= 1 << bit;
+                *field = value;
+            }
+            match self.next()? {
+                b',' => continue,
+                b'}' => return Some(f),
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"seq":7,"subject":"covenant.events.country.US","time":"2026-01-01T00:00:00+00:00","headers":{"Actor":"system","Aggregate-Version":"2","Audit-Hash":"h=","Audit-Prev":"p=","Audit-V":"1","Content-Type":"application/json","Event-Id":"e","Event-Type":"country.update","Occurred-At":"o"},"payload_sha256":"s=","payload":"eyJ9"}"#;
+
+    #[test]
+    fn an_exported_line_is_read_in_full() {
+        let l = scan(LINE).expect("the export's own layout");
+        assert_eq!(
+            (l.seq, l.subject, l.payload_sha256, l.payload),
+            (7, "covenant.events.country.US", "s=", Some("eyJ9"))
+        );
+        let h = l.headers;
+        assert_eq!((h.audit_v, h.prev, h.hash, h.version), (Some("1"), Some("p="), Some("h="), Some("2")));
+        assert_eq!((h.event_id, h.event_type, h.occurred_at), (Some("e"), Some("country.update"), Some("o")));
+        assert_eq!((h.actor, h.content_type), (Some("system"), Some("application/json")));
+    }
+
+    #[test]
+    fn spaces_other_keys_and_a_redacted_line_are_read() {
+        let line = " { \"payload\" : null , \"x\": 1, \"redacted\":true, \"headers\" : { \"Other\": \"v\" }, \"seq\":0,\"subject\":\"s\",\"payload_sha256\":\"h\"} ";
+        let l = scan(line).expect("in the subset");
+        assert_eq!((l.seq, l.payload, l.headers), (0, None, Fields::default()));
+    }
+
+    /// Each of these is left to serde_json (which reads it, or says why not).
+    #[test]
+    fn anything_outside_the_subset_is_declined() {
+        let cases = [
+            LINE.replace("country.US", r"country.\u0055S"),
+            LINE.replace("\"seq\":7", "\"seq\":07"),
+            LINE.replace("\"seq\":7", "\"seq\":7.0"),
+            LINE.replace("\"seq\":7", "\"seq\":-7"),
+            LINE.replace("\"seq\":7", "\"seq\":18446744073709551616"),
+            LINE.replace("\"seq\":7", "\"seq\":7,\"seq\":8"),
+            LINE.replace("\"Actor\":\"system\"", "\"Actor\":\"system\",\"Actor\":\"x\""),
+            LINE.replace("\"Actor\":\"system\"", "\"Actor\":1"),
+            LINE.replace("\"time\":\"2026-01-01T00:00:00+00:00\"", "\"time\":[1]"),
+            LINE.replace("\"seq\":7,", ""),
+            LINE.replace("country.US", "country.U\tS"),
+            LINE.replace(",\"subject\"", ",\n\"subject\""),
+            format!("{LINE}x"),
+            LINE[..LINE.len() - 1].to_owned(),
+            "{}".to_owned(),
+            String::new(),
+        ];
+        for case in &cases {
+            assert_eq!(scan(case), None, "{case}");
+        }
+    }
+}
