@@ -29,28 +29,23 @@ pub fn process_text() -> String {
             );
         }
     }
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the command name (which may hold spaces) start at field 3.
-        if let Some((_, rest)) = stat.rsplit_once(") ") {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    if let Some(num) = stat_fields() {
+        metric(
+            &mut out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (num(14) + num(15)) / TICKS,
+        );
+        metric(&mut out, "process_threads", "gauge", "Number of OS threads in the process.", num(20));
+        if let Some(boot) = boot_time() {
             metric(
                 &mut out,
-                "process_cpu_seconds_total",
-                "counter",
-                "Total user and system CPU time spent in seconds.",
-                (num(14) + num(15)) / TICKS,
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                boot + num(22) / TICKS,
             );
-            metric(&mut out, "process_threads", "gauge", "Number of OS threads in the process.", num(20));
-            if let Some(boot) = boot_time() {
-                metric(
-                    &mut out,
-                    "process_start_time_seconds",
-                    "gauge",
-                    "Start time of the process since unix epoch in seconds.",
-                    boot + num(22) / TICKS,
-                );
-            }
         }
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
@@ -66,6 +61,21 @@ pub fn process_text() -> String {
         metric(&mut out, "process_max_fds", "gauge", "Maximum number of open file descriptors.", max);
     }
     out
+}
+
+/// Field `i` (1-based, as `proc(5)` numbers them) of `/proc/self/stat`, 0 when absent.
+fn stat_fields() -> Option<impl Fn(usize) -> f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0)).collect();
+    Some(move |i: usize| f.get(i - 3).copied().unwrap_or(0.0))
+}
+
+/// User and system CPU time of this process so far, in seconds (1/100 s resolution);
+/// `None` off Linux.
+pub fn cpu_seconds() -> Option<f64> {
+    stat_fields().map(|num| (num(14) + num(15)) / TICKS)
 }
 
 fn boot_time() -> Option<f64> {

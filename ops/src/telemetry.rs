@@ -155,35 +155,49 @@ where
         opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         let tracer = p.tracer("covenant");
         opentelemetry::global::set_tracer_provider(p);
-        tracing_opentelemetry::layer().with_tracer(tracer)
+        // No busy/idle timing (two clock reads and a span lookup at every poll of every
+        // instrumented future) and no thread attributes (meaningless on a work-stealing
+        // runtime): the request path pays for the spans, not for these.
+        tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false).with_threads(false)
     });
     let _ = tracing_subscriber::registry().with(global).with(logs).with(traces).try_init();
 }
 
-/// Field values of a span, kept in its extensions for the JSON log lines.
+/// Field values of a span, kept in its extensions for the JSON log lines (names are the
+/// callsite's static strings; `otel.*` fields, meant for the trace exporter, are left out).
 #[derive(Default)]
-struct SpanFields(serde_json::Map<String, serde_json::Value>);
+struct SpanFields(Vec<(&'static str, serde_json::Value)>);
 
-struct Collect<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+impl SpanFields {
+    fn set(&mut self, name: &'static str, value: serde_json::Value) {
+        if name.starts_with("otel.") {
+            return;
+        }
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
 
-impl Visit for Collect<'_> {
+impl Visit for SpanFields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}").into());
+        self.set(field.name(), format!("{value:?}").into());
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.set(field.name(), value.into());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.set(field.name(), value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.set(field.name(), value.into());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.set(field.name(), value.into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.set(field.name(), value.into());
     }
 }
 
@@ -207,7 +221,7 @@ where
             return;
         }
         let mut fields = SpanFields::default();
-        attrs.record(&mut Collect(&mut fields.0));
+        attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(fields);
         }
@@ -217,7 +231,7 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
         {
-            values.record(&mut Collect(&mut fields.0));
+            values.record(fields);
         }
     }
 
@@ -225,44 +239,74 @@ where
         if !self.filter.would_enable(event.metadata().target(), event.metadata().level()) {
             return;
         }
-        let mut line = serde_json::Map::new();
-        line.insert("timestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
-        line.insert("level".into(), event.metadata().level().as_str().into());
-        let mut own = serde_json::Map::new();
-        event.record(&mut Collect(&mut own));
-        line.insert("message".into(), own.remove("message").unwrap_or_default());
-        line.insert("target".into(), event.metadata().target().into());
+        // The spans' fields, root first (inner ones win), then the event's own.
+        let mut fields = SpanFields::default();
         let mut innermost = None;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(f) = span.extensions().get::<SpanFields>() {
                     for (k, v) in &f.0 {
-                        if !k.starts_with("otel.") && !v.is_null() {
-                            line.insert(k.clone(), v.clone());
+                        if !v.is_null() {
+                            fields.set(k, v.clone());
                         }
                     }
                 }
                 innermost = Some(span.id());
             }
         }
-        for (k, v) in own {
-            line.insert(k, v);
+        let mut own = SpanFields::default();
+        event.record(&mut own);
+        let mut message = serde_json::Value::Null;
+        for (k, v) in own.0 {
+            if k == "message" {
+                message = v;
+            } else {
+                fields.set(k, v);
+            }
         }
+        let mut ids = None;
         if let Some(id) = innermost {
             let dispatch = tracing::dispatcher::get_default(Clone::clone);
             if let Some(cx) = tracing_opentelemetry::get_otel_context(&id, &dispatch) {
                 let span = cx.span();
                 let sc = span.span_context();
                 if sc.is_valid() {
-                    line.insert("trace_id".into(), sc.trace_id().to_string().into());
-                    line.insert("span_id".into(), sc.span_id().to_string().into());
+                    ids = Some((sc.trace_id().to_string(), sc.span_id().to_string()));
                 }
             }
         }
-        let mut w = self.writer.make_writer();
+        let line = LogLine { event, message: &message, fields: &fields.0, ids: ids.as_ref() };
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');
-        let _ = w.write_all(&bytes);
+        let _ = self.writer.make_writer().write_all(&bytes);
+    }
+}
+
+/// One JSON log line, serialised straight from its parts.
+struct LogLine<'a> {
+    event: &'a tracing::Event<'a>,
+    message: &'a serde_json::Value,
+    fields: &'a [(&'static str, serde_json::Value)],
+    ids: Option<&'a (String, String)>,
+}
+
+impl serde::Serialize for LogLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(None)?;
+        let reserved = ["timestamp", "level", "message", "target", "trace_id", "span_id"];
+        m.serialize_entry("timestamp", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?;
+        m.serialize_entry("level", self.event.metadata().level().as_str())?;
+        m.serialize_entry("message", self.message)?;
+        m.serialize_entry("target", self.event.metadata().target())?;
+        for (k, v) in self.fields.iter().filter(|(k, _)| !reserved.contains(k)) {
+            m.serialize_entry(k, v)?;
+        }
+        if let Some((trace, span)) = self.ids {
+            m.serialize_entry("trace_id", trace)?;
+            m.serialize_entry("span_id", span)?;
+        }
+        m.end()
     }
 }
 
