@@ -416,9 +416,9 @@ fn a_checkpoint_of_another_log_is_refused() {
     assert_eq!(first(&r).0, Class::ForgedInsertion, "{r:#?}");
 }
 
-#[test]
-fn stream_configuration_drift() {
-    let good = StreamFacts {
+/// A stream configured as the log needs: append-only, kept seven years.
+fn append_only() -> StreamFacts {
+    StreamFacts {
         deny_delete: true,
         deny_purge: true,
         allow_rollup: false,
@@ -426,7 +426,12 @@ fn stream_configuration_drift() {
         max_msgs: -1,
         max_bytes: -1,
         max_age_secs: 7 * 365 * 24 * 3600,
-    };
+    }
+}
+
+#[test]
+fn stream_configuration_drift() {
+    let good = append_only();
     assert!(check_config(&good).is_empty());
     for (bad, word) in [
         (StreamFacts { deny_delete: false, ..good }, "deny_delete"),
@@ -460,15 +465,6 @@ fn write_bundle(
     line: impl Fn(u64, String) -> String,
 ) {
     use covenant_audit::bundle::{BundleEvent, FORMAT, Manifest, join_checkpoints};
-    let good = StreamFacts {
-        deny_delete: true,
-        deny_purge: true,
-        allow_rollup: false,
-        max_msgs_per_subject: -1,
-        max_msgs: -1,
-        max_bytes: -1,
-        max_age_secs: 0,
-    };
     let manifest = Manifest {
         format: FORMAT.into(),
         origin: ORIGIN.into(),
@@ -477,7 +473,7 @@ fn write_bundle(
         first_seq: 1,
         last_seq: records.len() as u64,
         events: records.len() as u64,
-        config: good,
+        config: append_only(),
         redacted_types: vec![],
     };
     let mut text = String::new();
