@@ -172,8 +172,9 @@ async fn execute(
             Err(e) => return request_error(StatusCode::UNAUTHORIZED, media, "UNAUTHENTICATED", &e.to_string()),
         },
     };
-    if let Some(p) = &principal {
-        let span = tracing::Span::current();
+    if let Some(p) = &principal
+        && let Some(span) = covenant_commands::trace::request_span()
+    {
         span.record("user_id", tracing::field::display(p.user_id));
         span.record("role", p.role.as_str());
     }
@@ -200,7 +201,9 @@ async fn execute(
     let request = request.data(principal).data(ClientIp(peer.ip()));
     let started = Instant::now();
     let gql_span = if covenant_commands::trace::in_sampled_trace() {
+        // The request span is not entered (see `trace::in_request`): name it as the parent.
         tracing::debug_span!(
+            parent: covenant_commands::trace::request_span_id(),
             "graphql",
             otel.name = format!("{kind} {operation}"),
             graphql.operation.name = %operation,
@@ -522,7 +525,6 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 /// `request_id`, `status`, `duration_ms` and, once signed in, `user_id` and `role`.
 pub async fn track(req: Request, next: Next) -> Response {
     use opentelemetry::trace::TraceContextExt as _;
-    use tracing::Instrument as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let started = Instant::now();
     let method = req.method().to_string();
@@ -543,7 +545,7 @@ pub async fn track(req: Request, next: Next) -> Response {
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
-    let response = next.run(req).instrument(span.clone()).await;
+    let response = covenant_commands::trace::in_request(span.clone(), next.run(req)).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     span.record("http.response.status_code", status);

@@ -241,7 +241,6 @@ impl EventLog {
         events: &[NewEvent],
         extra: &[(String, String)],
     ) -> Result<Appended, LogError> {
-        use tracing::Instrument as _;
         // The producer span; its W3C context travels in the messages' headers (unhashed),
         // so the projection that applies them links back to it.
         let destination = subject.rsplit_once('.').map_or(subject, |(d, _)| d);
@@ -259,7 +258,10 @@ impl EventLog {
         };
         let mut extra = extra.to_vec();
         crate::trace::inject(&span, &mut extra);
-        self.append_inner(subject, tip, events, &extra).instrument(span).await
+        // A leaf span, held open across the append but never entered (entering it at every
+        // poll costs more than it tells; its context travels in the headers above).
+        let _open = span;
+        self.append_inner(subject, tip, events, &extra).await
     }
 
     async fn append_inner(

@@ -12,13 +12,47 @@ impl Injector for VecInjector<'_> {
     }
 }
 
-/// Whether the current span belongs to a sampled trace. Covenant's inner spans (command,
-/// send, GraphQL, SQL) are made only then: requests start traces, and work outside a
-/// sampled request (the CLI, unsampled requests) makes no spans at all, so it pays nothing.
+/// The request a task serves: its span, and whether its trace is sampled (decided once).
+struct Request {
+    span: tracing::Span,
+    sampled: bool,
+}
+
+tokio::task_local! {
+    static REQUEST: Request;
+}
+
+/// Runs `fut`, a request's handling, with `span` as its request span. The span is not
+/// entered at every poll (which costs every layer an enter and an exit each time the
+/// request's future is woken): log lines read the request's fields through
+/// [`request_span`], and the GraphQL span names it as its parent.
+pub async fn in_request<F: std::future::Future>(span: tracing::Span, fut: F) -> F::Output {
+    use opentelemetry::trace::TraceContextExt as _;
+    let sampled = !span.is_disabled() && span.context().span().span_context().is_sampled();
+    REQUEST.scope(Request { span, sampled }, fut).await
+}
+
+/// The span of the request this task serves (see [`in_request`]), if any.
+pub fn request_span() -> Option<tracing::Span> {
+    REQUEST.try_with(|r| r.span.clone()).ok()
+}
+
+/// The id of the request span (see [`request_span`]), if any.
+pub fn request_span_id() -> Option<tracing::Id> {
+    REQUEST.try_with(|r| r.span.id()).ok().flatten()
+}
+
+/// Whether the current span, or else the current request's span, belongs to a sampled
+/// trace. Covenant's inner spans (command, send, GraphQL, SQL) are made only then:
+/// requests start traces, and work outside a sampled request (the CLI, unsampled
+/// requests) makes no spans at all, so it pays nothing.
 pub fn in_sampled_trace() -> bool {
     use opentelemetry::trace::TraceContextExt as _;
     let current = tracing::Span::current();
-    !current.is_disabled() && current.context().span().span_context().is_sampled()
+    if current.is_disabled() {
+        return REQUEST.try_with(|r| r.sampled).unwrap_or(false);
+    }
+    current.context().span().span_context().is_sampled()
 }
 
 /// Adds the `traceparent` (and `tracestate`) of `span` to `headers`.

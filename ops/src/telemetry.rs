@@ -155,10 +155,16 @@ where
         opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         let tracer = p.tracer("covenant");
         opentelemetry::global::set_tracer_provider(p);
-        // No busy/idle timing (two clock reads and a span lookup at every poll of every
-        // instrumented future) and no thread attributes (meaningless on a work-stealing
-        // runtime): the request path pays for the spans, not for these.
-        tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false).with_threads(false)
+        // Nothing at every poll of an instrumented future: no busy/idle timing (two clock
+        // reads and a span lookup) and no OpenTelemetry context attached to the thread
+        // (Covenant reads a span's context from the span itself, `Span::context`, for
+        // sampling and propagation); no thread attributes (meaningless on a work-stealing
+        // runtime). The request path pays for its spans, not for these.
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_threads(false)
     });
     let _ = tracing_subscriber::registry().with(global).with(logs).with(traces).try_init();
 }
@@ -220,7 +226,7 @@ where
         if !self.filter.would_enable(attrs.metadata().target(), attrs.metadata().level()) {
             return;
         }
-        let mut fields = SpanFields::default();
+        let mut fields = SpanFields(Vec::with_capacity(attrs.metadata().fields().len()));
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(fields);
@@ -239,54 +245,69 @@ where
         if !self.filter.would_enable(event.metadata().target(), event.metadata().level()) {
             return;
         }
-        // The spans' fields, root first (inner ones win), then the event's own.
-        let mut fields = SpanFields::default();
-        let mut innermost = None;
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(f) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in &f.0 {
-                        if !v.is_null() {
-                            fields.set(k, v.clone());
-                        }
-                    }
-                }
-                innermost = Some(span.id());
-            }
-        }
-        let mut own = SpanFields::default();
+        // The spans' fields, root first, then the event's own; borrowed, and on a repeated
+        // name the innermost (last) wins when the line is written.
+        // Outside any entered span, a request's events belong to its request span (which is
+        // not entered at every poll, see `trace::in_request`).
+        let scope: Vec<_> = match ctx.event_scope(event) {
+            Some(s) => s.from_root().collect(),
+            None => covenant_commands::trace::request_span_id()
+                .and_then(|id| ctx.span_scope(&id))
+                .map(|s| s.from_root().collect())
+                .unwrap_or_default(),
+        };
+        let extensions: Vec<_> = scope.iter().map(|span| span.extensions()).collect();
+        let mut own = SpanFields(Vec::with_capacity(4));
         event.record(&mut own);
-        let mut message = serde_json::Value::Null;
-        for (k, v) in own.0 {
-            if k == "message" {
+        let mut fields: Vec<(&str, &serde_json::Value)> = Vec::with_capacity(16);
+        for f in extensions.iter().filter_map(|e| e.get::<SpanFields>()) {
+            fields.extend(f.0.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (*k, v)));
+        }
+        let mut message = &serde_json::Value::Null;
+        for (k, v) in &own.0 {
+            if *k == "message" {
                 message = v;
             } else {
-                fields.set(k, v);
+                fields.push((k, v));
             }
         }
         let mut ids = None;
-        if let Some(id) = innermost {
+        if let Some(span) = scope.last() {
             let dispatch = tracing::dispatcher::get_default(Clone::clone);
-            if let Some(cx) = tracing_opentelemetry::get_otel_context(&id, &dispatch) {
-                let span = cx.span();
-                let sc = span.span_context();
+            if let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) {
+                let sc = cx.span().span_context().clone();
                 if sc.is_valid() {
-                    ids = Some((sc.trace_id().to_string(), sc.span_id().to_string()));
+                    ids = Some((hex(&sc.trace_id().to_bytes()), hex(&sc.span_id().to_bytes())));
                 }
             }
         }
-        let line = LogLine { event, message: &message, fields: &fields.0, ids: ids.as_ref() };
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        let line = LogLine { event, message, fields: &fields, ids: ids.as_ref() };
+        let mut bytes = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut bytes, &line).is_err() {
+            return;
+        }
         bytes.push(b'\n');
         let _ = self.writer.make_writer().write_all(&bytes);
     }
+}
+
+/// Lower-case hex of `bytes` (trace and span ids as W3C writes them).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// One JSON log line, serialised straight from its parts.
 struct LogLine<'a> {
     event: &'a tracing::Event<'a>,
     message: &'a serde_json::Value,
-    fields: &'a [(&'static str, serde_json::Value)],
+    /// Fields in order; of a repeated name the last is written.
+    fields: &'a [(&'a str, &'a serde_json::Value)],
     ids: Option<&'a (String, String)>,
 }
 
@@ -299,8 +320,11 @@ impl serde::Serialize for LogLine<'_> {
         m.serialize_entry("level", self.event.metadata().level().as_str())?;
         m.serialize_entry("message", self.message)?;
         m.serialize_entry("target", self.event.metadata().target())?;
-        for (k, v) in self.fields.iter().filter(|(k, _)| !reserved.contains(k)) {
-            m.serialize_entry(k, v)?;
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            let overridden = self.fields[i + 1..].iter().any(|(later, _)| later == k);
+            if !overridden && !reserved.contains(k) {
+                m.serialize_entry(k, v)?;
+            }
         }
         if let Some((trace, span)) = self.ids {
             m.serialize_entry("trace_id", trace)?;
@@ -435,6 +459,36 @@ mod tests {
         assert_eq!((line["status"].as_u64(), line["duration_ms"].as_f64()), (Some(200), Some(1.5)));
         assert_eq!(line["level"], "INFO");
         assert!(line["timestamp"].is_string() && line["target"].is_string(), "{line}");
+    }
+
+    /// The request span is not entered at every poll (`trace::in_request`): an event
+    /// inside the request, outside any entered span, still carries the request's fields.
+    #[test]
+    fn events_inside_a_request_carry_its_span_fields() {
+        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(JsonLogs { writer: buf.clone(), filter: DEFAULT_FILTER.parse().expect("filter") });
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("http", request_id = "r-3", role = tracing::field::Empty);
+            rt.block_on(covenant_commands::trace::in_request(span, async {
+                if let Some(s) = covenant_commands::trace::request_span() {
+                    s.record("role", "steward");
+                }
+                tokio::task::yield_now().await;
+                tracing::warn!(code = "X", "inside the request");
+            }));
+            tracing::warn!("outside any request");
+        });
+        let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "inside the request");
+        assert_eq!((lines[0]["request_id"].as_str(), lines[0]["role"].as_str()), (Some("r-3"), Some("steward")));
+        assert_eq!(lines[0]["code"], "X");
+        assert!(lines[1].get("request_id").is_none(), "{}", lines[1]);
     }
 
     #[test]

@@ -210,7 +210,6 @@ fn unavailable<E>(_: E) -> async_graphql::Error {
 /// Awaits a read-model query, recording `db_client_operation_duration_seconds{operation}`
 /// inside a client span.
 async fn db<T>(operation: &'static str, query: impl std::future::Future<Output = T>) -> T {
-    use tracing::Instrument as _;
     let span = if covenant_commands::trace::in_sampled_trace() {
         tracing::debug_span!(
             "db",
@@ -223,7 +222,10 @@ async fn db<T>(operation: &'static str, query: impl std::future::Future<Output =
         tracing::Span::none()
     };
     let started = std::time::Instant::now();
-    let out = query.instrument(span).await;
+    // A leaf span, held open across the query but never entered: entering it at every poll
+    // of the query would cost more than the span (nothing inside it makes spans or logs).
+    let _open = span;
+    let out = query.await;
     metrics::histogram!("db_client_operation_duration_seconds", "operation" => operation)
         .record(started.elapsed().as_secs_f64());
     out

@@ -37,6 +37,11 @@ pub struct ObservabilityBench {
     /// `traces` or a combination joined by `+` (`metrics+traces`).
     #[arg(long, value_delimiter = ',', default_value = "off,on")]
     pub modes: Vec<String>,
+    /// Run each round's modes at the same time (sharing the machine, so a noisy neighbour
+    /// slows both alike) instead of one after the other; the figure is then the median of
+    /// the rounds' on/off ratios.
+    #[arg(long)]
+    pub paired: bool,
 }
 
 /// One measured run in a child process (internal).
@@ -60,6 +65,10 @@ pub struct ObservabilityWorker {
     /// Concurrent HTTP clients.
     #[arg(long)]
     pub concurrency: usize,
+    /// Print `ready` before the HTTP load and wait for a line on standard input (so paired
+    /// runs load the machine at the same time).
+    #[arg(long)]
+    pub barrier: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
@@ -92,42 +101,25 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
     }
     let mut results: Vec<(&str, Measured)> = Vec::new();
     for round in 1..=opts.rounds {
+        let mut runs = Vec::new();
         for mode in opts.modes.iter().map(String::as_str) {
             let db = format!("obs_{round}_{mode}");
             pg.create_database(&db).await?;
-            let mut cmd = tokio::process::Command::new(&exe);
-            cmd.args(["bench", "observability-worker", "--telemetry", mode, "--nats", &nats.url()])
-                .args(["--database", &pg.url(&db), "--commands", &opts.commands.to_string()])
-                .args(["--seconds", &opts.seconds.to_string(), "--concurrency", &opts.concurrency.to_string()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .kill_on_drop(true);
-            let has = |part: &str| mode == "on" || mode.split('+').any(|p| p == part);
-            // Logs on: the service's default filter (RUST_LOG unset); off: nothing.
-            if has("logs") {
-                cmd.env_remove("RUST_LOG");
+            let cmd = worker_command(&exe, mode, &nats.url(), &pg.url(&db), opts);
+            if opts.paired {
+                runs.push((cmd, mode));
             } else {
-                cmd.env("RUST_LOG", "off");
+                let m = run_worker(cmd, mode).await?;
+                print_run(round, mode, &m);
+                results.push((mode, m));
             }
-            cmd.env("COVENANT_LOG_FORMAT", "json");
-            if has("traces") {
-                cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", "discard");
-            } else {
-                cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        }
+        if opts.paired {
+            let measured = paired(runs).await?;
+            for (mode, m) in opts.modes.iter().map(String::as_str).zip(measured) {
+                print_run(round, mode, &m);
+                results.push((mode, m));
             }
-            let out = cmd.output().await.context("running a worker")?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let m: Measured = text
-                .lines()
-                .rev()
-                .find_map(|l| serde_json::from_str(l).ok())
-                .with_context(|| format!("worker ({mode}) printed no result: {text}"))?;
-            println!(
-                "  round {round} telemetry {mode:<7}: {:>8.0} commands/s   {:>7.0} GraphQL requests/s (p99 {:.1} ms, \
-                 {:.0} us CPU each)",
-                m.commands_per_sec, m.http_per_sec, m.http_p99_ms, m.http_cpu_us
-            );
-            results.push((mode, m));
         }
     }
     let best = |mode: &str, f: fn(&Measured) -> f64| {
@@ -153,6 +145,9 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
             if overhead <= 10.0 { "MET" } else { "NOT MET" }
         );
     }
+    if opts.paired {
+        print_paired(&results);
+    }
     // CPU per request: the median of each mode's rounds (a noisy neighbour slows a run's
     // wall clock, but barely its CPU per request).
     let median = |mode: &str| {
@@ -168,6 +163,121 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The command line of one worker run in `mode`.
+fn worker_command(
+    exe: &std::path::Path,
+    mode: &str,
+    nats: &str,
+    database: &str,
+    opts: &ObservabilityBench,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["bench", "observability-worker", "--telemetry", mode, "--nats", nats])
+        .args(["--database", database, "--commands", &opts.commands.to_string()])
+        .args(["--seconds", &opts.seconds.to_string(), "--concurrency", &opts.concurrency.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if opts.paired {
+        cmd.arg("--barrier").stdin(Stdio::piped());
+    }
+    let has = |part: &str| mode == "on" || mode.split('+').any(|p| p == part);
+    // Logs on: the service's default filter (RUST_LOG unset); off: nothing.
+    if has("logs") {
+        cmd.env_remove("RUST_LOG");
+    } else {
+        cmd.env("RUST_LOG", "off");
+    }
+    cmd.env("COVENANT_LOG_FORMAT", "json");
+    if has("traces") {
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", "discard");
+    } else {
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    }
+    cmd
+}
+
+/// Runs a worker and reads its figures.
+async fn run_worker(mut cmd: tokio::process::Command, mode: &str) -> Result<Measured> {
+    let out = cmd.output().await.context("running a worker")?;
+    parse_result(&String::from_utf8_lossy(&out.stdout), mode)
+}
+
+/// The figures a worker printed last.
+fn parse_result(text: &str, mode: &str) -> Result<Measured> {
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("worker ({mode}) printed no result: {text}"))
+}
+
+/// Runs the round's workers together: each prepares (commands, projections caught up),
+/// then all start their HTTP load at once.
+async fn paired(runs: Vec<(tokio::process::Command, &str)>) -> Result<Vec<Measured>> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut children = Vec::new();
+    for (mut cmd, mode) in runs {
+        let mut child = cmd.spawn().context("starting a worker")?;
+        let out = child.stdout.take().context("worker stdout")?;
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        loop {
+            match lines.next_line().await.context("reading a worker")? {
+                Some(l) if l == "ready" => break,
+                Some(_) => {}
+                None => bail!("worker ({mode}) ended before its HTTP load"),
+            }
+        }
+        children.push((child, lines, mode));
+    }
+    for (child, ..) in &mut children {
+        if let Some(stdin) = child.stdin.as_mut() {
+            stdin.write_all(b"go\n").await.context("starting a worker's load")?;
+        }
+    }
+    let mut out = Vec::new();
+    for (mut child, mut lines, mode) in children {
+        let mut text = String::new();
+        while let Some(l) = lines.next_line().await.context("reading a worker")? {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        child.wait().await.context("waiting for a worker")?;
+        out.push(parse_result(&text, mode)?);
+    }
+    Ok(out)
+}
+
+fn print_run(round: usize, mode: &str, m: &Measured) {
+    println!(
+        "  round {round} telemetry {mode:<7}: {:>8.0} commands/s   {:>7.0} GraphQL requests/s (p99 {:.1} ms, \
+         {:.0} us CPU each)",
+        m.commands_per_sec, m.http_per_sec, m.http_p99_ms, m.http_cpu_us
+    );
+}
+
+/// With `--paired`: the median over rounds of on/off, each round's runs having shared the
+/// machine.
+fn print_paired(results: &[(&str, Measured)]) {
+    let of = |mode: &str| results.iter().filter(|(m, _)| *m == mode).map(|(_, r)| *r).collect::<Vec<_>>();
+    let (off, on) = (of("off"), of("on"));
+    type Ratio = fn(&Measured, &Measured) -> f64;
+    let median = |f: Ratio| {
+        let mut v: Vec<f64> = off.iter().zip(&on).map(|(a, b)| f(a, b)).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let rows: [(&str, Ratio); 3] = [
+        ("commands/s", |a, b| 1.0 - b.commands_per_sec / a.commands_per_sec),
+        ("GraphQL requests/s", |a, b| 1.0 - b.http_per_sec / a.http_per_sec),
+        ("CPU per GraphQL request", |a, b| b.http_cpu_us / a.http_cpu_us - 1.0),
+    ];
+    for (what, f) in rows {
+        if let Some(o) = median(f) {
+            println!("  paired, median of rounds: {what:<23} overhead {:>5.1}%", o * 100.0);
+        }
+    }
 }
 
 /// The child's run: prints one JSON line of figures.
@@ -245,6 +355,11 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     let client: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let opts = HttpBench { concurrency: vec![w.concurrency], seconds: w.seconds, mutations: 20 };
+    if w.barrier {
+        println!("ready");
+        let mut go = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut go).await?;
+    }
     let cpu0 = covenant_api::process::cpu_seconds().unwrap_or(0.0);
     let f = load(&client, api.addr, w.concurrency, &opts, Some(token)).await?;
     let cpu = covenant_api::process::cpu_seconds().unwrap_or(0.0) - cpu0;
