@@ -34,6 +34,63 @@ pub fn scan(line: &str) -> Option<Line<'_>> {
     if line.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'\\')) {
         return None;
     }
+    exported(line).or_else(|| general(line))
+}
+
+/// The layout `covenant audit export` writes, byte for byte: the keys in their order, the
+/// headers sorted (as the export's map keeps them), no white space. Literal keys are
+/// compared, not searched for, and hashes and ids are taken at their fixed widths (a value
+/// of another width falls through to [`general`], which reads it all the same).
+fn exported(line: &str) -> Option<Line<'_>> {
+    use crate::entry::headers as h;
+    let mut c = Cursor { s: line, i: 0 };
+    c.lit("{\"seq\":")?;
+    let seq = c.number()?;
+    c.lit(",\"subject\":")?;
+    let subject = c.string()?;
+    if c.lit(",\"time\":").is_some() {
+        c.string()?;
+    }
+    let mut f = Fields::default();
+    let fixed = [
+        (h::ACTOR, 0),
+        (h::AGGREGATE_VERSION, 0),
+        (h::AUDIT_HASH, 44),
+        (h::AUDIT_PREV, 44),
+        (h::AUDIT_V, 0),
+        (h::CONTENT_TYPE, 0),
+        (h::EVENT_ID, 36),
+        (h::EVENT_TYPE, 0),
+        (h::OCCURRED_AT, 0),
+    ];
+    c.lit(",\"headers\":{")?;
+    let mut values = [""; 9];
+    for (i, (name, width)) in fixed.iter().enumerate() {
+        if i > 0 {
+            c.lit(",")?;
+        }
+        c.lit("\"")?;
+        c.lit(name)?;
+        c.lit("\":")?;
+        values[i] = if *width == 0 { c.string()? } else { c.fixed_string(*width)? };
+    }
+    [f.actor, f.version, f.hash, f.prev, f.audit_v, f.content_type, f.event_id, f.event_type, f.occurred_at] =
+        values.map(Some);
+    c.lit("},\"payload_sha256\":")?;
+    let payload_sha256 = c.fixed_string(44)?;
+    let payload = if c.lit(",\"payload\":").is_some() {
+        let p = c.string()?;
+        c.lit("}")?;
+        Some(p)
+    } else {
+        c.lit(",\"redacted\":true}")?;
+        None
+    };
+    (c.i == line.len()).then_some(Line { seq, subject, headers: f, payload_sha256, payload })
+}
+
+/// Any JSON object in the subset (keys in any order, white space, other keys).
+fn general(line: &str) -> Option<Line<'_>> {
     let mut c = Cursor { s: line, i: 0 };
     let mut out = Line::default();
     let (mut seq, mut subject, mut headers, mut payload_sha256, mut payload) = (false, false, false, false, false);
@@ -133,6 +190,28 @@ impl<'a> Cursor<'a> {
         self.i = end + 1;
         // Both ends are ASCII quotes, so the slice is on character boundaries.
         self.s.get(start..end)
+    }
+
+    /// The literal `word` next, with no white space before it.
+    fn lit(&mut self, word: &str) -> Option<()> {
+        let rest = self.s.get(self.i..)?;
+        rest.starts_with(word).then(|| self.i += word.len())
+    }
+
+    /// A string of exactly `width` bytes (no white space before it).
+    fn fixed_string(&mut self, width: usize) -> Option<&'a str> {
+        let b = self.bytes();
+        let (open, close) = (self.i, self.i + 1 + width);
+        if b.get(open) != Some(&b'"') || b.get(close) != Some(&b'"') {
+            return None;
+        }
+        // No quote inside: the value really is `width` bytes long.
+        let value = self.s.get(open + 1..close)?;
+        if memchr::memchr(b'"', value.as_bytes()).is_some() {
+            return None;
+        }
+        self.i = close + 1;
+        Some(value)
     }
 
     fn nullable_string(&mut self) -> Option<Option<&'a str>> {
@@ -242,6 +321,28 @@ mod tests {
         assert_eq!((h.audit_v, h.prev, h.hash, h.version), (Some("1"), Some("p="), Some("h="), Some("2")));
         assert_eq!((h.event_id, h.event_type, h.occurred_at), (Some("e"), Some("country.update"), Some("o")));
         assert_eq!((h.actor, h.content_type), (Some("system"), Some("application/json")));
+    }
+
+    /// A line as `covenant audit export` writes it.
+    const EXPORTED: &str = r#"{"seq":1,"subject":"bench.events.country.AD","time":"2026-12-04T02:17:44.811240675+00:00","headers":{"Actor":"system","Aggregate-Version":"1","Audit-Hash":"3bw70mSNPIJ3fGedpeL/QDAFSCNurRhKLWWCO+i9y9I=","Audit-Prev":"CrkqkDR8QB9V+3pVZ3DA23zVLXEhL+YEN81H/DI3z/Y=","Audit-V":"1","Content-Type":"application/json","Event-Id":"a0395e41-7799-44ba-90fa-59854627b6d9","Event-Type":"country.registered","Occurred-At":"2026-12-04T02:17:44.807962964Z"},"payload_sha256":"gYplT2nFxKjDRgiAin9xsVbZBptzju+7bblhfqWRgy4=","payload":"eyJjb2RlIjoiQUQiLCJuYW1lIjoiQUQiLCJnZHBfdXNkIjoiMTAwMDAwMCJ9"}"#;
+
+    #[test]
+    fn the_export_layout_is_read_by_both_readers_alike() {
+        let fast = exported(EXPORTED).expect("the export's layout");
+        assert_eq!(Some(fast), general(EXPORTED));
+        assert_eq!(fast.headers.hash.map(str::len), Some(44));
+        let redacted = EXPORTED.split(",\"payload\":").next().expect("a payload").to_owned() + ",\"redacted\":true}";
+        let r = exported(&redacted).expect("a redacted line");
+        assert_eq!((r.payload, Some(r)), (None, general(&redacted)));
+        // Another width, order or a missing header: only the general reader takes it.
+        for other in [
+            EXPORTED.replace("\"Audit-V\":\"1\"", "\"Audit-V\":\"1\",\"Extra\":\"x\""),
+            EXPORTED.replace("\"Actor\":\"system\",", ""),
+            EXPORTED.replace("Event-Id\":\"", "Event-Id\":\"x"),
+        ] {
+            assert_eq!(exported(&other), None, "{other}");
+            assert!(general(&other).is_some(), "{other}");
+        }
     }
 
     #[test]
