@@ -171,7 +171,7 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
     let file = std::fs::File::open(&path).map_err(|e| BundleError::Io(path.display().to_string(), e))?;
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    let mut blocks = Blocks { file, path: path.display().to_string(), block: Vec::new(), eof: false };
+    let mut blocks = Blocks { file, path: path.display().to_string(), buf: Vec::new(), filled: 0, eof: false };
     let mut read_so_far = 0u64;
     let mut take = |batch: Vec<verify::Checked>| {
         read_so_far += batch.len() as u64;
@@ -309,8 +309,11 @@ const BLOCK: usize = 8 << 20;
 struct Blocks {
     file: std::fs::File,
     path: String,
-    /// The partial last line of the previous block, then the new block.
-    block: Vec<u8>,
+    /// The partial last line of the previous block, then the new block (zeroed once, when
+    /// it grows; reads overwrite it).
+    buf: Vec<u8>,
+    /// Bytes of `buf` holding file contents.
+    filled: usize,
     eof: bool,
 }
 
@@ -321,26 +324,29 @@ impl Blocks {
             if self.eof {
                 return Ok(None);
             }
-            let start = self.block.len();
-            self.block.resize(start + BLOCK, 0);
-            let n = read_full(&mut self.file, &mut self.block[start..])
+            let start = self.filled;
+            if self.buf.len() < start + BLOCK {
+                self.buf.resize(start + BLOCK, 0);
+            }
+            let n = read_full(&mut self.file, &mut self.buf[start..start + BLOCK])
                 .map_err(|e| BundleError::Io(self.path.clone(), e))?;
-            self.block.truncate(start + n);
+            self.filled += n;
             self.eof = n == 0;
             // Complete lines only; the partial last line waits for the next block (or EOF).
             let end = if self.eof {
-                self.block.len()
+                self.filled
             } else {
-                self.block.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
+                self.buf[..self.filled].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
             };
             if end == 0 {
                 continue;
             }
-            let text = std::str::from_utf8(&self.block[..end])
+            let text = std::str::from_utf8(&self.buf[..end])
                 .map_err(|_| BundleError::Malformed("events.ndjson is not UTF-8".into()))?;
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             let checked = check_lines(origin, &lines, threads)?;
-            self.block.drain(..end);
+            self.buf.copy_within(end..self.filled, 0);
+            self.filled -= end;
             return Ok(Some(checked));
         }
     }

@@ -125,6 +125,39 @@ pub fn entry_hash(f: &EntryFields<'_>, prev: &Hash, payload_sha256: &Hash) -> Re
 mod tests {
     use super::*;
 
+    /// A long entry hashes the bytes of DESIGN section 5 (written out by hand here).
+    #[test]
+    fn a_long_entry_hashes_like_a_short_one_would() {
+        let actor = "a".repeat(1000);
+        let f = EntryFields {
+            origin: ORIGIN,
+            subject: "covenant.events.country.US",
+            version: 3,
+            event_id: "e",
+            event_type: "t",
+            occurred_at: "o",
+            actor: &actor,
+            content_type: "c",
+        };
+        let mut want = Sha256::new();
+        Digest::update(&mut want, [0x00, 0x01]);
+        for (i, v) in [f.origin, f.subject, "", f.event_id, f.event_type, f.occurred_at, f.actor, f.content_type]
+            .iter()
+            .enumerate()
+        {
+            if i == 2 {
+                Digest::update(&mut want, 3u64.to_be_bytes());
+                continue;
+            }
+            Digest::update(&mut want, (v.len() as u16).to_be_bytes());
+            Digest::update(&mut want, v.as_bytes());
+        }
+        Digest::update(&mut want, [7; 32]);
+        Digest::update(&mut want, [9; 32]);
+        let want: Hash = want.finalize().into();
+        assert_eq!(entry_hash(&f, &[7; 32], &[9; 32]), Ok(want));
+    }
+
     #[test]
     fn an_oversize_field_is_refused_rather_than_truncated() {
         let long = "x".repeat(70_000);
