@@ -175,9 +175,7 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
     let mut read_so_far = 0u64;
     let mut take = |batch: Vec<verify::Checked>| {
         read_so_far += batch.len() as u64;
-        for c in batch {
-            verifier.push_checked(c);
-        }
+        verifier.push_all(batch);
         progress(read_so_far);
     };
     if threads <= 1 {

@@ -468,11 +468,16 @@ impl EventIds {
         self.table.reserve(n, |_| 0);
     }
 
+    /// Where `id` was first recorded, if it was.
+    fn seen(&self, id: u128) -> Option<u32> {
+        let hash = (id as u64) ^ ((id >> 64) as u64);
+        self.table.find(hash, |&i| self.ids[i as usize] == id).copied()
+    }
+
     /// Records `id` at `seq`; the sequence it first appeared at, if it is a repeat.
     fn insert(&mut self, id: u128, seq: u64) -> Option<u64> {
         let hash = (id as u64) ^ ((id >> 64) as u64);
-        let ids = &self.ids;
-        if let Some(&at) = self.table.find(hash, |&i| ids[i as usize] == id) {
+        if let Some(at) = self.seen(id) {
             return Some(self.seqs[at as usize]);
         }
         let Ok(at) = u32::try_from(self.ids.len()) else {
@@ -946,6 +951,29 @@ impl Verifier {
     pub fn push(&mut self, record: Record) {
         let checked = check(&self.origin, &record);
         self.push_checked(checked);
+    }
+
+    /// Checks records whose hashes [`check`] worked out, in stream order, as
+    /// [`Verifier::push_checked`] does one by one. The tables' entries for each group of
+    /// records are looked up first, all at once: independent reads the processor overlaps,
+    /// where one record after another would wait for each in turn.
+    pub fn push_all(&mut self, batch: Vec<Checked>) {
+        const GROUP: usize = 64;
+        let mut batch = batch.into_iter().peekable();
+        let mut group = Vec::with_capacity(GROUP);
+        while batch.peek().is_some() {
+            group.extend(batch.by_ref().take(GROUP));
+            for c in &group {
+                let key = c.key;
+                std::hint::black_box(self.aggregates.find(key[0], |a| a.key == key).map(|a| a.version));
+                if let Ok(claims) = &c.claims {
+                    std::hint::black_box(self.event_ids.seen(claims.event_id));
+                }
+            }
+            for c in group.drain(..) {
+                self.push_checked(c);
+            }
+        }
     }
 
     /// Checks one record whose hashes [`check`] worked out; records must come in stream
