@@ -22,18 +22,23 @@
 //! | fails | otherwise | `HEADER_EDIT` |
 //!
 //! A repeated `Event-Id` is `FORGED_INSERTION`; missing stream sequences are `GAP`.
+//!
+//! Submodules: `checkpoints` (signatures, key handovers, sizes and roots of the log's
+//! checkpoints and of a trusted one) and `tables` (the sequential pass's compact tables and
+//! small parsers).
 //! After a failure the verifier continues from the event's own claims, so one edit gives
 //! one finding rather than a cascade.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher as _;
+mod checkpoints;
+mod tables;
+use tables::{EventIds, Known, Subject, format_uuid, parse_uuid, subject_key};
 
 use serde::Serialize;
 
 use crate::encoding::{hash_from_b64, hash_to_b64};
 use crate::entry::{EntryFields, Hash, entry_hash, genesis, headers as h};
 use crate::merkle::CompactTree;
-use crate::note::{Checkpoint, NoteVerifier, SignedNote};
+use crate::note::NoteVerifier;
 
 /// What a finding is (DESIGN section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -252,35 +257,6 @@ pub struct Checked {
     payload_differs: bool,
 }
 
-/// A subject carried from the parallel side to the sequential one: inline when it is
-/// short, as subjects are (no allocation per event), boxed otherwise.
-#[derive(Debug)]
-enum Subject {
-    Inline(u8, [u8; 64]),
-    Boxed(Box<str>),
-}
-
-impl Subject {
-    fn new(s: &str) -> Self {
-        match u8::try_from(s.len()) {
-            Ok(len) if s.len() <= 64 => {
-                let mut b = [0; 64];
-                b[..s.len()].copy_from_slice(s.as_bytes());
-                Self::Inline(len, b)
-            }
-            _ => Self::Boxed(s.into()),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            // Copied from a `str`, so always UTF-8.
-            Self::Inline(len, b) => std::str::from_utf8(&b[..usize::from(*len)]).unwrap_or_default(),
-            Self::Boxed(s) => s,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Claims {
     prev: Hash,
@@ -371,156 +347,6 @@ fn parse_claims(f: &Fields<'_>) -> Result<Claims, String> {
         }
     }
     Ok(Claims { prev, hash, version, event_id })
-}
-
-/// A UUID in its 36-character hyphenated form, as a number.
-fn parse_uuid(s: &str) -> Option<u128> {
-    /// Hex digit values, 0xff for anything else.
-    const HEX: [u8; 256] = {
-        let mut t = [0xff; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            t[b'A' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    };
-    let b = s.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-        return None;
-    }
-    let (mut v, mut bad) = (0u128, 0u8);
-    for (i, c) in b.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            continue;
-        }
-        let d = HEX[usize::from(*c)];
-        bad |= d;
-        v = (v << 4) | u128::from(d & 0x0f);
-    }
-    (bad & 0xf0 == 0).then_some(v)
-}
-
-fn format_uuid(v: u128) -> String {
-    let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-}
-
-/// A hasher for keys that are already uniformly distributed (hash prefixes, random UUIDs):
-/// it folds the bytes instead of hashing them again.
-#[derive(Default, Clone, Copy)]
-struct Fold(u64);
-
-impl std::hash::Hasher for Fold {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // FxHash-style mixing for anything that is not a plain integer (subjects).
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 ^= v;
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
-    }
-}
-
-type FoldBuild = std::hash::BuildHasherDefault<Fold>;
-
-/// The aggregate table's key of a subject, worked out on the parallel side: two SipHash
-/// values under keys drawn at random for this process (std's `RandomState`). Subjects are
-/// told apart by these 128 bits rather than compared as strings (which would cost a
-/// second memory read per event); finding two subjects with one key would take a
-/// SipHash collision under keys the log's author never sees.
-fn subject_key(subject: &str) -> [u64; 2] {
-    static KEYS: std::sync::OnceLock<[std::collections::hash_map::RandomState; 2]> = std::sync::OnceLock::new();
-    let keys = KEYS.get_or_init(Default::default);
-    keys.each_ref().map(|k| k.hash_one(subject))
-}
-
-/// Every event id so far, for duplicates: ids and sequences in arrival order, and a table
-/// of their positions (4 bytes a slot, so it stays in cache where a map of ids would not).
-#[derive(Default)]
-struct EventIds {
-    ids: Vec<u128>,
-    seqs: Vec<u64>,
-    table: hashbrown::HashTable<u32>,
-    /// Set once more ids arrive than positions fit in 32 bits: later ids are not checked.
-    full: bool,
-}
-
-impl EventIds {
-    fn reserve(&mut self, n: usize) {
-        self.ids.reserve(n);
-        self.seqs.reserve(n);
-        self.table.reserve(n, |_| 0);
-    }
-
-    /// Where `id` was first recorded, if it was.
-    fn seen(&self, id: u128) -> Option<u32> {
-        let hash = (id as u64) ^ ((id >> 64) as u64);
-        self.table.find(hash, |&i| self.ids[i as usize] == id).copied()
-    }
-
-    /// Records `id` at `seq`; the sequence it first appeared at, if it is a repeat.
-    fn insert(&mut self, id: u128, seq: u64) -> Option<u64> {
-        let hash = (id as u64) ^ ((id >> 64) as u64);
-        if let Some(at) = self.seen(id) {
-            return Some(self.seqs[at as usize]);
-        }
-        let Ok(at) = u32::try_from(self.ids.len()) else {
-            self.full = true;
-            return None;
-        };
-        self.ids.push(id);
-        self.seqs.push(seq);
-        let ids = &self.ids;
-        self.table.insert_unique(hash, at, |&i| {
-            let id = ids[i as usize];
-            (id as u64) ^ ((id >> 64) as u64)
-        });
-        None
-    }
-}
-
-/// The 8-byte prefixes of every hash of the log so far and of its subjects' genesis
-/// hashes, asked only when an event fails both checks (to tell a predecessor from another
-/// log). Appending is a push; the index is built at the first question and kept after.
-#[derive(Default)]
-struct Known {
-    all: Vec<u64>,
-    index: Option<HashSet<u64, FoldBuild>>,
-}
-
-impl Known {
-    fn insert(&mut self, h: &Hash) {
-        let p = prefix(h);
-        self.all.push(p);
-        if let Some(i) = &mut self.index {
-            i.insert(p);
-        }
-    }
-
-    fn contains(&mut self, h: &Hash) -> bool {
-        let all = &self.all;
-        self.index.get_or_insert_with(|| all.iter().copied().collect()).contains(&prefix(h))
-    }
-}
-
-fn prefix(h: &Hash) -> u64 {
-    u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
 }
 
 /// A public key the auditor trusts to sign checkpoints.
@@ -758,185 +584,6 @@ impl Verifier {
             return;
         }
         self.findings.push(Finding { class, sequence, subject: subject.map(str::to_owned), detail });
-    }
-
-    fn read_checkpoints(&mut self, checkpoints: &[CheckpointText], keys: &[NoteVerifier]) {
-        // The key that may sign now: the first checkpoint's signer, then whoever a
-        // handover (a checkpoint signed by the current key and a new one) introduces.
-        let mut current: Option<[u8; 4]> = None;
-        let mut retired: HashMap<[u8; 4], u64> = HashMap::new();
-        let mut roots: HashMap<u64, (Hash, u64)> = HashMap::new();
-        let mut max_size = 0u64;
-        for cp in checkpoints {
-            let Ok(note) = SignedNote::parse(&cp.text) else {
-                self.finding(Class::BadSignature, None, None, format!("checkpoint #{} is not a signed note", cp.index));
-                continue;
-            };
-            let Ok(body) = Checkpoint::parse(&note.body) else {
-                self.finding(Class::BadSignature, None, None, format!("checkpoint #{} has a malformed body", cp.index));
-                continue;
-            };
-            if body.origin != self.origin {
-                self.finding(
-                    Class::ForgedInsertion,
-                    None,
-                    None,
-                    format!("checkpoint #{} is for log `{}`, not `{}`", cp.index, body.origin, self.origin),
-                );
-                continue;
-            }
-            let mut valid = Vec::new();
-            let mut forged = Vec::new();
-            let mut unknown = Vec::new();
-            for sig in &note.signatures {
-                match keys.iter().find(|k| k.id() == sig.key_id && k.name() == sig.name) {
-                    Some(k) if k.verify(&note.body, sig) => valid.push(sig.key_id),
-                    Some(_) => forged.push(sig.name.clone()),
-                    None => unknown.push(sig.name.clone()),
-                }
-            }
-            let (size, root) = (body.size, body.root);
-            let authorised = if !forged.is_empty() {
-                self.finding(
-                    Class::BadSignature,
-                    Some(size),
-                    None,
-                    format!(
-                        "checkpoint #{} (size {size}): the signature of {} does not verify",
-                        cp.index,
-                        forged.join(", ")
-                    ),
-                );
-                false
-            } else if valid.is_empty() {
-                let class = if unknown.is_empty() { Class::BadSignature } else { Class::UnknownKey };
-                self.finding(
-                    class,
-                    Some(size),
-                    None,
-                    format!(
-                        "checkpoint #{} (size {size}) is signed by no registered key ({})",
-                        cp.index,
-                        unknown.join(", ")
-                    ),
-                );
-                false
-            } else {
-                match current {
-                    None => {
-                        // The first checkpoint introduces its signer (the last one, if it
-                        // is already a handover).
-                        current = valid.last().copied();
-                        true
-                    }
-                    Some(cur) if valid.contains(&cur) => {
-                        if let Some(next) = valid.iter().find(|k| **k != cur) {
-                            retired.insert(cur, size);
-                            current = Some(*next);
-                        }
-                        true
-                    }
-                    Some(_) => {
-                        let signer = valid[0];
-                        let name = note.signatures.iter().find(|s| s.key_id == signer).map_or("?", |s| s.name.as_str());
-                        let why = match retired.get(&signer) {
-                            Some(at) => format!("key {name} was retired by the handover at size {at}"),
-                            None => format!("key {name} was never introduced by a handover from the current key"),
-                        };
-                        self.finding(
-                            Class::BadSignature,
-                            Some(size),
-                            None,
-                            format!("checkpoint #{} (size {size}): {why}", cp.index),
-                        );
-                        false
-                    }
-                }
-            };
-            if authorised {
-                if let Some((other, at)) = roots.get(&size)
-                    && *other != root
-                {
-                    self.finding(
-                        Class::Fork,
-                        Some(size),
-                        None,
-                        format!("checkpoints #{at} and #{} both have size {size} but different roots", cp.index),
-                    );
-                }
-                if size < max_size {
-                    self.finding(
-                        Class::Rollback,
-                        Some(size),
-                        None,
-                        format!("checkpoint #{} has size {size}, below the earlier {max_size}", cp.index),
-                    );
-                }
-                max_size = max_size.max(size);
-                roots.entry(size).or_insert((root, cp.index));
-            }
-            self.checkpoints.push(ParsedCheckpoint { index: cp.index, size, root, signed: authorised });
-        }
-    }
-
-    fn read_trusted(&mut self, text: &str, keys: &[NoteVerifier]) {
-        let parsed = SignedNote::parse(text).ok().and_then(|n| {
-            let body = Checkpoint::parse(&n.body).ok().map(|c| (c.origin.to_owned(), c.size, c.root))?;
-            let ok = n.signatures.iter().any(|s| keys.iter().any(|k| k.id() == s.key_id && k.verify(&n.body, s)));
-            Some((body, ok))
-        });
-        match parsed {
-            None => self.finding(
-                Class::BadSignature,
-                None,
-                None,
-                "the trusted checkpoint is not a signed checkpoint".into(),
-            ),
-            Some(((origin, ..), _)) if origin != self.origin => self.finding(
-                Class::Fork,
-                None,
-                None,
-                format!("the trusted checkpoint is for log `{origin}`, not `{}`", self.origin),
-            ),
-            Some((_, false)) => self.finding(
-                Class::UnknownKey,
-                None,
-                None,
-                "the trusted checkpoint is not signed by a registered key".into(),
-            ),
-            Some(((_, size, root), true)) => {
-                let latest = self.checkpoints.iter().filter(|c| c.signed).map(|c| c.size).max().unwrap_or(0);
-                if latest < size {
-                    self.finding(
-                        Class::Rollback,
-                        Some(latest + 1),
-                        None,
-                        format!("the log's latest checkpoint has size {latest}, older than the trusted one ({size})"),
-                    );
-                }
-                if let Some(c) = self.checkpoints.iter().find(|c| c.signed && c.size == size && c.root != root) {
-                    self.finding(
-                        Class::Fork,
-                        Some(size),
-                        None,
-                        format!("checkpoint #{} has the trusted size {size} but another root", c.index),
-                    );
-                }
-                self.trusted = Some((size, root));
-            }
-        }
-    }
-
-    fn check_empty_targets(&mut self) {
-        while let Some(&(size, root, what, index)) = self.targets.get(self.target_at) {
-            if size != 0 {
-                break;
-            }
-            if root != CompactTree::new().root() {
-                self.finding(Class::Fork, Some(0), None, format!("{what} #{index} of size 0 has a non-empty root"));
-            }
-            self.target_at += 1;
-        }
     }
 
     /// Makes room for `events` more events (a bundle's manifest or a stream's state says
