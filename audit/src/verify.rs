@@ -22,12 +22,13 @@
 //! | fails | otherwise | `HEADER_EDIT` |
 //!
 //! A repeated `Event-Id` is `FORGED_INSERTION`; missing stream sequences are `GAP`.
+
+//! After a failure the verifier continues from the event's own claims, so one edit gives
+//! one finding rather than a cascade.
 //!
 //! Submodules: `checkpoints` (signatures, key handovers, sizes and roots of the log's
 //! checkpoints and of a trusted one) and `tables` (the sequential pass's compact tables and
 //! small parsers).
-//! After a failure the verifier continues from the event's own claims, so one edit gives
-//! one finding rather than a cascade.
 
 mod checkpoints;
 mod tables;
