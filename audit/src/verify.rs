@@ -22,7 +22,6 @@
 //! | fails | otherwise | `HEADER_EDIT` |
 //!
 //! A repeated `Event-Id` is `FORGED_INSERTION`; missing stream sequences are `GAP`.
-
 //! After a failure the verifier continues from the event's own claims, so one edit gives
 //! one finding rather than a cascade.
 //!
