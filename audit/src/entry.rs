@@ -125,20 +125,25 @@ pub fn entry_hash(f: &EntryFields<'_>, prev: &Hash, payload_sha256: &Hash) -> Re
 mod tests {
     use super::*;
 
-    /// A long entry hashes the bytes of DESIGN section 5 (written out by hand here).
-    #[test]
-    fn a_long_entry_hashes_like_a_short_one_would() {
-        let actor = "a".repeat(1000);
-        let f = EntryFields {
+    /// Test fields with `actor` at `version`.
+    fn with_actor(actor: &str, version: u64) -> EntryFields<'_> {
+        EntryFields {
             origin: ORIGIN,
             subject: "covenant.events.country.US",
-            version: 3,
+            version,
             event_id: "e",
             event_type: "t",
             occurred_at: "o",
-            actor: &actor,
+            actor,
             content_type: "c",
-        };
+        }
+    }
+
+    /// An entry (here a long one) hashes the bytes of DESIGN section 5, written out by hand.
+    #[test]
+    fn an_entry_hashes_the_design_layout_byte_for_byte() {
+        let actor = "a".repeat(1000);
+        let f = with_actor(&actor, 3);
         let mut want = Sha256::new();
         Digest::update(&mut want, [0x00, 0x01]);
         for (i, v) in [f.origin, f.subject, "", f.event_id, f.event_type, f.occurred_at, f.actor, f.content_type]
@@ -161,16 +166,7 @@ mod tests {
     #[test]
     fn an_oversize_field_is_refused_rather_than_truncated() {
         let long = "x".repeat(70_000);
-        let f = EntryFields {
-            origin: ORIGIN,
-            subject: "covenant.events.country.US",
-            version: 1,
-            event_id: "e",
-            event_type: "t",
-            occurred_at: "o",
-            actor: &long,
-            content_type: "c",
-        };
+        let f = with_actor(&long, 1);
         let err = entry_hash(&f, &[0; 32], &[0; 32]).expect_err("70 000-byte actor");
         assert_eq!(err, AuditError::FieldTooLong { field: "Actor", len: 70_000 });
     }
