@@ -220,6 +220,25 @@ impl<'a> Fields<'a> {
             content_type: get(h::CONTENT_TYPE),
         }
     }
+
+    /// Takes `value` when `name` is an audit header (exact name), for a source that walks
+    /// its headers once rather than looking each one up; `false` for any other name.
+    pub fn set(&mut self, name: &str, value: &'a str) -> bool {
+        let slot = match name {
+            h::AUDIT_V => &mut self.audit_v,
+            h::AUDIT_PREV => &mut self.prev,
+            h::AUDIT_HASH => &mut self.hash,
+            h::EVENT_ID => &mut self.event_id,
+            h::EVENT_TYPE => &mut self.event_type,
+            h::AGGREGATE_VERSION => &mut self.version,
+            h::OCCURRED_AT => &mut self.occurred_at,
+            h::ACTOR => &mut self.actor,
+            h::CONTENT_TYPE => &mut self.content_type,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
 }
 
 impl Record {

@@ -155,12 +155,21 @@ pub async fn verify_stream(
     Ok(report)
 }
 
-/// Checks one stored message (headers borrowed, payload hashed).
+/// Checks one stored message (headers borrowed, payload hashed). The headers are walked
+/// once: a lookup by name builds (allocates) a header name each time.
 pub fn check_message(origin: &str, seq: u64, m: &jetstream::Message) -> verify::Checked {
-    let headers = m.message.headers.as_ref();
-    let get = |k: &str| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str());
-    let fields = verify::Fields::from_headers(get);
-    let written = get(h::AUDIT_PAYLOAD).and_then(|v| covenant_audit::encoding::hash_from_b64(v).ok());
+    let mut fields = verify::Fields::default();
+    let mut written = None;
+    for (name, values) in m.message.headers.iter().flat_map(|hm| hm.iter()) {
+        // A lookup answers a name's first value; so does this.
+        let Some(value) = values.first() else { continue };
+        let name: &str = name.as_ref();
+        if name == h::AUDIT_PAYLOAD {
+            written = covenant_audit::encoding::hash_from_b64(value.as_str()).ok();
+        } else {
+            fields.set(name, value.as_str());
+        }
+    }
     verify::check_fields(origin, seq, &m.message.subject, &fields, payload_hash(&m.message.payload), written)
 }
 
