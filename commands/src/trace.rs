@@ -42,17 +42,18 @@ pub fn request_span_id() -> Option<tracing::Id> {
     REQUEST.try_with(|r| r.span.id()).ok().flatten()
 }
 
-/// Whether the current span, or else the current request's span, belongs to a sampled
-/// trace. Covenant's inner spans (command, send, GraphQL, SQL) are made only then:
-/// requests start traces, and work outside a sampled request (the CLI, unsampled
-/// requests) makes no spans at all, so it pays nothing.
+/// Whether the current work belongs to a sampled trace: inside a request, the request's
+/// decision (taken once, see [`in_request`]); elsewhere, the current span's. Covenant's
+/// inner spans (command, send, GraphQL, SQL, process) are made only then: requests start
+/// traces, and work outside a sampled request (the CLI, unsampled requests) makes no spans
+/// at all, so it pays nothing.
 pub fn in_sampled_trace() -> bool {
     use opentelemetry::trace::TraceContextExt as _;
-    let current = tracing::Span::current();
-    if current.is_disabled() {
-        return REQUEST.try_with(|r| r.sampled).unwrap_or(false);
+    if let Ok(sampled) = REQUEST.try_with(|r| r.sampled) {
+        return sampled;
     }
-    current.context().span().span_context().is_sampled()
+    let current = tracing::Span::current();
+    !current.is_disabled() && current.context().span().span_context().is_sampled()
 }
 
 /// Adds the `traceparent` (and `tracestate`) of `span` to `headers`.
