@@ -490,6 +490,9 @@ impl Report {
     }
 }
 
+/// Most events [`Verifier::reserve`] makes room for up front (about 150 MB of tables).
+pub const MAX_RESERVE: usize = 1 << 22;
+
 /// Most findings kept (the rest are counted).
 pub const MAX_FINDINGS: usize = 1000;
 
@@ -606,9 +609,11 @@ impl Verifier {
     }
 
     /// Makes room for `events` more events (a bundle's manifest or a stream's state says
-    /// how many), so the tables are not regrown on the way.
+    /// how many), so the tables are not regrown on the way. At most [`MAX_RESERVE`]: a
+    /// manifest is the bundle's own claim, and a false one must not make the verifier
+    /// allocate gigabytes up front (past that, the tables grow as events arrive).
     pub fn reserve(&mut self, events: u64) {
-        let n = usize::try_from(events).unwrap_or(usize::MAX).min(1 << 28);
+        let n = usize::try_from(events).unwrap_or(usize::MAX).min(MAX_RESERVE);
         self.event_ids.reserve(n);
         self.known.all.reserve(n);
     }

@@ -521,6 +521,15 @@ fn bundle_lines_outside_the_fast_reader_verify_the_same() {
         let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
         assert_eq!((r.exit_code(), r.events), (0, 12), "{r:#?}");
     }
+    // A manifest's event count is the bundle's own claim: an absurd one costs nothing.
+    let manifest = dir.path().join("manifest.json");
+    let claimed = std::fs::read_to_string(&manifest)
+        .expect("manifest")
+        .replace("\"events\":12", "\"events\":4611686018427387904");
+    assert!(claimed.contains("4611686018427387904"), "{claimed}");
+    std::fs::write(&manifest, claimed).expect("manifest");
+    let r = verify_dir(dir.path(), &VerifyOptions::default(), |_| {}).expect("bundle");
+    assert_eq!((r.exit_code(), r.events), (0, 12), "{r:#?}");
     for edited in [4u64, 7] {
         let mut changed = payloads.clone();
         changed[edited as usize - 1] = br#"{"i":999}"#.to_vec();
