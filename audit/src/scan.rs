@@ -274,7 +274,6 @@ impl<'a> Cursor<'a> {
 
     /// The `headers` object: string (or `null`) values; the audit names are kept.
     fn headers(&mut self) -> Option<Fields<'a>> {
-        use crate::entry::headers as h;
         let mut f = Fields::default();
         let mut seen = 0u16;
         self.expect(b'{')?;
@@ -286,19 +285,7 @@ impl<'a> Cursor<'a> {
             let name = self.string()?;
             self.expect(b':')?;
             let value = self.nullable_string()?;
-            let slot = match name {
-                h::AUDIT_V => Some((0, &mut f.audit_v)),
-                h::AUDIT_PREV => Some((1, &mut f.prev)),
-                h::AUDIT_HASH => Some((2, &mut f.hash)),
-                h::EVENT_ID => Some((3, &mut f.event_id)),
-                h::EVENT_TYPE => Some((4, &mut f.event_type)),
-                h::AGGREGATE_VERSION => Some((5, &mut f.version)),
-                h::OCCURRED_AT => Some((6, &mut f.occurred_at)),
-                h::ACTOR => Some((7, &mut f.actor)),
-                h::CONTENT_TYPE => Some((8, &mut f.content_type)),
-                _ => None,
-            };
-            if let Some((bit, field)) = slot {
+            if let Some((bit, field)) = f.slot(name) {
                 if seen & (1 << bit) != 0 {
                     return None;
                 }

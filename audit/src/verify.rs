@@ -206,38 +206,27 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// Reads the audit headers with `get` (a header lookup).
-    pub fn from_headers(get: impl Fn(&str) -> Option<&'a str>) -> Self {
-        Self {
-            audit_v: get(h::AUDIT_V),
-            prev: get(h::AUDIT_PREV),
-            hash: get(h::AUDIT_HASH),
-            event_id: get(h::EVENT_ID),
-            event_type: get(h::EVENT_TYPE),
-            version: get(h::AGGREGATE_VERSION),
-            occurred_at: get(h::OCCURRED_AT),
-            actor: get(h::ACTOR),
-            content_type: get(h::CONTENT_TYPE),
-        }
+    /// The slot of audit header `name` (exact name) with its position (0..9, distinct per
+    /// header, for callers that refuse repeats); `None` for any other name.
+    pub fn slot(&mut self, name: &str) -> Option<(u8, &mut Option<&'a str>)> {
+        Some(match name {
+            h::AUDIT_V => (0, &mut self.audit_v),
+            h::AUDIT_PREV => (1, &mut self.prev),
+            h::AUDIT_HASH => (2, &mut self.hash),
+            h::EVENT_ID => (3, &mut self.event_id),
+            h::EVENT_TYPE => (4, &mut self.event_type),
+            h::AGGREGATE_VERSION => (5, &mut self.version),
+            h::OCCURRED_AT => (6, &mut self.occurred_at),
+            h::ACTOR => (7, &mut self.actor),
+            h::CONTENT_TYPE => (8, &mut self.content_type),
+            _ => return None,
+        })
     }
 
-    /// Takes `value` when `name` is an audit header (exact name), for a source that walks
-    /// its headers once rather than looking each one up; `false` for any other name.
+    /// Takes `value` when `name` is an audit header, for a source that walks its headers
+    /// once rather than looking each one up; `false` for any other name.
     pub fn set(&mut self, name: &str, value: &'a str) -> bool {
-        let slot = match name {
-            h::AUDIT_V => &mut self.audit_v,
-            h::AUDIT_PREV => &mut self.prev,
-            h::AUDIT_HASH => &mut self.hash,
-            h::EVENT_ID => &mut self.event_id,
-            h::EVENT_TYPE => &mut self.event_type,
-            h::AGGREGATE_VERSION => &mut self.version,
-            h::OCCURRED_AT => &mut self.occurred_at,
-            h::ACTOR => &mut self.actor,
-            h::CONTENT_TYPE => &mut self.content_type,
-            _ => return false,
-        };
-        *slot = Some(value);
-        true
+        self.slot(name).map(|(_, slot)| *slot = Some(value)).is_some()
     }
 }
 
@@ -615,7 +604,7 @@ impl Verifier {
     pub fn reserve(&mut self, events: u64) {
         let n = usize::try_from(events).unwrap_or(usize::MAX).min(MAX_RESERVE);
         self.event_ids.reserve(n);
-        self.known.all.reserve(n);
+        self.known.reserve(n);
     }
 
     /// Checks one record (hashing on this thread).

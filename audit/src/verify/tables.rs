@@ -134,11 +134,15 @@ impl EventIds {
 /// log). Appending is a push; the index is built at the first question and kept after.
 #[derive(Default)]
 pub(super) struct Known {
-    pub(super) all: Vec<u64>,
+    all: Vec<u64>,
     index: Option<HashSet<u64, FoldBuild>>,
 }
 
 impl Known {
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.all.reserve(n);
+    }
+
     pub(super) fn insert(&mut self, h: &Hash) {
         let p = prefix(h);
         self.all.push(p);
