@@ -27,8 +27,7 @@ tokio::task_local! {
 /// request's future is woken): log lines read the request's fields through
 /// [`request_span`], and the GraphQL span names it as its parent.
 pub async fn in_request<F: std::future::Future>(span: tracing::Span, fut: F) -> F::Output {
-    use opentelemetry::trace::TraceContextExt as _;
-    let sampled = !span.is_disabled() && span.context().span().span_context().is_sampled();
+    let sampled = sampled(&span);
     REQUEST.scope(Request { span, sampled }, fut).await
 }
 
@@ -48,12 +47,16 @@ pub fn request_span_id() -> Option<tracing::Id> {
 /// traces, and work outside a sampled request (the CLI, unsampled requests) makes no spans
 /// at all, so it pays nothing.
 pub fn in_sampled_trace() -> bool {
-    use opentelemetry::trace::TraceContextExt as _;
-    if let Ok(sampled) = REQUEST.try_with(|r| r.sampled) {
-        return sampled;
+    match REQUEST.try_with(|r| r.sampled) {
+        Ok(sampled) => sampled,
+        Err(_) => sampled(&tracing::Span::current()),
     }
-    let current = tracing::Span::current();
-    !current.is_disabled() && current.context().span().span_context().is_sampled()
+}
+
+/// Whether `span` is enabled and belongs to a sampled trace.
+fn sampled(span: &tracing::Span) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    !span.is_disabled() && span.context().span().span_context().is_sampled()
 }
 
 /// Adds the `traceparent` (and `tracestate`) of `span` to `headers`.

@@ -437,6 +437,12 @@ mod tests {
         }
     }
 
+    /// A subscriber writing JSON lines into `buf` at the default filter.
+    fn json_logs_into(buf: &Buf) -> impl Subscriber + Send + Sync {
+        tracing_subscriber::registry()
+            .with(JsonLogs { writer: buf.clone(), filter: DEFAULT_FILTER.parse().expect("filter") })
+    }
+
     /// The tests install subscribers (one scoped, one global); run one at a time, since
     /// tracing recomputes every callsite's interest when a subscriber appears.
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -445,8 +451,7 @@ mod tests {
     fn json_lines_carry_the_span_fields_and_the_event() {
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(JsonLogs { writer: buf.clone(), filter: DEFAULT_FILTER.parse().expect("filter") });
+        let subscriber = json_logs_into(&buf);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("http", request_id = "r-1", user_id = tracing::field::Empty);
             span.record("user_id", "u-9");
@@ -467,8 +472,7 @@ mod tests {
     fn events_inside_a_request_carry_its_span_fields() {
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(JsonLogs { writer: buf.clone(), filter: DEFAULT_FILTER.parse().expect("filter") });
+        let subscriber = json_logs_into(&buf);
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("http", request_id = "r-3", role = tracing::field::Empty);

@@ -150,12 +150,10 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
     }
     // CPU per request: the median of each mode's rounds (a noisy neighbour slows a run's
     // wall clock, but barely its CPU per request).
-    let median = |mode: &str| {
-        let mut v: Vec<f64> = results.iter().filter(|(m, _)| *m == mode).map(|(_, r)| r.http_cpu_us).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    let cpu = |mode: &str| {
+        median(results.iter().filter(|(m, _)| *m == mode).map(|(_, r)| r.http_cpu_us).collect()).unwrap_or(0.0)
     };
-    let (off, on) = (median("off"), median("on"));
+    let (off, on) = (cpu("off"), cpu("on"));
     if off > 0.0 && on > 0.0 {
         println!(
             "  CPU per GraphQL request (median) off {off:>6.0} us   on {on:>6.0} us   overhead {:>5.1}%",
@@ -257,24 +255,26 @@ fn print_run(round: usize, mode: &str, m: &Measured) {
     );
 }
 
+/// The middle value (the upper one of an even count), if any.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
 /// With `--paired`: the median over rounds of on/off, each round's runs having shared the
 /// machine.
 fn print_paired(results: &[(&str, Measured)]) {
     let of = |mode: &str| results.iter().filter(|(m, _)| *m == mode).map(|(_, r)| *r).collect::<Vec<_>>();
     let (off, on) = (of("off"), of("on"));
     type Ratio = fn(&Measured, &Measured) -> f64;
-    let median = |f: Ratio| {
-        let mut v: Vec<f64> = off.iter().zip(&on).map(|(a, b)| f(a, b)).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
+    let paired = |f: Ratio| median(off.iter().zip(&on).map(|(a, b)| f(a, b)).collect());
     let rows: [(&str, Ratio); 3] = [
         ("commands/s", |a, b| 1.0 - b.commands_per_sec / a.commands_per_sec),
         ("GraphQL requests/s", |a, b| 1.0 - b.http_per_sec / a.http_per_sec),
         ("CPU per GraphQL request", |a, b| b.http_cpu_us / a.http_cpu_us - 1.0),
     ];
     for (what, f) in rows {
-        if let Some(o) = median(f) {
+        if let Some(o) = paired(f) {
             println!("  paired, median of rounds: {what:<23} overhead {:>5.1}%", o * 100.0);
         }
     }
