@@ -48,6 +48,24 @@ pub struct EventLog {
     origin: String,
 }
 
+/// The stream's info once it has a leader. A replicated stream that was just created (or
+/// whose leader just died) elects one within seconds; until then appends find no responder.
+/// Waits at most `patience`, then returns [`LogError::Unavailable`] naming the stream.
+async fn wait_for_leader(stream: &mut Stream, patience: Duration) -> Result<jetstream::stream::Info, LogError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let info = stream.info().await.map_err(LogError::unavailable)?.clone();
+        let led = info.cluster.as_ref().is_none_or(|c| c.leader.is_some());
+        if led {
+            return Ok(info);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LogError::unavailable(format!("stream {} has no leader yet", info.config.name)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 impl EventLog {
     /// Opens the log on `client`, creating the stream if it does not exist and refusing a
     /// stream whose configuration breaks the append-only guarantees.
@@ -72,7 +90,7 @@ impl EventLog {
             }
             Err(e) => return Err(LogError::unavailable(format!("looking up stream {}: {e}", cfg.stream))),
         };
-        let info = stream.info().await.map_err(LogError::unavailable)?;
+        let info = wait_for_leader(&mut stream, cfg.request_timeout).await?;
         let problems = check_stream_config(&info.config, &cfg);
         if !problems.is_empty() {
             let problems =
