@@ -300,7 +300,6 @@ const MAX_LINKS: usize = 128;
 /// a batch of several aggregate types), linked to the producer spans whose W3C context
 /// the events carry. Disabled (and free) unless traces are exported.
 fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> tracing::Span {
-    use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let first = events.first().map_or("", |e| e.subject.as_str());
     let prefix = first.rsplitn(3, '.').nth(2).unwrap_or_default();
@@ -319,22 +318,41 @@ fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> tracing:
         otel.name = format!("process {destination}"),
         otel.kind = "consumer",
         messaging.system = "nats",
-        messaging.destination.name = %destination,
+        messaging.destination.name = destination.as_str(),
         messaging.batch.message_count = events.len(),
         projection,
     );
     if !span.is_disabled() {
-        for e in events.iter().filter(|e| e.traceparent.is_some()).take(MAX_LINKS) {
-            let mut carrier = std::collections::HashMap::new();
-            carrier.insert("traceparent".to_owned(), e.traceparent.clone().unwrap_or_default());
-            let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-            let sc = cx.span().span_context().clone();
-            if sc.is_valid() {
-                span.add_link(sc);
-            }
+        for sc in events.iter().filter_map(|e| e.traceparent.as_deref().and_then(link_context)).take(MAX_LINKS) {
+            span.add_link(sc);
         }
     }
     span
+}
+
+/// The span context a W3C `traceparent` names (`version-traceid-spanid-flags`, in lower-case
+/// hex; a later version may append fields), if it is well formed and valid. Read here
+/// rather than through the propagator, which wants a map per event.
+fn link_context(traceparent: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let mut parts = traceparent.split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()? & TraceFlags::SAMPLED.to_u8());
+    let sc = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        flags,
+        true,
+        TraceState::default(),
+    );
+    sc.is_valid().then_some(sc)
 }
 
 /// One transaction: lock the checkpoint, apply the events above it, record skipped
@@ -402,4 +420,40 @@ async fn apply_batch_tx(
     checkpoint::advance(&mut tx, &name, last).await?;
     tx.commit().await?;
     Ok((last, applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_context;
+
+    #[test]
+    fn a_traceparent_names_its_span_context() {
+        let sc = link_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").expect("valid");
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+        let unsampled = link_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").expect("valid");
+        assert!(!unsampled.is_sampled());
+        // A later version may carry more fields.
+        assert!(link_context("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
+    }
+
+    #[test]
+    fn malformed_or_invalid_traceparents_name_nothing() {
+        for bad in [
+            "",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(link_context(bad).is_none(), "{bad:?}");
+        }
+    }
 }
