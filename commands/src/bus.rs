@@ -85,22 +85,22 @@ where
     /// [`CommandError::Unavailable`] when NATS is down (fails fast, before any work);
     /// [`CommandError::InProgress`] for a key held by a concurrent request.
     pub async fn execute(&self, id: &str, command: A::Command, ctx: &CommandContext) -> Result<Receipt, A> {
-        use tracing::Instrument as _;
         let name = A::command_name(&command);
         // A span only inside a sampled trace (see `trace::in_sampled_trace`).
         let span = if crate::trace::in_sampled_trace() {
             tracing::debug_span!(
+                parent: crate::trace::parent(),
                 "command",
                 otel.name = format!("command {}.{name}", A::TYPE),
                 aggregate = A::TYPE,
-                aggregate_id = %id,
+                aggregate_id = id,
                 command = name,
             )
         } else {
             tracing::Span::none()
         };
         let started = std::time::Instant::now();
-        let result = self.execute_inner(id, command, ctx).instrument(span).await;
+        let result = crate::trace::in_span(span, self.execute_inner(id, command, ctx)).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(CommandError::Refused(_)) => "refused",

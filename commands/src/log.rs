@@ -264,6 +264,7 @@ impl EventLog {
         let destination = subject.rsplit_once('.').map_or(subject, |(d, _)| d);
         let span = if crate::trace::in_sampled_trace() {
             tracing::debug_span!(
+                parent: crate::trace::parent(),
                 "send",
                 otel.name = format!("send {destination}"),
                 otel.kind = "producer",

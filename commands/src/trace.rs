@@ -12,23 +12,37 @@ impl Injector for VecInjector<'_> {
     }
 }
 
-/// The request a task serves: its span, and whether its trace is sampled (decided once).
-struct Request {
+/// A span a task works inside without entering it at every poll, and whether its trace is
+/// sampled (decided once, when the scope begins).
+struct Scoped {
     span: tracing::Span,
     sampled: bool,
 }
 
 tokio::task_local! {
-    static REQUEST: Request;
+    /// The request this task serves (see [`in_request`]).
+    static REQUEST: Scoped;
+    /// The innermost of Covenant's spans this task is inside (see [`in_span`]).
+    static CURRENT: Scoped;
 }
 
-/// Runs `fut`, a request's handling, with `span` as its request span. The span is not
-/// entered at every poll (which costs every layer an enter and an exit each time the
-/// request's future is woken): log lines read the request's fields through
-/// [`request_span`], and the GraphQL span names it as its parent.
+/// Runs `fut`, a request's handling, with `span` as its request span and innermost span
+/// (see [`in_span`]); log lines read the request's fields through [`request_span`].
 pub async fn in_request<F: std::future::Future>(span: tracing::Span, fut: F) -> F::Output {
     let sampled = sampled(&span);
-    REQUEST.scope(Request { span, sampled }, fut).await
+    let current = Scoped { span: span.clone(), sampled };
+    REQUEST.scope(Scoped { span, sampled }, CURRENT.scope(current, fut)).await
+}
+
+/// Runs `fut` inside `span` without entering it at every poll. Entering a span costs every
+/// layer an enter and an exit (the trace layer reads the clock at each exit) each time the
+/// future is woken; a request's futures are woken at every round trip to PostgreSQL or NATS.
+/// Instead the span is the task's innermost span while `fut` runs: spans made inside name
+/// it as their parent through [`parent`], and log lines written inside carry its fields
+/// (the JSON log layer reads [`current_span_id`] when no span is entered).
+pub async fn in_span<F: std::future::Future>(span: tracing::Span, fut: F) -> F::Output {
+    let sampled = sampled(&span);
+    CURRENT.scope(Scoped { span, sampled }, fut).await
 }
 
 /// The span of the request this task serves (see [`in_request`]), if any.
@@ -36,18 +50,24 @@ pub fn request_span() -> Option<tracing::Span> {
     REQUEST.try_with(|r| r.span.clone()).ok()
 }
 
-/// The id of the request span (see [`request_span`]), if any.
-pub fn request_span_id() -> Option<tracing::Id> {
-    REQUEST.try_with(|r| r.span.id()).ok().flatten()
+/// The id of the task's innermost span (see [`in_span`]), if it is inside one.
+pub fn current_span_id() -> Option<tracing::Id> {
+    CURRENT.try_with(|c| c.span.id()).ok().flatten()
 }
 
-/// Whether the current work belongs to a sampled trace: inside a request, the request's
-/// decision (taken once, see [`in_request`]); elsewhere, the current span's. Covenant's
-/// inner spans (command, send, GraphQL, SQL, process) are made only then: requests start
-/// traces, and work outside a sampled request (the CLI, unsampled requests) makes no spans
-/// at all, so it pays nothing.
+/// The parent for a span made here: the task's innermost span (see [`in_span`]), else the
+/// entered one (`Span::current`). Pass it as `parent:` to the span macros.
+pub fn parent() -> Option<tracing::Id> {
+    current_span_id().or_else(|| tracing::Span::current().id())
+}
+
+/// Whether the current work belongs to a sampled trace: inside [`in_span`] or
+/// [`in_request`], the innermost span's decision (taken once); elsewhere, the entered
+/// span's. Covenant's inner spans (command, send, GraphQL, SQL, process) are made only
+/// then: requests start traces, and work outside a sampled request (the CLI, unsampled
+/// requests) makes no spans at all, so it pays nothing.
 pub fn in_sampled_trace() -> bool {
-    match REQUEST.try_with(|r| r.sampled) {
+    match CURRENT.try_with(|c| c.sampled) {
         Ok(sampled) => sampled,
         Err(_) => sampled(&tracing::Span::current()),
     }

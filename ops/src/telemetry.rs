@@ -132,6 +132,7 @@ where
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"));
+    let logs_max = Layer::<tracing_subscriber::Registry>::max_level_hint(&logs_filter);
     // One global filter (per-layer filters lost events inside spans enabled by only one
     // layer): the logs' targets, plus Covenant's own spans at debug when traces are exported.
     let global = match &provider {
@@ -166,7 +167,26 @@ where
             .with_context_activation(false)
             .with_threads(false)
     });
-    let _ = tracing_subscriber::registry().with(global).with(logs).with(traces).try_init();
+    if tracing_subscriber::registry().with(global).with(logs).with(traces).try_init().is_ok() {
+        // `log` records (sqlx writes one per statement) become events only where the logs
+        // show them: the levels Covenant's own spans add for the trace exporter are
+        // `tracing` spans, never `log` records. Without this, `try_init` sets `log`'s bar at
+        // the global level (debug with traces on), and every statement's record would pass
+        // the cheap level check and be matched against the filter's targets, to be dropped.
+        log::set_max_level(as_log(logs_max.unwrap_or(tracing::level_filters::LevelFilter::TRACE)));
+    }
+}
+
+/// The `log` crate's spelling of a level filter.
+fn as_log(level: tracing::level_filters::LevelFilter) -> log::LevelFilter {
+    match level.into_level() {
+        None => log::LevelFilter::Off,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+    }
 }
 
 /// Field values of a span, kept in its extensions for the JSON log lines (names are the
@@ -247,11 +267,11 @@ where
         }
         // The spans' fields, root first, then the event's own; borrowed, and on a repeated
         // name the innermost (last) wins when the line is written.
-        // Outside any entered span, a request's events belong to its request span (which is
-        // not entered at every poll, see `trace::in_request`).
+        // Outside any entered span, a task's events belong to its innermost span (which is
+        // not entered at every poll, see `trace::in_span`).
         let scope: Vec<_> = match ctx.event_scope(event) {
             Some(s) => s.from_root().collect(),
-            None => covenant_commands::trace::request_span_id()
+            None => covenant_commands::trace::current_span_id()
                 .and_then(|id| ctx.span_scope(&id))
                 .map(|s| s.from_root().collect())
                 .unwrap_or_default(),
@@ -277,61 +297,134 @@ where
             if let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) {
                 let sc = cx.span().span_context().clone();
                 if sc.is_valid() {
-                    ids = Some((hex(&sc.trace_id().to_bytes()), hex(&sc.span_id().to_bytes())));
+                    ids = Some((sc.trace_id().to_bytes(), sc.span_id().to_bytes()));
                 }
             }
         }
-        let line = LogLine { event, message, fields: &fields, ids: ids.as_ref() };
+        let line = LogLine { event, message, fields: &fields, ids };
         let mut bytes = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut bytes, &line).is_err() {
-            return;
-        }
-        bytes.push(b'\n');
+        line.write(std::time::SystemTime::now(), &mut bytes);
         let _ = self.writer.make_writer().write_all(&bytes);
     }
 }
 
-/// Lower-case hex of `bytes` (trace and span ids as W3C writes them).
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-/// One JSON log line, serialised straight from its parts.
+/// One JSON log line, written straight from its parts.
 struct LogLine<'a> {
     event: &'a tracing::Event<'a>,
     message: &'a serde_json::Value,
     /// Fields in order; of a repeated name the last is written.
     fields: &'a [(&'a str, &'a serde_json::Value)],
-    ids: Option<&'a (String, String)>,
+    /// Trace and span id.
+    ids: Option<([u8; 16], [u8; 8])>,
 }
 
-impl serde::Serialize for LogLine<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut m = s.serialize_map(None)?;
-        let reserved = ["timestamp", "level", "message", "target", "trace_id", "span_id"];
-        m.serialize_entry("timestamp", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?;
-        m.serialize_entry("level", self.event.metadata().level().as_str())?;
-        m.serialize_entry("message", self.message)?;
-        m.serialize_entry("target", self.event.metadata().target())?;
+impl LogLine<'_> {
+    /// Appends the line, newline included, stamped `now`: the reserved keys first, then the
+    /// fields (none may overwrite a reserved key), then the ids.
+    fn write(&self, now: std::time::SystemTime, out: &mut Vec<u8>) {
+        const RESERVED: [&str; 6] = ["timestamp", "level", "message", "target", "trace_id", "span_id"];
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        rfc3339_micros(now, out);
+        out.extend_from_slice(b"\",\"level\":");
+        json_str(self.event.metadata().level().as_str(), out);
+        out.extend_from_slice(b",\"message\":");
+        json_value(self.message, out);
+        out.extend_from_slice(b",\"target\":");
+        json_str(self.event.metadata().target(), out);
         for (i, (k, v)) in self.fields.iter().enumerate() {
             let overridden = self.fields[i + 1..].iter().any(|(later, _)| later == k);
-            if !overridden && !reserved.contains(k) {
-                m.serialize_entry(k, v)?;
+            if !overridden && !RESERVED.contains(k) {
+                out.push(b',');
+                json_str(k, out);
+                out.push(b':');
+                json_value(v, out);
             }
         }
-        if let Some((trace, span)) = self.ids {
-            m.serialize_entry("trace_id", trace)?;
-            m.serialize_entry("span_id", span)?;
+        if let Some((trace, span)) = &self.ids {
+            out.extend_from_slice(b",\"trace_id\":\"");
+            hex(trace, out);
+            out.extend_from_slice(b"\",\"span_id\":\"");
+            hex(span, out);
+            out.push(b'"');
         }
-        m.end()
+        out.extend_from_slice(b"}\n");
     }
+}
+
+/// `s` as a JSON string. Text with nothing to escape (no `"`, `\\` or control character) is
+/// copied; anything else goes through serde_json.
+fn json_str(s: &str, out: &mut Vec<u8>) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn json_value(v: &serde_json::Value, out: &mut Vec<u8>) {
+    match v {
+        serde_json::Value::String(s) => json_str(s, out),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// Lower-case hex of `bytes` (trace and span ids as W3C writes them).
+fn hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+}
+
+/// `t` in RFC 3339, UTC, to the microsecond (`2026-12-04T06:05:01.123456Z`).
+fn rfc3339_micros(t: std::time::SystemTime, out: &mut Vec<u8>) {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let sod = secs % 86_400;
+    digits(out, year.max(0) as u64, 4);
+    out.push(b'-');
+    digits(out, month, 2);
+    out.push(b'-');
+    digits(out, day, 2);
+    out.push(b'T');
+    digits(out, sod / 3600, 2);
+    out.push(b':');
+    digits(out, sod / 60 % 60, 2);
+    out.push(b':');
+    digits(out, sod % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(d.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// The Gregorian date of a day count from 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u64, u64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `n` in decimal, zero-padded to `width` digits.
+fn digits(out: &mut Vec<u8>, n: u64, width: usize) {
+    let start = out.len();
+    let mut n = n;
+    for _ in 0..width {
+        out.push(b'0' + (n % 10) as u8);
+        n /= 10;
+    }
+    out[start..].reverse();
 }
 
 /// HELP texts (and units) of every metric Covenant records; `promtool check metrics` wants
@@ -466,8 +559,56 @@ mod tests {
         assert!(line["timestamp"].is_string() && line["target"].is_string(), "{line}");
     }
 
-    /// The request span is not entered at every poll (`trace::in_request`): an event
-    /// inside the request, outside any entered span, still carries the request's fields.
+    /// A field may not overwrite a reserved key, and of a repeated name the innermost is
+    /// written once (a JSON reader would silently keep one of two equal keys).
+    #[test]
+    fn reserved_keys_win_and_repeated_fields_are_written_once() {
+        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buf = Buf::default();
+        let subscriber = json_logs_into(&buf);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("http", request_id = "r-outer", level = "spoof");
+            span.in_scope(|| tracing::info!(request_id = "r-inner", target = "spoof", note = "a \"quote\"", "m"));
+        });
+        let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!((line["level"].as_str(), line["request_id"].as_str()), (Some("INFO"), Some("r-inner")));
+        assert_ne!(line["target"], "spoof");
+        assert_eq!(line["note"], "a \"quote\"");
+        for key in ["\"level\"", "\"target\"", "\"request_id\""] {
+            assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc_to_the_microsecond() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // Epoch, leap days, century rules, the end of a year and today-ish.
+        for secs in [0u64, 951_782_400, 951_868_799, 4_107_542_400, 1_704_067_199, 1_798_000_123, 253_402_300_799] {
+            for micros in [0u32, 7, 999_999] {
+                let t = UNIX_EPOCH + Duration::new(secs, micros * 1000);
+                let mut out = Vec::new();
+                super::rfc3339_micros(t, &mut out);
+                let chrono =
+                    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                assert_eq!(String::from_utf8(out).expect("ascii"), chrono);
+            }
+        }
+    }
+
+    #[test]
+    fn strings_with_quotes_backslashes_and_control_characters_stay_json() {
+        for s in ["plain", "a \"quoted\" word", "back\\slash", "tab\tand\nnewline", "\u{1}", "ünïcødé", ""] {
+            let mut out = Vec::new();
+            super::json_str(s, &mut out);
+            let back: String = serde_json::from_slice(&out).expect("a JSON string");
+            assert_eq!(back, s);
+        }
+    }
+
+    /// The request span and the spans inside it are not entered at every poll
+    /// (`trace::in_request`, `trace::in_span`): an event inside them, outside any entered
+    /// span, still carries the request's fields and the inner span's.
     #[test]
     fn events_inside_a_request_carry_its_span_fields() {
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -482,17 +623,27 @@ mod tests {
                 }
                 tokio::task::yield_now().await;
                 tracing::warn!(code = "X", "inside the request");
+                let inner =
+                    tracing::info_span!(parent: covenant_commands::trace::parent(), "command", aggregate = "country");
+                covenant_commands::trace::in_span(inner, async {
+                    tokio::task::yield_now().await;
+                    tracing::warn!("inside a command");
+                })
+                .await;
             }));
             tracing::warn!("outside any request");
         });
         let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
         let lines: Vec<serde_json::Value> =
             text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[0]["message"], "inside the request");
         assert_eq!((lines[0]["request_id"].as_str(), lines[0]["role"].as_str()), (Some("r-3"), Some("steward")));
         assert_eq!(lines[0]["code"], "X");
-        assert!(lines[1].get("request_id").is_none(), "{}", lines[1]);
+        assert!(lines[0].get("aggregate").is_none(), "{}", lines[0]);
+        assert_eq!(lines[1]["message"], "inside a command");
+        assert_eq!((lines[1]["request_id"].as_str(), lines[1]["aggregate"].as_str()), (Some("r-3"), Some("country")));
+        assert!(lines[2].get("request_id").is_none(), "{}", lines[2]);
     }
 
     #[test]
@@ -507,5 +658,13 @@ mod tests {
         assert!(text.contains("request finished"), "{text:?}");
         let line: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON");
         assert_eq!(line["trace_id"].as_str().map(str::len), Some(32), "{line}");
+        // `log` records pass at the logs' level, not at the debug level traces add.
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(log::max_level(), log::LevelFilter::Info);
+            log::debug!(target: "sqlx::query", "a statement");
+            log::info!(target: "covenant_ops::probe", "through log");
+            let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+            assert!(text.contains("through log") && !text.contains("a statement"), "{text}");
+        }
     }
 }

@@ -212,6 +212,7 @@ fn unavailable<E>(_: E) -> async_graphql::Error {
 async fn db<T>(operation: &'static str, query: impl std::future::Future<Output = T>) -> T {
     let span = if covenant_commands::trace::in_sampled_trace() {
         tracing::debug_span!(
+            parent: covenant_commands::trace::parent(),
             "db",
             otel.name = format!("SELECT {operation}"),
             otel.kind = "client",
