@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::{hash_from_b64, hash_to_b64};
-use crate::entry::payload_hash;
+use crate::entry::{Hash, payload_hash};
 use crate::scan;
 use crate::verify::{self, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
 
@@ -171,18 +171,33 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
     let file = std::fs::File::open(&path).map_err(|e| BundleError::Io(path.display().to_string(), e))?;
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    let mut blocks = Blocks { file, path: path.display().to_string(), buf: Vec::new(), filled: 0, eof: false };
+    let block = if threads <= 1 { BLOCK } else { PARALLEL_BLOCK };
+    let mut blocks = Blocks { file, path: path.display().to_string(), block, buf: Vec::new(), filled: 0, eof: false };
     let mut read_so_far = 0u64;
-    let mut take = |batch: Vec<verify::Checked>| {
+    let mut take = |batch: &[verify::Checked]| {
         read_so_far += batch.len() as u64;
         verifier.push_all(batch);
         progress(read_so_far);
     };
     if threads <= 1 {
-        // One thread does everything: the per-core figure.
-        while let Some(batch) = blocks.next_checked(&manifest.origin, 1)? {
-            take(batch);
-        }
+        // One thread does everything: the per-core figure. A few lines at a time, so their
+        // results are still in the processor's cache when the sequential checks read them.
+        let origin = manifest.origin.as_str();
+        let mut checked: Vec<verify::Checked> = std::iter::repeat_with(Default::default).take(CHUNK).collect();
+        let mut lanes: [Lane; 2] = Default::default();
+        let mut scanner = scan::Scanner::default();
+        blocks.each(|text| {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut lines = lines(text).peekable();
+            while lines.peek().is_some() {
+                chunk.clear();
+                chunk.extend(lines.by_ref().take(CHUNK));
+                let slots = &mut checked[..chunk.len()];
+                check_chunk(slots, &chunk, &mut scanner, origin, &mut lanes)?;
+                take(slots);
+            }
+            Ok(())
+        })?;
     } else {
         // A reader thread reads, parses and hashes (on `threads` threads) the next blocks
         // while this one runs the sequential checks.
@@ -190,19 +205,22 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
             let origin = manifest.origin.as_str();
             s.spawn(move || {
-                loop {
-                    let next = blocks.next_checked(origin, threads);
-                    let last = !matches!(next, Ok(Some(_)));
-                    if tx.send(next).is_err() || last {
-                        break;
+                let read = blocks.each(|text| {
+                    let lines: Vec<&str> = lines(text).collect();
+                    let checked = check_lines(origin, &lines, threads);
+                    let failed = checked.is_err();
+                    // The receiver hung up (it found a malformed block): stop reading.
+                    if tx.send(checked).is_err() || failed {
+                        return Err(BundleError::Malformed(String::new()));
                     }
+                    Ok(())
+                });
+                if let Err(e) = read {
+                    let _ = tx.send(Err(e));
                 }
             });
             for next in rx {
-                match next? {
-                    Some(batch) => take(batch),
-                    None => break,
-                }
+                take(&next?);
             }
             Ok::<(), BundleError>(())
         })?;
@@ -228,6 +246,30 @@ struct LineRef<'a> {
     payload: Option<Cow<'a, str>>,
 }
 
+impl LineRef<'_> {
+    /// The line as the fast reader gives it.
+    fn view(&self) -> scan::Line<'_> {
+        let h = &self.headers;
+        scan::Line {
+            seq: self.seq,
+            subject: &self.subject,
+            headers: verify::Fields {
+                audit_v: h.audit_v.as_deref(),
+                prev: h.prev.as_deref(),
+                hash: h.hash.as_deref(),
+                event_id: h.event_id.as_deref(),
+                event_type: h.event_type.as_deref(),
+                version: h.version.as_deref(),
+                occurred_at: h.occurred_at.as_deref(),
+                actor: h.actor.as_deref(),
+                content_type: h.content_type.as_deref(),
+            },
+            payload_sha256: &self.payload_sha256,
+            payload: self.payload.as_deref(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct HeadersRef<'a> {
     #[serde(rename = "Audit-V", borrow, default)]
@@ -250,63 +292,94 @@ struct HeadersRef<'a> {
     content_type: Option<Cow<'a, str>>,
 }
 
-/// Parses and hashes one line; `buf` is reused for the decoded payload.
-fn check_line(origin: &str, line: &str, buf: &mut Vec<u8>) -> Result<verify::Checked, BundleError> {
-    match scan::scan(line) {
-        Some(l) => check_scanned(origin, &l, buf),
-        // Outside the fast reader's subset: serde_json reads it, or says what is wrong.
-        None => {
-            let l: LineRef<'_> = serde_json::from_str(line)
-                .map_err(|e| BundleError::Malformed(format!("events.ndjson: a line is not an event: {e}")))?;
-            let h = &l.headers;
-            let headers = verify::Fields {
-                audit_v: h.audit_v.as_deref(),
-                prev: h.prev.as_deref(),
-                hash: h.hash.as_deref(),
-                event_id: h.event_id.as_deref(),
-                event_type: h.event_type.as_deref(),
-                version: h.version.as_deref(),
-                occurred_at: h.occurred_at.as_deref(),
-                actor: h.actor.as_deref(),
-                content_type: h.content_type.as_deref(),
-            };
-            let line = scan::Line {
-                seq: l.seq,
-                subject: &l.subject,
-                headers,
-                payload_sha256: &l.payload_sha256,
-                payload: l.payload.as_deref(),
-            };
-            check_scanned(origin, &line, buf)
+/// What a checking thread reuses from line to line, for each of the two lines it checks
+/// side by side: the decoded payload and the entry hash's input.
+#[derive(Default)]
+struct Lane {
+    payload: Vec<u8>,
+    input: crate::sha::Assembly,
+}
+
+/// Parses and hashes `lines` into `slots` (one each), two at a time (see
+/// [`check_lines_into`]).
+fn check_chunk(
+    slots: &mut [verify::Checked],
+    lines: &[&str],
+    scanner: &mut scan::Scanner,
+    origin: &str,
+    lanes: &mut [Lane; 2],
+) -> Result<(), BundleError> {
+    let [l0, l1] = lanes;
+    for (slot, line) in slots.chunks_mut(2).zip(lines.chunks(2)) {
+        match (slot, line) {
+            ([a, b], [la, lb]) => check_lines_into([a, b], [la, lb], scanner, origin, [l0, &mut *l1])?,
+            ([a, ..], [la]) => check_lines_into([a], [la], scanner, origin, [l0])?,
+            _ => {}
         }
     }
+    Ok(())
 }
 
-/// Hashes a line read by either reader.
-fn check_scanned(origin: &str, l: &scan::Line<'_>, buf: &mut Vec<u8>) -> Result<verify::Checked, BundleError> {
-    let written = hash_from_b64(l.payload_sha256)
-        .map_err(|_| BundleError::Malformed(format!("sequence {}: payload_sha256 is not a base64 SHA-256", l.seq)))?;
-    let (actual, written) = match l.payload {
-        Some(p) => {
-            buf.clear();
-            STANDARD
-                .decode_vec(p.as_bytes(), buf)
+/// Parses and hashes one or two lines into `outs`, their payload and entry hashes worked
+/// out side by side (see [`crate::sha::sha256_n`]).
+fn check_lines_into<const N: usize>(
+    outs: [&mut verify::Checked; N],
+    lines: [&str; N],
+    scanner: &mut scan::Scanner,
+    origin: &str,
+    lanes: [&mut Lane; N],
+) -> Result<(), BundleError> {
+    let (mut started, mut written, mut redacted) = ([false; N], [[0u8; 32]; N], [true; N]);
+    for k in 0..N {
+        let lane = &mut *lanes[k];
+        let slow: LineRef<'_>;
+        let l = match scanner.scan(lines[k]) {
+            Some(l) => l,
+            // Outside the fast reader's subset: serde_json reads it, or says what is wrong.
+            None => {
+                slow = serde_json::from_str(lines[k])
+                    .map_err(|e| BundleError::Malformed(format!("events.ndjson: a line is not an event: {e}")))?;
+                slow.view()
+            }
+        };
+        written[k] = hash_from_b64(l.payload_sha256).map_err(|_| {
+            BundleError::Malformed(format!("sequence {}: payload_sha256 is not a base64 SHA-256", l.seq))
+        })?;
+        if let Some(p) = l.payload {
+            crate::encoding::decode_into(p.as_bytes(), &mut lane.payload)
                 .map_err(|_| BundleError::Malformed(format!("sequence {}: the payload is not base64", l.seq)))?;
-            (payload_hash(buf), Some(written))
+            redacted[k] = false;
         }
-        None => (written, None),
+        started[k] = verify::check_start(&mut *outs[k], &mut lane.input, origin, l.seq, l.subject, &l.headers);
+    }
+    // A redacted line's payload hash is the one it keeps.
+    let actual: [Hash; N] = if redacted.iter().all(|r| !r) {
+        crate::sha::sha256_n(std::array::from_fn(|k| &lanes[k].payload[..]))
+    } else {
+        std::array::from_fn(|k| if redacted[k] { written[k] } else { payload_hash(&lanes[k].payload) })
     };
-    Ok(verify::check_fields(origin, l.seq, l.subject, &l.headers, actual, written))
+    let written = std::array::from_fn(|k| (!redacted[k]).then_some(written[k]));
+    verify::check_finish(outs, lanes.map(|l| &mut l.input), started, actual, written);
+    Ok(())
 }
 
-/// Bytes of `events.ndjson` read at a time.
-const BLOCK: usize = 8 << 20;
+/// Bytes of `events.ndjson` read at a time on one thread: small enough that a block is
+/// still in the processor's cache when it is parsed after the read copied it in.
+const BLOCK: usize = 256 << 10;
+
+/// Bytes read at a time when several threads parse (each block is split among them).
+const PARALLEL_BLOCK: usize = 8 << 20;
+
+/// Lines checked at a time on one thread before the sequential checks take them.
+const CHUNK: usize = 128;
 
 /// `events.ndjson` read a block at a time, split into whole lines in place (no allocation
 /// per line).
 struct Blocks {
     file: std::fs::File,
     path: String,
+    /// Bytes read at a time.
+    block: usize,
     /// The partial last line of the previous block, then the new block (zeroed once, when
     /// it grows; reads overwrite it).
     buf: Vec<u8>,
@@ -316,38 +389,47 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// The next block's events checked on `threads` threads; `None` at the end.
-    fn next_checked(&mut self, origin: &str, threads: usize) -> Result<Option<Vec<verify::Checked>>, BundleError> {
-        loop {
-            if self.eof {
-                return Ok(None);
-            }
+    /// Calls `f` with each block of whole lines in turn (the last line of a block may
+    /// continue into the next one, so it waits for it), until the file ends or `f` fails.
+    fn each(&mut self, mut f: impl FnMut(&str) -> Result<(), BundleError>) -> Result<(), BundleError> {
+        while !self.eof {
             let start = self.filled;
-            if self.buf.len() < start + BLOCK {
-                self.buf.resize(start + BLOCK, 0);
+            if self.buf.len() < start + self.block {
+                self.buf.resize(start + self.block, 0);
             }
-            let n = read_full(&mut self.file, &mut self.buf[start..start + BLOCK])
+            let n = read_full(&mut self.file, &mut self.buf[start..start + self.block])
                 .map_err(|e| BundleError::Io(self.path.clone(), e))?;
             self.filled += n;
             self.eof = n == 0;
-            // Complete lines only; the partial last line waits for the next block (or EOF).
             let end = if self.eof {
                 self.filled
             } else {
-                self.buf[..self.filled].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
+                memchr::memrchr(b'\n', &self.buf[..self.filled]).map_or(0, |p| p + 1)
             };
             if end == 0 {
                 continue;
             }
             let text = std::str::from_utf8(&self.buf[..end])
                 .map_err(|_| BundleError::Malformed("events.ndjson is not UTF-8".into()))?;
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let checked = check_lines(origin, &lines, threads)?;
+            f(text)?;
             self.buf.copy_within(end..self.filled, 0);
             self.filled -= end;
-            return Ok(Some(checked));
         }
+        Ok(())
     }
+}
+
+/// The lines of `text` that are not blank, as `str::lines` splits them (a `\r` before the
+/// `\n` is not part of the line), found with SIMD.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain((!text.ends_with('\n')).then_some(text.len()));
+    ends.filter_map(move |end| {
+        let line = &text[start..end];
+        start = end + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        (!line.trim().is_empty()).then_some(line)
+    })
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -367,20 +449,28 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Parses and hashes `lines` on `threads` threads, keeping their order.
 fn check_lines(origin: &str, lines: &[&str], threads: usize) -> Result<Vec<verify::Checked>, BundleError> {
-    let part = |chunk: &[&str]| -> Result<Vec<verify::Checked>, BundleError> {
-        let mut buf = Vec::with_capacity(1024);
-        chunk.iter().map(|l| check_line(origin, l, &mut buf)).collect()
+    let part = |slots: &mut [verify::Checked], chunk: &[&str]| {
+        let mut lanes: [Lane; 2] = Default::default();
+        check_chunk(slots, chunk, &mut scan::Scanner::default(), origin, &mut lanes)
     };
+    let mut out: Vec<verify::Checked> = std::iter::repeat_with(Default::default).take(lines.len()).collect();
     if threads <= 1 || lines.len() < 1024 {
-        return part(lines);
+        part(&mut out, lines)?;
+        return Ok(out);
     }
     let per = lines.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = lines.chunks(per).map(|c| s.spawn(move || part(c))).collect();
-        let mut out = Vec::with_capacity(lines.len());
-        for h in handles {
-            out.extend(h.join().map_err(|_| BundleError::Malformed("a verifier thread panicked".into()))??);
+        // This thread checks the first part itself.
+        let mut parts = out.chunks_mut(per).zip(lines.chunks(per));
+        let first = parts.next();
+        let handles: Vec<_> = parts.map(|(slots, chunk)| s.spawn(move || part(slots, chunk))).collect();
+        if let Some((slots, chunk)) = first {
+            part(slots, chunk)?;
         }
-        Ok(out)
-    })
+        for h in handles {
+            h.join().map_err(|_| BundleError::Malformed("a verifier thread panicked".into()))??;
+        }
+        Ok::<(), BundleError>(())
+    })?;
+    Ok(out)
 }

@@ -1,7 +1,7 @@
 //! The per-aggregate hash chain: `h_0` (genesis) and `h_k` (entry hash), byte for byte as
 //! `DESIGN.md` section 5 states them.
 
-use sha2::{Digest, Sha256};
+use crate::sha::{Assembly, sha256, sha256_concat};
 
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
@@ -76,11 +76,10 @@ pub struct EntryFields<'a> {
     pub content_type: &'a str,
 }
 
-fn lp(hasher: &mut Sha256, field: &'static str, value: &str) -> Result<(), AuditError> {
+/// `u16be(len(value))`: the length prefix of `lp(value)`.
+fn lp(field: &'static str, value: &str) -> Result<[u8; 2], AuditError> {
     let len = u16::try_from(value.len()).map_err(|_| AuditError::FieldTooLong { field, len: value.len() })?;
-    hasher.update(len.to_be_bytes());
-    hasher.update(value.as_bytes());
-    Ok(())
+    Ok(len.to_be_bytes())
 }
 
 /// `h_0` of a subject: the value of `Audit-Prev` on its first event.
@@ -88,16 +87,13 @@ fn lp(hasher: &mut Sha256, field: &'static str, value: &str) -> Result<(), Audit
 /// # Errors
 /// [`AuditError::FieldTooLong`] if origin or subject exceed 65535 bytes.
 pub fn genesis(origin: &str, subject: &str) -> Result<Hash, AuditError> {
-    let mut h = Sha256::new();
-    h.update(GENESIS_TAG);
-    lp(&mut h, "origin", origin)?;
-    lp(&mut h, "subject", subject)?;
-    Ok(h.finalize().into())
+    let (o, s) = (lp("origin", origin)?, lp("subject", subject)?);
+    Ok(sha256_concat(&[GENESIS_TAG, &o, origin.as_bytes(), &s, subject.as_bytes()]))
 }
 
 /// SHA-256 of the exact payload bytes as stored.
 pub fn payload_hash(payload: &[u8]) -> Hash {
-    Sha256::digest(payload).into()
+    sha256(payload)
 }
 
 /// `h_k` from the fields, the previous hash and the payload's SHA-256 (so a redacted export,
@@ -106,24 +102,74 @@ pub fn payload_hash(payload: &[u8]) -> Hash {
 /// # Errors
 /// [`AuditError::FieldTooLong`] if a length-prefixed field exceeds 65535 bytes.
 pub fn entry_hash(f: &EntryFields<'_>, prev: &Hash, payload_sha256: &Hash) -> Result<Hash, AuditError> {
-    let mut h = Sha256::new();
-    h.update([0x00, 0x01]);
-    lp(&mut h, "origin", f.origin)?;
-    lp(&mut h, "subject", f.subject)?;
-    h.update(f.version.to_be_bytes());
-    lp(&mut h, "Event-Id", f.event_id)?;
-    lp(&mut h, "Event-Type", f.event_type)?;
-    lp(&mut h, "Occurred-At", f.occurred_at)?;
-    lp(&mut h, "Actor", f.actor)?;
-    lp(&mut h, "Content-Type", f.content_type)?;
-    h.update(prev);
-    h.update(payload_sha256);
-    Ok(h.finalize().into())
+    let p = Prefixes::of(f)?;
+    Ok(sha256_concat(&p.parts(f, prev, payload_sha256)))
+}
+
+/// `h_k`'s input but its last 32 bytes (the payload's SHA-256), appended to `out`: the
+/// verifier assembles it while it reads an event and hashes it once the payload is hashed.
+///
+/// # Errors
+/// [`AuditError::FieldTooLong`] if a length-prefixed field exceeds 65535 bytes.
+pub fn entry_input(f: &EntryFields<'_>, prev: &Hash, out: &mut Assembly) -> Result<(), AuditError> {
+    let p = Prefixes::of(f)?;
+    out.extend(&p.parts(f, prev, &[]));
+    Ok(())
+}
+
+/// The length prefixes and the version bytes of an entry's fields.
+struct Prefixes {
+    lens: [[u8; 2]; 7],
+    version: [u8; 8],
+}
+
+impl Prefixes {
+    fn of(f: &EntryFields<'_>) -> Result<Self, AuditError> {
+        Ok(Self {
+            lens: [
+                lp("origin", f.origin)?,
+                lp("subject", f.subject)?,
+                lp("Event-Id", f.event_id)?,
+                lp("Event-Type", f.event_type)?,
+                lp("Occurred-At", f.occurred_at)?,
+                lp("Actor", f.actor)?,
+                lp("Content-Type", f.content_type)?,
+            ],
+            version: f.version.to_be_bytes(),
+        })
+    }
+
+    /// The bytes of `h_k` in order (DESIGN section 5), with `payload_sha256` at the end
+    /// (empty for [`entry_input`]).
+    fn parts<'a>(&'a self, f: &EntryFields<'a>, prev: &'a Hash, payload_sha256: &'a [u8]) -> [&'a [u8]; 18] {
+        let l = &self.lens;
+        [
+            &[0x00, 0x01],
+            &l[0],
+            f.origin.as_bytes(),
+            &l[1],
+            f.subject.as_bytes(),
+            &self.version,
+            &l[2],
+            f.event_id.as_bytes(),
+            &l[3],
+            f.event_type.as_bytes(),
+            &l[4],
+            f.occurred_at.as_bytes(),
+            &l[5],
+            f.actor.as_bytes(),
+            &l[6],
+            f.content_type.as_bytes(),
+            prev,
+            payload_sha256,
+        ]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     /// Test fields with `actor` at `version`.
     fn with_actor(actor: &str, version: u64) -> EntryFields<'_> {

@@ -19,6 +19,7 @@
 //! - [`verify`]: the verifier and its failure classes.
 //! - [`bundle`]: exported bundles and their offline verification.
 //! - [`scan`]: the fast reader of bundle lines (the verifier's hot path).
+//! - [`sha`]: SHA-256 of short messages in one pass of the compression function.
 
 pub mod bundle;
 pub mod encoding;
@@ -27,6 +28,7 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod scan;
+pub mod sha;
 pub mod verify;
 
 pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};

@@ -28,75 +28,116 @@ pub struct Line<'a> {
 
 /// Reads `line` when it is in the fast subset (see the module documentation).
 pub fn scan(line: &str) -> Option<Line<'_>> {
-    // JSON strings hold no raw control characters; white space between tokens may hold
-    // tabs and carriage returns; strings may hold escapes. Lines with any of these are left
-    // to serde_json, so a string below ends at the next quote.
-    if !plain(line.as_bytes()) {
-        return None;
-    }
-    exported(line).or_else(|| general(line))
+    Scanner::default().scan(line)
 }
 
-/// No control character and no backslash in `b` (a reduction without early exit, so the
-/// compiler vectorises it).
-fn plain(b: &[u8]) -> bool {
-    let mut bad = 0u8;
-    for &x in b {
-        bad |= u8::from(x < 0x20) | u8::from(x == b'\\');
+/// A reader of many lines: it remembers how long each variable-length field of the last
+/// line in the export's layout was, and looks for the next line's closing quotes there
+/// first (lines of a log repeat their lengths: the same timestamps, actors and types).
+#[derive(Debug, Clone, Default)]
+pub struct Scanner {
+    widths: [usize; WIDTHS],
+}
+
+/// Variable-length fields of the export layout whose widths a [`Scanner`] remembers.
+const WIDTHS: usize = 9;
+
+impl Scanner {
+    /// Reads `line` when it is in the fast subset (see the module documentation).
+    pub fn scan<'a>(&mut self, line: &'a str) -> Option<Line<'a>> {
+        // JSON strings hold no raw control characters; white space between tokens may
+        // hold tabs and carriage returns; strings may hold escapes. Lines with any of these
+        // are left to serde_json, so a string below ends at the next quote.
+        let quotes = plain(line.as_bytes())?;
+        // A width guessed wrong that ends on a later quote can only make the layout not
+        // match (the quote count stands guard): the line is then read again, searching
+        // for each closing quote.
+        exported(line, quotes, &mut self.widths, true)
+            .or_else(|| exported(line, quotes, &mut self.widths, false))
+            .or_else(|| general(line))
     }
-    bad == 0
+}
+
+/// The number of quotes in `b`, or `None` if it holds a control character or a backslash
+/// (one pass, a reduction without early exit, so the compiler vectorises it).
+fn plain(b: &[u8]) -> Option<usize> {
+    let (mut bad, mut quotes) = (0u8, 0usize);
+    // Per-chunk counts fit a byte, which keeps the vector lanes narrow.
+    for chunk in b.chunks(255) {
+        let mut n = 0u8;
+        for &x in chunk {
+            bad |= u8::from(x < 0x20) | u8::from(x == b'\\');
+            n += u8::from(x == b'"');
+        }
+        quotes += usize::from(n);
+    }
+    (bad == 0).then_some(quotes)
 }
 
 /// The layout `covenant audit export` writes, byte for byte: the keys in their order, the
 /// headers sorted (as the export's map keeps them), no white space. Literal keys are
 /// compared, not searched for, and hashes and ids are taken at their fixed widths (a value
-/// of another width falls through to [`general`], which reads it all the same).
-fn exported(line: &str) -> Option<Line<'_>> {
-    use crate::entry::headers as h;
+/// of another width falls through to [`general`], which reads it all the same); `quotes`
+/// is the line's count of quotes, which must be exactly those the layout puts there (so
+/// no fixed-width value holds one, which would end it early). Variable-length strings are
+/// taken at the width `widths` holds for them when `guess` and a quote stands there (the
+/// quote count shows whether one stands inside), else searched for, and their widths
+/// kept.
+fn exported<'a>(line: &'a str, quotes: usize, widths: &mut [usize; WIDTHS], guess: bool) -> Option<Line<'a>> {
     let mut c = Cursor { s: line, i: 0 };
+    let mut string = |c: &mut Cursor<'a>, k: usize| {
+        let width = widths.get_mut(k)?;
+        if guess && let Some(s) = c.fixed_string(*width) {
+            return Some(s);
+        }
+        let s = c.string()?;
+        *width = s.len();
+        Some(s)
+    };
     c.lit("{\"seq\":")?;
     let seq = c.number()?;
     c.lit(",\"subject\":")?;
-    let subject = c.string()?;
-    if c.lit(",\"time\":").is_some() {
-        c.string()?;
+    let subject = string(&mut c, 0)?;
+    let timed = c.lit(",\"time\":").is_some();
+    if timed {
+        string(&mut c, 1)?;
     }
-    let mut f = Fields::default();
-    let fixed = [
-        (h::ACTOR, 0),
-        (h::AGGREGATE_VERSION, 0),
-        (h::AUDIT_HASH, 44),
-        (h::AUDIT_PREV, 44),
-        (h::AUDIT_V, 0),
-        (h::CONTENT_TYPE, 0),
-        (h::EVENT_ID, 36),
-        (h::EVENT_TYPE, 0),
-        (h::OCCURRED_AT, 0),
-    ];
-    c.lit(",\"headers\":{")?;
-    let mut values = [""; 9];
-    for (i, (name, width)) in fixed.iter().enumerate() {
-        if i > 0 {
-            c.lit(",")?;
-        }
-        c.lit("\"")?;
-        c.lit(name)?;
-        c.lit("\":")?;
-        values[i] = if *width == 0 { c.string()? } else { c.fixed_string(*width)? };
+    // Each header's name as a literal (compared inline), then its value: hashes and ids
+    // at their fixed widths.
+    macro_rules! header {
+        ($first:literal, $name:literal, var $k:literal) => {{
+            c.lit(concat!($first, "\"", $name, "\":"))?;
+            Some(string(&mut c, $k)?)
+        }};
+        ($first:literal, $name:literal, $width:literal) => {{
+            c.lit(concat!($first, "\"", $name, "\":"))?;
+            Some(c.fixed_string($width)?)
+        }};
     }
-    [f.actor, f.version, f.hash, f.prev, f.audit_v, f.content_type, f.event_id, f.event_type, f.occurred_at] =
-        values.map(Some);
+    let f = Fields {
+        actor: header!(",\"headers\":{", "Actor", var 2),
+        version: header!(",", "Aggregate-Version", var 3),
+        hash: header!(",", "Audit-Hash", 44),
+        prev: header!(",", "Audit-Prev", 44),
+        audit_v: header!(",", "Audit-V", var 4),
+        content_type: header!(",", "Content-Type", var 5),
+        event_id: header!(",", "Event-Id", 36),
+        event_type: header!(",", "Event-Type", var 6),
+        occurred_at: header!(",", "Occurred-At", var 7),
+    };
     c.lit("},\"payload_sha256\":")?;
     let payload_sha256 = c.fixed_string(44)?;
     let payload = if c.lit(",\"payload\":").is_some() {
-        let p = c.string()?;
+        let p = string(&mut c, 8)?;
         c.lit("}")?;
         Some(p)
     } else {
         c.lit(",\"redacted\":true}")?;
         None
     };
-    (c.i == line.len()).then_some(Line { seq, subject, headers: f, payload_sha256, payload })
+    // Keys and string values: 25, plus the time's key and value, plus the payload's value.
+    let strings = 25 + 2 * usize::from(timed) + usize::from(payload.is_some());
+    (c.i == line.len() && quotes == 2 * strings).then_some(Line { seq, subject, headers: f, payload_sha256, payload })
 }
 
 /// Any JSON object in the subset (keys in any order, white space, other keys).
@@ -153,6 +194,24 @@ fn once(seen: &mut bool) -> Option<()> {
     Some(())
 }
 
+/// The position of the first quote in `b` at or after `from`. Eight bytes at a time: the
+/// strings of a line are short, where a SIMD search's set-up costs more than it saves.
+fn find_quote(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = from;
+    while let Some(word) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().ok()?) ^ (ONES * u64::from(b'"'));
+        // The lowest byte of x that is zero (a quote) sets the lowest flagged bit; a borrow
+        // can flag bytes above it, never below.
+        let zero = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(|&x| x == b'"').map(|p| i + p)
+}
+
 struct Cursor<'a> {
     s: &'a str,
     i: usize,
@@ -196,32 +255,30 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.i;
-        let end = start + memchr::memchr(b'"', &self.bytes()[start..])?;
+        let end = find_quote(self.bytes(), start)?;
         self.i = end + 1;
         // Both ends are ASCII quotes, so the slice is on character boundaries.
         self.s.get(start..end)
     }
 
     /// The literal `word` next, with no white space before it.
+    #[inline(always)]
     fn lit(&mut self, word: &str) -> Option<()> {
         let rest = self.s.get(self.i..)?;
         rest.starts_with(word).then(|| self.i += word.len())
     }
 
-    /// A string of exactly `width` bytes (no white space before it).
+    /// A string of `width` bytes (no white space before it), if quotes stand at both ends;
+    /// the caller makes sure that none stands between them.
+    #[inline(always)]
     fn fixed_string(&mut self, width: usize) -> Option<&'a str> {
         let b = self.bytes();
         let (open, close) = (self.i, self.i + 1 + width);
         if b.get(open) != Some(&b'"') || b.get(close) != Some(&b'"') {
             return None;
         }
-        // No quote inside: the value really is `width` bytes long.
-        let value = self.s.get(open + 1..close)?;
-        if memchr::memchr(b'"', value.as_bytes()).is_some() {
-            return None;
-        }
         self.i = close + 1;
-        Some(value)
+        self.s.get(open + 1..close)
     }
 
     fn nullable_string(&mut self) -> Option<Option<&'a str>> {
@@ -323,6 +380,11 @@ mod tests {
     /// A line as `covenant audit export` writes it.
     const EXPORTED: &str = r#"{"seq":1,"subject":"bench.events.country.AD","time":"2026-12-04T02:17:44.811240675+00:00","headers":{"Actor":"system","Aggregate-Version":"1","Audit-Hash":"3bw70mSNPIJ3fGedpeL/QDAFSCNurRhKLWWCO+i9y9I=","Audit-Prev":"CrkqkDR8QB9V+3pVZ3DA23zVLXEhL+YEN81H/DI3z/Y=","Audit-V":"1","Content-Type":"application/json","Event-Id":"a0395e41-7799-44ba-90fa-59854627b6d9","Event-Type":"country.registered","Occurred-At":"2026-12-04T02:17:44.807962964Z"},"payload_sha256":"gYplT2nFxKjDRgiAin9xsVbZBptzju+7bblhfqWRgy4=","payload":"eyJjb2RlIjoiQUQiLCJuYW1lIjoiQUQiLCJnZHBfdXNkIjoiMTAwMDAwMCJ9"}"#;
 
+    /// The export layout's reader on `line`, with its quote count.
+    fn exported(line: &str) -> Option<Line<'_>> {
+        super::exported(line, plain(line.as_bytes())?, &mut [0; WIDTHS], false)
+    }
+
     #[test]
     fn the_export_layout_is_read_by_both_readers_alike() {
         let fast = exported(EXPORTED).expect("the export's layout");
@@ -340,6 +402,38 @@ mod tests {
             assert_eq!(exported(&other), None, "{other}");
             assert!(general(&other).is_some(), "{other}");
         }
+        // A quote inside a fixed-width value ends it early: not JSON, refused by both.
+        for bad in [
+            EXPORTED.replace("3bw70mSN", "3bw\"0mSN"),
+            EXPORTED.replace("3bw70mSN", "3b\",\"mSN"),
+            EXPORTED.replace("a0395e41-7799", "a0395e41\"7799"),
+            EXPORTED.replace("gYplT2nF", "gYp\":\"nF"),
+        ] {
+            assert_eq!(exported(&bad), None, "{bad}");
+            assert_eq!(scan(&bad), None, "{bad}");
+            assert!(serde_json::from_str::<serde_json::Value>(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_quote_is_found_wherever_it_is() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut b = vec![b'x'; len];
+                if at < len {
+                    b[at] = b'"';
+                    // A byte just above the quote that a borrow could flag.
+                    if at + 1 < len {
+                        b[at + 1] = b'#';
+                    }
+                }
+                for from in 0..=len {
+                    let want = (at < len && at >= from).then_some(at);
+                    assert_eq!(find_quote(&b, from), want, "len {len}, quote at {at}, from {from}");
+                }
+            }
+        }
+        assert_eq!(find_quote(b"ab", 5), None);
     }
 
     #[test]

@@ -31,14 +31,15 @@
 
 mod checkpoints;
 mod tables;
-use tables::{EventIds, Known, Subject, format_uuid, parse_uuid, subject_key};
+use tables::{Aggregate, Aggregates, EventIds, Known, Subject, format_uuid, parse_uuid, subject_key};
 
 use serde::Serialize;
 
 use crate::encoding::{hash_from_b64, hash_to_b64};
-use crate::entry::{EntryFields, Hash, entry_hash, genesis, headers as h};
+use crate::entry::{EntryFields, Hash, entry_input, genesis, headers as h};
 use crate::merkle::CompactTree;
 use crate::note::NoteVerifier;
+use crate::sha::{Assembly, sha256, sha256_n};
 
 /// What a finding is (DESIGN section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -248,7 +249,7 @@ impl Record {
 }
 
 /// A message with its hashes worked out (the part that runs in parallel): only what the
-/// sequential checks need.
+/// sequential checks need. The default is an empty slot for [`check_fields_into`].
 #[derive(Debug)]
 pub struct Checked {
     seq: u64,
@@ -263,6 +264,20 @@ pub struct Checked {
     content_ok: bool,
     /// Whether the payload's hash differs from the one written beside it.
     payload_differs: bool,
+}
+
+impl Default for Checked {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            subject: Subject::default(),
+            key: [0; 2],
+            genesis: None,
+            claims: Err(String::new()),
+            content_ok: false,
+            payload_differs: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -296,35 +311,101 @@ pub fn check_fields(
     payload_sha256: Hash,
     written: Option<Hash>,
 ) -> Checked {
+    let mut out = Checked::default();
+    check_fields_into(&mut out, origin, seq, subject, f, payload_sha256, written);
+    out
+}
+
+/// [`check_fields`] into `out`, a slot of a batch that is reused: a checked message is a
+/// few hundred bytes, which a caller filling a batch would otherwise copy once or twice
+/// on the way.
+pub fn check_fields_into(
+    out: &mut Checked,
+    origin: &str,
+    seq: u64,
+    subject: &str,
+    f: &Fields<'_>,
+    payload_sha256: Hash,
+    written: Option<Hash>,
+) {
+    thread_local! {
+        static INPUT: std::cell::RefCell<Assembly> = std::cell::RefCell::new(Assembly::default());
+    }
+    INPUT.with_borrow_mut(|input| {
+        let started = check_start(out, input, origin, seq, subject, f);
+        check_finish([out], [input], [started], [payload_sha256], [written]);
+    });
+}
+
+/// The first half of [`check_fields_into`], for a caller that hashes two messages side by
+/// side: fills `out` with all but the content check, and assembles into `input` the entry
+/// hash's input but its last 32 bytes (the payload's hash, which the caller may not have
+/// worked out yet). Returns whether there is an entry hash to work out (the claims parse).
+pub fn check_start(
+    out: &mut Checked,
+    input: &mut Assembly,
+    origin: &str,
+    seq: u64,
+    subject: &str,
+    f: &Fields<'_>,
+) -> bool {
     let claims = parse_claims(f);
-    let content_ok = match &claims {
-        Ok(c) => {
-            let fields = EntryFields {
-                origin,
-                subject,
-                version: c.version,
-                event_id: f.event_id.unwrap_or_default(),
-                event_type: f.event_type.unwrap_or_default(),
-                occurred_at: f.occurred_at.unwrap_or_default(),
-                actor: f.actor.unwrap_or_default(),
-                content_type: f.content_type.unwrap_or_default(),
-            };
-            entry_hash(&fields, &c.prev, &payload_sha256).is_ok_and(|x| x == c.hash)
-        }
-        Err(_) => false,
-    };
-    let genesis = match &claims {
+    input.clear();
+    let started = claims.as_ref().is_ok_and(|c| {
+        let fields = EntryFields {
+            origin,
+            subject,
+            version: c.version,
+            event_id: f.event_id.unwrap_or_default(),
+            event_type: f.event_type.unwrap_or_default(),
+            occurred_at: f.occurred_at.unwrap_or_default(),
+            actor: f.actor.unwrap_or_default(),
+            content_type: f.content_type.unwrap_or_default(),
+        };
+        entry_input(&fields, &c.prev, input).is_ok()
+    });
+    out.genesis = match &claims {
         Ok(c) if c.version == 1 => genesis(origin, subject).ok(),
         _ => None,
     };
-    Checked {
-        seq,
-        key: subject_key(subject),
-        subject: Subject::new(subject),
-        genesis,
-        claims,
-        content_ok,
-        payload_differs: written.is_some_and(|w| w != payload_sha256),
+    out.seq = seq;
+    out.key = subject_key(subject);
+    out.subject.set(subject);
+    out.claims = claims;
+    out.content_ok = false;
+    started
+}
+
+/// The second half: for messages [`check_start`] began (one or two), appends each
+/// payload's hash to its input, hashes the inputs side by side (see
+/// [`crate::sha::sha256_n`]) and sets the content check; `written` is the payload hash
+/// stored beside each, if any.
+pub fn check_finish<const N: usize>(
+    outs: [&mut Checked; N],
+    inputs: [&mut Assembly; N],
+    started: [bool; N],
+    payload_sha256: [Hash; N],
+    written: [Option<Hash>; N],
+) {
+    for k in 0..N {
+        if started[k] {
+            inputs[k].extend(&[&payload_sha256[k]]);
+        }
+    }
+    let mut computed: [Option<Hash>; N] = [None; N];
+    if started.iter().all(|s| *s) {
+        let hashes: [Hash; N] = sha256_n(std::array::from_fn(|k| inputs[k].bytes()));
+        for (c, h) in computed.iter_mut().zip(hashes) {
+            *c = Some(h);
+        }
+    } else {
+        for k in 0..N {
+            computed[k] = started[k].then(|| sha256(inputs[k].bytes()));
+        }
+    }
+    for (k, out) in outs.into_iter().enumerate() {
+        out.content_ok = matches!((&out.claims, computed[k]), (Ok(c), Some(h)) if h == c.hash);
+        out.payload_differs = written[k].is_some_and(|w| w != payload_sha256[k]);
     }
 }
 
@@ -485,13 +566,6 @@ pub const MAX_RESERVE: usize = 1 << 22;
 /// Most findings kept (the rest are counted).
 pub const MAX_FINDINGS: usize = 1000;
 
-/// An aggregate's chain so far.
-struct Aggregate {
-    key: [u64; 2],
-    version: u64,
-    hash: Hash,
-}
-
 struct ParsedCheckpoint {
     index: u64,
     size: u64,
@@ -504,7 +578,7 @@ struct ParsedCheckpoint {
 pub struct Verifier {
     origin: String,
     next_seq: u64,
-    aggregates: hashbrown::HashTable<Aggregate>,
+    aggregates: Aggregates,
     event_ids: EventIds,
     known: Known,
     tree: CompactTree,
@@ -536,7 +610,7 @@ impl Verifier {
         let mut v = Self {
             origin: origin.to_owned(),
             next_seq: first_seq.max(1),
-            aggregates: hashbrown::HashTable::new(),
+            aggregates: Aggregates::default(),
             event_ids: EventIds::default(),
             known: Known::default(),
             tree: CompactTree::new(),
@@ -610,37 +684,56 @@ impl Verifier {
     /// Checks one record (hashing on this thread).
     pub fn push(&mut self, record: Record) {
         let checked = check(&self.origin, &record);
-        self.push_checked(checked);
+        self.push_checked(&checked);
     }
 
     /// Checks records whose hashes [`check`] worked out, in stream order, as
     /// [`Verifier::push_checked`] does one by one. The tables' entries for each group of
     /// records are looked up first, all at once: independent reads the processor overlaps,
     /// where one record after another would wait for each in turn.
-    pub fn push_all(&mut self, batch: Vec<Checked>) {
+    pub fn push_all(&mut self, batch: &[Checked]) {
         const GROUP: usize = 64;
-        let mut batch = batch.into_iter().peekable();
-        let mut group = Vec::with_capacity(GROUP);
-        while batch.peek().is_some() {
-            group.extend(batch.by_ref().take(GROUP));
-            for c in &group {
-                let key = c.key;
-                std::hint::black_box(self.aggregates.find(key[0], |a| a.key == key).map(|a| a.version));
+        for group in batch.chunks(GROUP) {
+            for c in group {
+                std::hint::black_box(self.aggregates.touch(c.key));
                 if let Ok(claims) = &c.claims {
-                    std::hint::black_box(self.event_ids.seen(claims.event_id));
+                    std::hint::black_box(self.event_ids.touch(claims.event_id));
                 }
             }
-            for c in group.drain(..) {
-                self.push_checked(c);
+            if self.in_order(group) {
+                // The group's leaves go into the tree at once (its perfect subtrees hashed a
+                // level at a time); no checkpoint's size falls inside it.
+                let mut leaves = [[0u8; 32]; GROUP];
+                for (leaf, c) in leaves.iter_mut().zip(group) {
+                    *leaf = c.claims.as_ref().map_or([0; 32], |c| c.hash);
+                }
+                self.tree.extend(&leaves[..group.len()]);
+                self.events += group.len() as u64;
+                self.next_seq += group.len() as u64;
+                self.compare_roots();
+                for c in group {
+                    self.check_chain(c);
+                }
+            } else {
+                for c in group {
+                    self.push_checked(c);
+                }
             }
         }
     }
 
+    /// Whether `group` continues the log without a gap or a repeat, and no checkpoint to
+    /// compare falls before its last leaf.
+    fn in_order(&self, group: &[Checked]) -> bool {
+        let (first, len) = (self.next_seq, group.len() as u64);
+        group.iter().zip(first..).all(|(c, seq)| c.seq == seq)
+            && self.targets.get(self.target_at).is_none_or(|t| t.0 >= self.tree.size() + len)
+    }
+
     /// Checks one record whose hashes [`check`] worked out; records must come in stream
     /// order.
-    pub fn push_checked(&mut self, c: Checked) {
-        let Checked { seq, subject, key, genesis: first_genesis, claims, content_ok, payload_differs } = c;
-        let subject = subject.as_str();
+    pub fn push_checked(&mut self, c: &Checked) {
+        let (seq, subject) = (c.seq, c.subject.as_str());
         self.events += 1;
         if seq < self.next_seq {
             self.finding(
@@ -670,14 +763,21 @@ impl Verifier {
             }
         }
         self.next_seq = seq + 1;
-        let leaf = claims.as_ref().map_or([0; 32], |c| c.hash);
+        let leaf = c.claims.as_ref().map_or([0; 32], |c| c.hash);
         self.tree.push(leaf);
         self.compare_roots();
+        self.check_chain(c);
+    }
 
+    /// The checks of one record after its place in the log: its claims, its event id and
+    /// its link to the previous event of its aggregate.
+    fn check_chain(&mut self, c: &Checked) {
+        let Checked { seq, ref subject, key, genesis: first_genesis, ref claims, content_ok, payload_differs } = *c;
+        let subject = subject.as_str();
         let claims = match claims {
-            Ok(c) => c,
+            Ok(c) => *c,
             Err(why) => {
-                self.finding(Class::HeaderEdit, Some(seq), Some(subject), why);
+                self.finding(Class::HeaderEdit, Some(seq), Some(subject), why.clone());
                 return;
             }
         };
@@ -690,15 +790,12 @@ impl Verifier {
             );
             return;
         }
-        let agg = match self.aggregates.find_mut(key[0], |a| a.key == key) {
-            Some(a) => a,
-            None => {
-                let g = first_genesis.or_else(|| genesis(&self.origin, subject).ok()).unwrap_or([0; 32]);
-                self.known.insert(&g);
-                let a = Aggregate { key, version: 0, hash: g };
-                self.aggregates.insert_unique(key[0], a, |a| a.key[0]).into_mut()
-            }
-        };
+        let (origin, known) = (&self.origin, &mut self.known);
+        let agg: &mut Aggregate = self.aggregates.entry(key, || {
+            let g = first_genesis.or_else(|| genesis(origin, subject).ok()).unwrap_or([0; 32]);
+            known.insert(&g);
+            g
+        });
         let next_version = claims.version == agg.version + 1;
         let link_ok = next_version && claims.prev == agg.hash;
         let verdict = match (content_ok, link_ok) {

@@ -549,3 +549,52 @@ fn bundle_lines_outside_the_fast_reader_verify_the_same() {
         assert_eq!(first(&r), (Class::PayloadEdit, Some(edited)), "{r:#?}");
     }
 }
+
+/// Lines are checked two at a time: a bundle whose payloads are redacted here and there
+/// (a redacted line beside a whole one, an odd count of lines) verifies on one thread and
+/// on two, and an edit beside a redacted line is found at its sequence.
+#[test]
+fn a_bundle_with_some_payloads_redacted_verifies_and_its_edits_are_found() {
+    use covenant_audit::bundle::{VerifyOptions, verify_dir};
+    let evs = events(13);
+    let payloads: Vec<Vec<u8>> = evs.iter().map(|e| e.payload.clone()).collect();
+    let records = chain(&evs);
+    let k = signer("sealer-1", 1);
+    let cps = texts(vec![note(&records, 13, &[&k])]);
+    let reg = registry(&[&k]);
+    let redact = |seq: u64, json: String| {
+        if [3, 4, 8, 13].contains(&seq) {
+            json.split(",\"payload\":").next().expect("a payload").to_owned() + ",\"redacted\":true}"
+        } else {
+            json
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_bundle(dir.path(), &records, &payloads, &cps, &reg, redact);
+    let text = std::fs::read_to_string(dir.path().join("events.ndjson")).expect("read");
+    assert!(text.lines().nth(7).is_some_and(|l| l.ends_with("\"redacted\":true}")), "seq 8 redacted");
+    for threads in [1, 2] {
+        let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
+        assert_eq!((r.exit_code(), r.events), (0, 13), "{r:#?}");
+    }
+    // Seq 7 (beside redacted 8): its payload edited, its hash kept. Seq 13 (redacted, last
+    // and alone): its kept payload hash changed.
+    let mut changed = payloads.clone();
+    changed[6] = br#"{"i":999}"#.to_vec();
+    let tampered = |seq: u64, json: String| {
+        let written = hash_to_b64(&payload_hash(&changed[seq as usize - 1]));
+        let json = match seq {
+            7 => json.replace(&written, &hash_to_b64(&payload_hash(&payloads[6]))),
+            13 => json.replace(&written, &hash_to_b64(&payload_hash(b"{}"))),
+            _ => json,
+        };
+        redact(seq, json)
+    };
+    write_bundle(dir.path(), &records, &changed, &cps, &reg, tampered);
+    for threads in [1, 2] {
+        let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
+        let found: Vec<(Class, Option<u64>)> = r.findings.iter().map(|f| (f.class, f.sequence)).collect();
+        assert!(found.contains(&(Class::PayloadEdit, Some(7))), "{r:#?}");
+        assert!(found.iter().any(|(c, s)| *s == Some(13) && *c != Class::PayloadEdit), "{r:#?}");
+    }
+}

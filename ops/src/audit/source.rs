@@ -125,7 +125,7 @@ pub async fn verify_stream(
         // next batch.
         let checker = tokio::task::spawn_blocking(move || {
             while let Some(batch) = rx.blocking_recv() {
-                verifier.push_all(check_messages(&origin_c, &batch, threads));
+                verifier.push_all(&check_messages(&origin_c, &batch, threads));
             }
             verifier
         });
