@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, consumer, stream};
 use covenant_audit::entry::{headers as h, payload_hash};
+use covenant_audit::sha::{Assembly, sha256_n};
 use covenant_audit::verify::{self, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
 use futures::StreamExt as _;
 
@@ -117,7 +118,9 @@ pub async fn verify_stream(
     let mut verifier =
         Verifier::new(&origin, &cps, registry, trusted, if info.state.messages == 0 { 1 } else { first });
     verifier.reserve(info.state.messages);
-    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    // By default one core reads the stream (with the server): the others check.
+    let threads =
+        if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()).max(2) - 1 } else { threads };
     if info.state.messages > 0 {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(u64, jetstream::Message)>>();
         let origin_c = origin.clone();
@@ -155,9 +158,10 @@ pub async fn verify_stream(
     Ok(report)
 }
 
-/// Checks one stored message (headers borrowed, payload hashed). The headers are walked
-/// once: a lookup by name builds (allocates) a header name each time.
-pub fn check_message(origin: &str, seq: u64, m: &jetstream::Message) -> verify::Checked {
+/// The audit headers of a stored message, borrowed, and the payload hash written beside
+/// them. The headers are walked once: a lookup by name builds (allocates) a header name
+/// each time.
+fn audit_fields(m: &jetstream::Message) -> (verify::Fields<'_>, Option<covenant_audit::Hash>) {
     let mut fields = verify::Fields::default();
     let mut written = None;
     for (name, values) in m.message.headers.iter().flat_map(|hm| hm.iter()) {
@@ -170,21 +174,60 @@ pub fn check_message(origin: &str, seq: u64, m: &jetstream::Message) -> verify::
             fields.set(name, value.as_str());
         }
     }
-    verify::check_fields(origin, seq, &m.message.subject, &fields, payload_hash(&m.message.payload), written)
+    (fields, written)
 }
 
-/// Checks `messages` on `threads` threads, in order.
+/// Checks one or two stored messages into `outs`, their hashes worked out side by side
+/// (see `covenant_audit::sha::sha256_n`).
+fn check_into<const N: usize>(
+    outs: [&mut verify::Checked; N],
+    origin: &str,
+    messages: [&(u64, jetstream::Message); N],
+    inputs: [&mut Assembly; N],
+) {
+    let mut started = [false; N];
+    let mut written = [None; N];
+    for k in 0..N {
+        let (seq, m) = messages[k];
+        let (fields, w) = audit_fields(m);
+        written[k] = w;
+        started[k] = verify::check_start(&mut *outs[k], &mut *inputs[k], origin, *seq, &m.message.subject, &fields);
+    }
+    let payloads: [covenant_audit::Hash; N] = sha256_n(messages.map(|(_, m)| &m.message.payload[..]));
+    verify::check_finish(outs, inputs, started, payloads, written);
+}
+
+/// Checks `messages` on `threads` threads, in order, two at a time on each.
 pub fn check_messages(origin: &str, messages: &[(u64, jetstream::Message)], threads: usize) -> Vec<verify::Checked> {
-    let part =
-        |c: &[(u64, jetstream::Message)]| c.iter().map(|(seq, m)| check_message(origin, *seq, m)).collect::<Vec<_>>();
+    let part = |slots: &mut [verify::Checked], chunk: &[(u64, jetstream::Message)]| {
+        let (mut a, mut b) = (Assembly::default(), Assembly::default());
+        for (slot, pair) in slots.chunks_mut(2).zip(chunk.chunks(2)) {
+            match (slot, pair) {
+                ([x, y], [mx, my]) => check_into([x, y], origin, [mx, my], [&mut a, &mut b]),
+                ([x, ..], [mx]) => check_into([x], origin, [mx], [&mut a]),
+                _ => {}
+            }
+        }
+    };
+    let mut out: Vec<verify::Checked> = std::iter::repeat_with(Default::default).take(messages.len()).collect();
     if threads <= 1 || messages.len() < 1024 {
-        return part(messages);
+        part(&mut out, messages);
+        return out;
     }
     let per = messages.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = messages.chunks(per).map(|c| s.spawn(move || part(c))).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
-    })
+        // This thread checks the first part itself.
+        let mut parts = out.chunks_mut(per).zip(messages.chunks(per));
+        let first = parts.next();
+        let handles: Vec<_> = parts.map(|(slots, chunk)| s.spawn(move || part(slots, chunk))).collect();
+        if let Some((slots, chunk)) = first {
+            part(slots, chunk);
+        }
+        for h in handles {
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+    });
+    out
 }
 
 /// The `Audit-Hash` leaf of a message, if it has one.
