@@ -177,6 +177,7 @@ async fn execute(
     {
         span.record("user_id", tracing::field::display(p.user_id));
         span.record("role", p.role.as_str());
+        covenant_commands::trace::record(covenant_commands::trace::KeyValue::new("role", p.role.as_str()));
     }
     if let Some(p) = &principal
         && let Err(wait) = state.limits.per_user.check(&p.user_id)
@@ -200,18 +201,17 @@ async fn execute(
     let operation = state.operations.label(op_name.as_deref());
     let request = request.data(principal).data(ClientIp(peer.ip()));
     let started = Instant::now();
-    let gql_span = if covenant_commands::trace::in_sampled_trace() {
-        // The request span is not entered (see `trace::in_request`): name it as the parent.
-        tracing::debug_span!(
-            parent: covenant_commands::trace::parent(),
-            "graphql",
-            otel.name = format!("{kind} {operation}"),
-            graphql.operation.name = operation.as_str(),
-            graphql.operation.type = kind,
-        )
-    } else {
-        tracing::Span::none()
-    };
+    let gql_span = covenant_commands::trace::child(
+        || format!("{kind} {operation}"),
+        covenant_commands::trace::SpanKind::Internal,
+        || {
+            use covenant_commands::trace::KeyValue;
+            vec![
+                KeyValue::new("graphql.operation.name", operation.clone()),
+                KeyValue::new("graphql.operation.type", kind),
+            ]
+        },
+    );
     let mut response = covenant_commands::trace::in_span(gql_span, state.schema.execute(request)).await;
     metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => kind)
         .record(started.elapsed().as_secs_f64());
@@ -519,43 +519,75 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 /// The request's span (`HTTP <method> <route>`, kind server, parented on an incoming
 /// W3C `traceparent`), `http_server_request_duration_seconds{method,route,status}` (route =
 /// the matched path pattern, never the raw URI) and one log line per request with its
-/// `request_id`, `status`, `duration_ms` and, once signed in, `user_id` and `role`.
+/// `request_id`, `status`, `duration_ms` and, once signed in, `user_id` and `role` (the
+/// fields of its `tracing` span).
 pub async fn track(req: Request, next: Next) -> Response {
+    use covenant_commands::trace::{self, KeyValue};
     use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let span = tracing::info_span!(
+    let log_span = tracing::info_span!(
         "http",
-        otel.name = format!("HTTP {method} {route}"),
-        otel.kind = "server",
         http.request.method = method.as_str(),
         http.route = route.as_str(),
-        http.response.status_code = tracing::field::Empty,
         request_id = request_id.as_str(),
         user_id = tracing::field::Empty,
         role = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
-    }
-    let response = covenant_commands::trace::in_request(span.clone(), next.run(req)).await;
+    let cx = if trace::enabled() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+        let attributes = vec![
+            KeyValue::new("http.request.method", method.clone()),
+            KeyValue::new("http.route", route.clone()),
+            KeyValue::new("request_id", request_id),
+        ];
+        trace::start(&parent, server_span_name(&method, &route), trace::SpanKind::Server, attributes, Vec::new())
+    } else {
+        opentelemetry::Context::new()
+    };
+    let response = trace::in_request(log_span.clone(), cx.clone(), next.run(req)).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", status);
-    // The line names its span instead of entering it (an enter and an exit in every layer).
-    let ms = elapsed.as_secs_f64() * 1e3;
-    if status >= 500 {
-        tracing::error!(parent: &span, status, duration_ms = ms, "request failed");
-    } else {
-        tracing::info!(parent: &span, status, duration_ms = ms, "request finished");
+    if cx.has_active_span() {
+        cx.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
     }
+    // The line names its span instead of entering it (an enter and an exit in every layer),
+    // inside the request's trace (its ids).
+    let ms = elapsed.as_secs_f64() * 1e3;
+    trace::within(&cx, || {
+        if status >= 500 {
+            tracing::error!(parent: &log_span, status, duration_ms = ms, "request failed");
+        } else {
+            tracing::info!(parent: &log_span, status, duration_ms = ms, "request finished");
+        }
+    });
     metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route, "status" => status.to_string())
         .record(elapsed.as_secs_f64());
     response
+}
+
+/// `HTTP <method> <route>`, the server span's name: made once for each standard method and
+/// route pattern (both few), and kept; formatted each time for any other method.
+fn server_span_name(method: &str, route: &str) -> std::borrow::Cow<'static, str> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, PoisonError};
+    const METHODS: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+    /// Per route pattern, the name for each method of `METHODS`.
+    type Names = HashMap<String, [Option<&'static str>; 9]>;
+    static NAMES: Mutex<Option<Names>> = Mutex::new(None);
+    let Some(m) = METHODS.iter().position(|s| *s == method) else {
+        return format!("HTTP {method} {route}").into();
+    };
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = names.get_or_insert_with(HashMap::new);
+    if let Some(Some(name)) = map.get(route).map(|n| n[m]) {
+        return name.into();
+    }
+    let name: &'static str = Box::leak(format!("HTTP {method} {route}").into_boxed_str());
+    map.entry(route.to_owned()).or_default()[m] = Some(name);
+    name.into()
 }
 
 /// Reads W3C trace context from HTTP headers.
@@ -567,5 +599,19 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_span_names_are_method_and_route_whether_kept_or_formatted() {
+        for _ in 0..2 {
+            assert_eq!(super::server_span_name("POST", "/api/graphql"), "HTTP POST /api/graphql");
+            assert_eq!(super::server_span_name("GET", "/api/graphql"), "HTTP GET /api/graphql");
+            assert_eq!(super::server_span_name("BREW", "unmatched"), "HTTP BREW unmatched");
+        }
+        assert!(matches!(super::server_span_name("GET", "/metrics"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(super::server_span_name("BREW", "/metrics"), std::borrow::Cow::Owned(_)));
     }
 }

@@ -86,19 +86,19 @@ where
     /// [`CommandError::InProgress`] for a key held by a concurrent request.
     pub async fn execute(&self, id: &str, command: A::Command, ctx: &CommandContext) -> Result<Receipt, A> {
         let name = A::command_name(&command);
-        // A span only inside a sampled trace (see `trace::in_sampled_trace`).
-        let span = if crate::trace::in_sampled_trace() {
-            tracing::debug_span!(
-                parent: crate::trace::parent(),
-                "command",
-                otel.name = format!("command {}.{name}", A::TYPE),
-                aggregate = A::TYPE,
-                aggregate_id = id,
-                command = name,
-            )
-        } else {
-            tracing::Span::none()
-        };
+        // A span only inside a sampled trace (see `trace::child`).
+        let span = crate::trace::child(
+            || format!("command {}.{name}", A::TYPE),
+            crate::trace::SpanKind::Internal,
+            || {
+                use crate::trace::KeyValue;
+                vec![
+                    KeyValue::new("aggregate", A::TYPE),
+                    KeyValue::new("aggregate_id", id.to_owned()),
+                    KeyValue::new("command", name),
+                ]
+            },
+        );
         let started = std::time::Instant::now();
         let result = crate::trace::in_span(span, self.execute_inner(id, command, ctx)).await;
         let outcome = match &result {

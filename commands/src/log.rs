@@ -262,23 +262,23 @@ impl EventLog {
         // The producer span; its W3C context travels in the messages' headers (unhashed),
         // so the projection that applies them links back to it.
         let destination = subject.rsplit_once('.').map_or(subject, |(d, _)| d);
-        let span = if crate::trace::in_sampled_trace() {
-            tracing::debug_span!(
-                parent: crate::trace::parent(),
-                "send",
-                otel.name = format!("send {destination}"),
-                otel.kind = "producer",
-                messaging.system = "nats",
-                messaging.destination.name = destination,
-                messaging.batch.message_count = events.len(),
-            )
-        } else {
-            tracing::Span::none()
-        };
+        let span = crate::trace::child(
+            || format!("send {destination}"),
+            crate::trace::SpanKind::Producer,
+            || {
+                use crate::trace::KeyValue;
+                vec![
+                    KeyValue::new("messaging.system", "nats"),
+                    KeyValue::new("messaging.destination.name", destination.to_owned()),
+                    KeyValue::new("messaging.batch.message_count", events.len() as i64),
+                ]
+            },
+        );
         let mut extra = extra.to_vec();
-        crate::trace::inject(&span, &mut extra);
-        // A leaf span, held open across the append but never entered (entering it at every
-        // poll costs more than it tells; its context travels in the headers above).
+        if let Some(cx) = &span {
+            crate::trace::inject(cx, &mut extra);
+        }
+        // A leaf span: it ends when the append returns (its context travels in the headers).
         let _open = span;
         self.append_inner(subject, tip, events, &extra).await
     }

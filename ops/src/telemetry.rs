@@ -7,16 +7,15 @@
 //!   `text` on a terminal and `json` otherwise.
 //! - **Traces**: exported over OTLP gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
 //!   (`OTEL_SERVICE_NAME`, default `covenant`; `COVENANT_TRACE_SAMPLE_RATIO`, default 1,
-//!   parent-based). W3C trace context travels in HTTP and NATS headers. Requests start
-//!   traces: Covenant's inner spans (GraphQL operation, command, send, process, SQL) are
-//!   made only inside a sampled trace, and are enabled only when traces are exported, so
-//!   unsampled work and work outside requests (the CLI) cost nothing. (With tracing on,
-//!   the `text` format also shows Covenant's debug events; `json` keeps to `RUST_LOG`.)
+//!   parent-based). W3C trace context travels in HTTP and NATS headers. Spans are made with
+//!   the OpenTelemetry API (`covenant_commands::trace`), not bridged from `tracing`, which
+//!   keeps the logs. Requests start traces: Covenant's inner spans (GraphQL operation,
+//!   command, send, process, SQL) are made only inside a sampled trace, and only when traces
+//!   are exported, so unsampled work and work outside requests (the CLI) cost nothing.
 //! - **Metrics**: the Prometheus recorder ([`install_metrics`]).
 
 use std::io::Write as _;
 
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
@@ -119,9 +118,9 @@ pub fn provider_with<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
     builder.build()
 }
 
-/// Installs the global subscriber: logs in `format` to `writer`, and spans to `provider`
-/// when given (Covenant's crates at `debug`, everything else at `info`). Also sets the W3C
-/// trace-context propagator. Later calls do nothing.
+/// Installs the global subscriber (logs in `format` to `writer`) and, with `provider`, the
+/// global tracer provider that Covenant's spans go to and the W3C trace-context
+/// propagator. Later calls do nothing.
 pub fn install<W>(format: LogFormat, provider: Option<SdkTracerProvider>, writer: W)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -133,46 +132,19 @@ where
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"));
     let logs_max = Layer::<tracing_subscriber::Registry>::max_level_hint(&logs_filter);
-    // One global filter (per-layer filters lost events inside spans enabled by only one
-    // layer): the logs' targets, plus Covenant's own spans at debug when traces are exported.
-    let global = match &provider {
-        None => logs_filter.clone(),
-        Some(_) => ["covenant_api", "covenant_commands", "covenant_projections", "covenant_ops"].into_iter().fold(
-            logs_filter.clone(),
-            |t, crate_name| {
-                if t.would_enable(crate_name, &tracing::Level::DEBUG) {
-                    t
-                } else {
-                    t.with_target(crate_name, tracing::Level::DEBUG)
-                }
-            },
-        ),
-    };
     let logs: Box<dyn Layer<_> + Send + Sync> = match format {
-        LogFormat::Json => JsonLogs { writer, filter: logs_filter }.boxed(),
+        LogFormat::Json => JsonLogs { writer }.boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
-    let traces = provider.map(|p| {
-        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-        let tracer = p.tracer("covenant");
-        opentelemetry::global::set_tracer_provider(p);
-        // Nothing at every poll of an instrumented future: no busy/idle timing (two clock
-        // reads and a span lookup) and no OpenTelemetry context attached to the thread
-        // (Covenant reads a span's context from the span itself, `Span::context`, for
-        // sampling and propagation); no thread attributes (meaningless on a work-stealing
-        // runtime). The request path pays for its spans, not for these.
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_threads(false)
-    });
-    if tracing_subscriber::registry().with(global).with(logs).with(traces).try_init().is_ok() {
-        // `log` records (sqlx writes one per statement) become events only where the logs
-        // show them: the levels Covenant's own spans add for the trace exporter are
-        // `tracing` spans, never `log` records. Without this, `try_init` sets `log`'s bar at
-        // the global level (debug with traces on), and every statement's record would pass
-        // the cheap level check and be matched against the filter's targets, to be dropped.
+    if tracing_subscriber::registry().with(logs_filter).with(logs).try_init().is_ok() {
+        if let Some(p) = provider {
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            opentelemetry::global::set_tracer_provider(p);
+            covenant_commands::trace::enable();
+        }
+        // `log` records (sqlx writes one per statement) pass only where the logs show them.
         log::set_max_level(as_log(logs_max.unwrap_or(tracing::level_filters::LevelFilter::TRACE)));
     }
 }
@@ -228,11 +200,9 @@ impl Visit for SpanFields {
 }
 
 /// The JSON log layer: one object per event, with the fields of its spans (root first,
-/// inner ones win) and the OpenTelemetry trace and span ids.
+/// inner ones win) and the trace and span ids of the request's innermost span.
 struct JsonLogs<W> {
     writer: W,
-    /// Which events are written (spans are filtered globally).
-    filter: tracing_subscriber::filter::Targets,
 }
 
 impl<S, W> Layer<S> for JsonLogs<W>
@@ -241,11 +211,6 @@ where
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
-        // Spans the logs' filter leaves out (the trace exporter's debug spans) add nothing
-        // to log lines: skip recording their fields.
-        if !self.filter.would_enable(attrs.metadata().target(), attrs.metadata().level()) {
-            return;
-        }
         let mut fields = SpanFields(Vec::with_capacity(attrs.metadata().fields().len()));
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
@@ -262,16 +227,14 @@ where
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        if !self.filter.would_enable(event.metadata().target(), event.metadata().level()) {
-            return;
-        }
         // The spans' fields, root first, then the event's own; borrowed, and on a repeated
         // name the innermost (last) wins when the line is written.
-        // Outside any entered span, a task's events belong to its innermost span (which is
-        // not entered at every poll, see `trace::in_span`).
+        // Outside any entered span, a request's events belong to its request span (which is
+        // not entered at every poll, see `trace::in_request`).
         let scope: Vec<_> = match ctx.event_scope(event) {
             Some(s) => s.from_root().collect(),
-            None => covenant_commands::trace::current_span_id()
+            None => covenant_commands::trace::request_span()
+                .and_then(|span| span.id())
                 .and_then(|id| ctx.span_scope(&id))
                 .map(|s| s.from_root().collect())
                 .unwrap_or_default(),
@@ -291,17 +254,7 @@ where
                 fields.push((k, v));
             }
         }
-        let mut ids = None;
-        if let Some(span) = scope.last() {
-            let dispatch = tracing::dispatcher::get_default(Clone::clone);
-            if let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) {
-                let sc = cx.span().span_context().clone();
-                if sc.is_valid() {
-                    ids = Some((sc.trace_id().to_bytes(), sc.span_id().to_bytes()));
-                }
-            }
-        }
-        let line = LogLine { event, message, fields: &fields, ids };
+        let line = LogLine { event, message, fields: &fields, ids: covenant_commands::trace::current_ids() };
         let mut bytes = Vec::with_capacity(512);
         line.write(std::time::SystemTime::now(), &mut bytes);
         let _ = self.writer.make_writer().write_all(&bytes);
@@ -354,7 +307,9 @@ impl LogLine<'_> {
 /// `s` as a JSON string. Text with nothing to escape (no `"`, `\\` or control character) is
 /// copied; anything else goes through serde_json.
 fn json_str(s: &str, out: &mut Vec<u8>) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // A reduction without early exit, so the compiler vectorises it.
+    let plain = s.bytes().fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -532,8 +487,8 @@ mod tests {
 
     /// A subscriber writing JSON lines into `buf` at the default filter.
     fn json_logs_into(buf: &Buf) -> impl Subscriber + Send + Sync {
-        tracing_subscriber::registry()
-            .with(JsonLogs { writer: buf.clone(), filter: DEFAULT_FILTER.parse().expect("filter") })
+        let filter: tracing_subscriber::filter::Targets = DEFAULT_FILTER.parse().expect("filter");
+        tracing_subscriber::registry().with(filter).with(JsonLogs { writer: buf.clone() })
     }
 
     /// The tests install subscribers (one scoped, one global); run one at a time, since
@@ -606,9 +561,9 @@ mod tests {
         }
     }
 
-    /// The request span and the spans inside it are not entered at every poll
-    /// (`trace::in_request`, `trace::in_span`): an event inside them, outside any entered
-    /// span, still carries the request's fields and the inner span's.
+    /// The request span is not entered at every poll (`trace::in_request`): an event inside
+    /// the request, outside any entered span, still carries the request's fields; inside an
+    /// entered span, that span's too.
     #[test]
     fn events_inside_a_request_carry_its_span_fields() {
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -617,19 +572,15 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("http", request_id = "r-3", role = tracing::field::Empty);
-            rt.block_on(covenant_commands::trace::in_request(span, async {
+            let cx = opentelemetry::Context::new();
+            rt.block_on(covenant_commands::trace::in_request(span, cx, async {
                 if let Some(s) = covenant_commands::trace::request_span() {
                     s.record("role", "steward");
                 }
                 tokio::task::yield_now().await;
                 tracing::warn!(code = "X", "inside the request");
-                let inner =
-                    tracing::info_span!(parent: covenant_commands::trace::parent(), "command", aggregate = "country");
-                covenant_commands::trace::in_span(inner, async {
-                    tokio::task::yield_now().await;
-                    tracing::warn!("inside a command");
-                })
-                .await;
+                let inner = tracing::info_span!("command", aggregate = "country");
+                inner.in_scope(|| tracing::warn!("inside a command"));
             }));
             tracing::warn!("outside any request");
         });
@@ -640,24 +591,42 @@ mod tests {
         assert_eq!(lines[0]["message"], "inside the request");
         assert_eq!((lines[0]["request_id"].as_str(), lines[0]["role"].as_str()), (Some("r-3"), Some("steward")));
         assert_eq!(lines[0]["code"], "X");
-        assert!(lines[0].get("aggregate").is_none(), "{}", lines[0]);
+        assert!(lines[0].get("aggregate").is_none() && lines[0].get("trace_id").is_none(), "{}", lines[0]);
         assert_eq!(lines[1]["message"], "inside a command");
-        assert_eq!((lines[1]["request_id"].as_str(), lines[1]["aggregate"].as_str()), (Some("r-3"), Some("country")));
+        assert_eq!(lines[1]["aggregate"].as_str(), Some("country"));
         assert!(lines[2].get("request_id").is_none(), "{}", lines[2]);
     }
 
+    /// With traces on, a request's lines carry the trace and span ids of its innermost span.
     #[test]
     fn install_writes_json_lines_with_the_trace_id() {
+        use covenant_commands::trace;
+        use opentelemetry::trace::TraceContextExt as _;
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
         let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
         install(LogFormat::Json, Some(provider_with(exporter, false)), buf.clone());
+        assert!(trace::enabled());
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let span = tracing::info_span!("http", request_id = "r-2");
-        span.in_scope(|| tracing::info!(target: "covenant_api::http", status = 200u64, "request finished"));
+        let cx = trace::start(&opentelemetry::Context::new(), "HTTP", trace::SpanKind::Server, Vec::new(), Vec::new());
+        let inner_id = rt.block_on(trace::in_request(span, cx.clone(), async {
+            let inner = trace::child(|| "inner", trace::SpanKind::Internal, Vec::new).expect("a sampled trace");
+            trace::in_span(Some(inner.clone()), async {
+                tracing::info!(target: "covenant_api::http", status = 200u64, "request finished");
+            })
+            .await;
+            inner.span().span_context().span_id()
+        }));
         let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
-        assert!(text.contains("request finished"), "{text:?}");
-        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON");
-        assert_eq!(line["trace_id"].as_str().map(str::len), Some(32), "{line}");
+        let line: serde_json::Value = text
+            .lines()
+            .find(|l| l.contains("request finished"))
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("no request line in {text:?}"));
+        assert_eq!(line["request_id"], "r-2");
+        assert_eq!(line["trace_id"].as_str(), Some(cx.span().span_context().trace_id().to_string().as_str()));
+        assert_eq!(line["span_id"].as_str(), Some(inner_id.to_string().as_str()));
         // `log` records pass at the logs' level, not at the debug level traces add.
         if std::env::var_os("RUST_LOG").is_none() {
             assert_eq!(log::max_level(), log::LevelFilter::Info);

@@ -67,7 +67,7 @@ pub async fn rebuild(
             break;
         }
         read_range(js, stream, done + 1, target, async |batch| {
-            let (cp, _) = apply_batch(pool, projection, Tables::SHADOW, &batch).await?;
+            let (cp, _) = apply_batch(pool, projection, Tables::SHADOW, &batch, None).await?;
             events += batch.len() as u64;
             done = cp;
             progress(done, target);

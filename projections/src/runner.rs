@@ -230,13 +230,11 @@ impl Runner {
     /// Applies `events` in one transaction with the checkpoint, retrying with back-off
     /// while PostgreSQL fails. Returns the checkpoint after the batch.
     async fn apply_with_retry(&mut self, events: &[ProjectedEvent]) -> Result<u64, RunnerError> {
-        use tracing::Instrument as _;
         let mut backoff = Duration::from_millis(100);
         let span = process_span(self.name(), events);
         loop {
             let started = Instant::now();
-            let applied =
-                apply_batch(&self.pool, self.projection.as_ref(), Tables::LIVE, events).instrument(span.clone()).await;
+            let applied = apply_batch(&self.pool, self.projection.as_ref(), Tables::LIVE, events, span.as_ref()).await;
             match applied {
                 Ok((cp, applied)) => {
                     self.record(&applied, events.len(), started.elapsed());
@@ -298,9 +296,15 @@ const MAX_LINKS: usize = 128;
 
 /// The consumer span of a batch (`process <prefix>.<aggregate>`, or `process <prefix>` for
 /// a batch of several aggregate types), linked to the producer spans whose W3C context
-/// the events carry. Disabled (and free) unless traces are exported.
-fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> tracing::Span {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+/// the events carry: the context that holds it. Made only for a batch that carries a
+/// sampled trace context (requests start traces), with the OpenTelemetry API directly (a
+/// no-op until a tracer provider is installed).
+fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> Option<opentelemetry::Context> {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, Tracer as _};
+    if !events.iter().any(|e| e.traceparent.as_deref().is_some_and(|t| t.ends_with("-01"))) {
+        return None;
+    }
     let first = events.first().map_or("", |e| e.subject.as_str());
     let prefix = first.rsplitn(3, '.').nth(2).unwrap_or_default();
     let aggregate = events.first().map_or("", |e| e.aggregate.as_str());
@@ -309,25 +313,25 @@ fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> tracing:
     } else {
         prefix.to_owned()
     };
-    // Only batches that carry a sampled trace context get spans (requests start traces).
-    if !events.iter().any(|e| e.traceparent.as_deref().is_some_and(|t| t.ends_with("-01"))) {
-        return tracing::Span::none();
-    }
-    let span = tracing::debug_span!(
-        "process",
-        otel.name = format!("process {destination}"),
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.destination.name = destination.as_str(),
-        messaging.batch.message_count = events.len(),
-        projection,
-    );
-    if !span.is_disabled() {
-        for sc in events.iter().filter_map(|e| e.traceparent.as_deref().and_then(link_context)).take(MAX_LINKS) {
-            span.add_link(sc);
-        }
-    }
-    span
+    let links: Vec<Link> = events
+        .iter()
+        .filter_map(|e| e.traceparent.as_deref().and_then(link_context))
+        .take(MAX_LINKS)
+        .map(Link::with_context)
+        .collect();
+    let tracer = opentelemetry::global::tracer("covenant");
+    let span = tracer
+        .span_builder(format!("process {destination}"))
+        .with_kind(SpanKind::Consumer)
+        .with_attributes([
+            KeyValue::new("messaging.system", "nats"),
+            KeyValue::new("messaging.destination.name", destination),
+            KeyValue::new("messaging.batch.message_count", events.len() as i64),
+            KeyValue::new("projection", projection),
+        ])
+        .with_links(links)
+        .start_with_context(&tracer, &opentelemetry::Context::new());
+    Some(opentelemetry::Context::new().with_span(span))
 }
 
 /// The span context a W3C `traceparent` names (`version-traceid-spanid-flags`, in lower-case
@@ -356,7 +360,9 @@ fn link_context(traceparent: &str) -> Option<opentelemetry::trace::SpanContext> 
 }
 
 /// One transaction: lock the checkpoint, apply the events above it, record skipped
-/// events, advance the checkpoint. Returns the new checkpoint and what was applied.
+/// events, advance the checkpoint. Returns the new checkpoint and what was applied. With
+/// `trace` (the context holding the batch's consumer span), the transaction is a client
+/// span under it.
 ///
 /// # Errors
 /// Database errors (nothing is then committed).
@@ -365,23 +371,26 @@ pub async fn apply_batch(
     projection: &dyn Projection,
     tables: Tables,
     events: &[ProjectedEvent],
+    trace: Option<&opentelemetry::Context>,
 ) -> Result<(u64, Applied), sqlx::Error> {
-    let span = if tracing::Span::current().is_disabled() {
-        tracing::Span::none()
-    } else {
-        tracing::debug_span!(
-            "db",
-            otel.name = format!("{} transaction", projection.name()),
-            otel.kind = "client",
-            db.system.name = "postgresql",
-            db.operation.name = "projection_batch",
-            db.collection.name = projection.name(),
-        )
-    };
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+    // The transaction's client span, a child of the batch's consumer span; it ends with the
+    // transaction.
+    let _span = trace.map(|parent| {
+        let tracer = opentelemetry::global::tracer("covenant");
+        let span = tracer
+            .span_builder(format!("{} transaction", projection.name()))
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("db.system.name", "postgresql"),
+                KeyValue::new("db.operation.name", "projection_batch"),
+                KeyValue::new("db.collection.name", projection.name()),
+            ])
+            .start_with_context(&tracer, parent);
+        parent.with_span(span)
+    });
     let started = Instant::now();
-    // A leaf span, held open across the transaction but never entered (entering it at every
-    // poll costs more than it tells).
-    let _open = span;
     let result = apply_batch_tx(pool, projection, tables, events).await;
     metrics::histogram!("db_client_operation_duration_seconds", "operation" => "projection_batch", "projection" => projection.name())
         .record(started.elapsed().as_secs_f64());

@@ -9,6 +9,13 @@ use sqlx::PgPool;
 use super::types::*;
 use crate::error::{ApiError, ApiResult, gql};
 
+/// [`select`] of a read model named by a literal: the span's name is made at compile time.
+macro_rules! db {
+    ($operation:literal, $query:expr $(,)?) => {
+        select($operation, concat!("SELECT ", $operation), $query)
+    };
+}
+
 /// Largest page a list query returns.
 pub const MAX_PAGE: i32 = 200;
 
@@ -69,11 +76,12 @@ impl Query {
             CountryOrder::Code => views::CountryOrder::Code,
             CountryOrder::GdpDesc => views::CountryOrder::GdpDesc,
         };
-        let mut rows = db("countries", views::countries(pool(ctx), order, n, after_row.as_ref())).await.map_err(gql)?;
+        let mut rows =
+            db!("countries", views::countries(pool(ctx), order, n, after_row.as_ref())).await.map_err(gql)?;
         let has_next_page = rows.len() as i64 > n;
         rows.truncate(n as usize);
         let end_cursor = rows.last().map(|r| encode_cursor(&[r.code.clone(), r.gdp_usd.to_string()]));
-        let total_count = db("country_count", views::country_count(pool(ctx))).await.map_err(gql)?;
+        let total_count = db!("country_count", views::country_count(pool(ctx))).await.map_err(gql)?;
         Ok(CountryConnection {
             nodes: rows.into_iter().map(Into::into).collect(),
             page_info: PageInfo { has_next_page, end_cursor },
@@ -84,7 +92,7 @@ impl Query {
     /// One country by ISO code, or null.
     async fn country(&self, ctx: &Context<'_>, code: String) -> ApiResult<Option<Country>> {
         covenant_domain::CountryCode::parse(&code).map_err(|e| gql(ApiError::BadInput(e.to_string())))?;
-        Ok(db("country", views::country(pool(ctx), &code)).await.map_err(gql)?.map(Into::into))
+        Ok(db!("country", views::country(pool(ctx), &code)).await.map_err(gql)?.map(Into::into))
     }
 
     /// Live projects, optionally of one country and status, a page at a time.
@@ -106,7 +114,7 @@ impl Query {
             ),
             None => None,
         };
-        let mut rows = db(
+        let mut rows = db!(
             "projects",
             views::projects(pool(ctx), country_code.as_deref(), status.map(ProjectStatus::as_str), n, after),
         )
@@ -124,7 +132,7 @@ impl Query {
     /// One project by id (deleted ones too, with `deletedAt`), or null.
     async fn project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Project>> {
         let id = uuid::Uuid::parse_str(&id).map_err(|_| gql(ApiError::BadInput("project id must be a UUID".into())))?;
-        Ok(db("project", views::project(pool(ctx), id)).await.map_err(gql)?.map(Into::into))
+        Ok(db!("project", views::project(pool(ctx), id)).await.map_err(gql)?.map(Into::into))
     }
 
     /// The signed-in user, or null.
@@ -140,7 +148,7 @@ impl Query {
 
     /// The covenant fund: sum of GDP and counts, with the sequence they reflect.
     async fn covenant_fund(&self, ctx: &Context<'_>) -> ApiResult<CovenantFund> {
-        Ok(db("fund", views::fund(pool(ctx))).await.map_err(gql)?.into())
+        Ok(db!("fund", views::fund(pool(ctx))).await.map_err(gql)?.into())
     }
 
     /// The audit trail: the stream's last sequence, the latest signed checkpoint (what
@@ -180,7 +188,7 @@ impl Query {
             return Err(super::errors::err("UNAUTHENTICATED", "sign in to read the audit trail"));
         }
         let n = page_size(last)?;
-        let rows = db(
+        let rows = db!(
             "recent_events",
             views::recent_events(pool(ctx), n.max(1), event_type.as_deref(), subject.as_deref(), None),
         )
@@ -194,7 +202,7 @@ impl Query {
 impl Country {
     /// Every GDP figure recorded, oldest first.
     async fn gdp_history(&self, ctx: &Context<'_>) -> ApiResult<Vec<GdpPoint>> {
-        Ok(db("gdp_history", views::gdp_history(pool(ctx), &self.code))
+        Ok(db!("gdp_history", views::gdp_history(pool(ctx), &self.code))
             .await
             .map_err(gql)?
             .into_iter()
@@ -208,25 +216,18 @@ fn unavailable<E>(_: E) -> async_graphql::Error {
 }
 
 /// Awaits a read-model query, recording `db_client_operation_duration_seconds{operation}`
-/// inside a client span.
-async fn db<T>(operation: &'static str, query: impl std::future::Future<Output = T>) -> T {
-    let span = if covenant_commands::trace::in_sampled_trace() {
-        tracing::debug_span!(
-            parent: covenant_commands::trace::parent(),
-            "db",
-            otel.name = format!("SELECT {operation}"),
-            otel.kind = "client",
-            db.system.name = "postgresql",
-            db.operation.name = operation,
-        )
-    } else {
-        tracing::Span::none()
-    };
+/// inside a client span (`name`, `SELECT <operation>`) when the request's trace is sampled.
+async fn select<T>(operation: &'static str, name: &'static str, query: impl std::future::Future<Output = T>) -> T {
+    use covenant_commands::trace::{self, KeyValue};
+    let span = trace::child(
+        || name,
+        trace::SpanKind::Client,
+        || vec![KeyValue::new("db.system.name", "postgresql"), KeyValue::new("db.operation.name", operation)],
+    );
     let started = std::time::Instant::now();
-    // A leaf span, held open across the query but never entered: entering it at every poll
-    // of the query would cost more than the span (nothing inside it makes spans or logs).
-    let _open = span;
     let out = query.await;
+    // A leaf span: it ends with the query.
+    drop(span);
     metrics::histogram!("db_client_operation_duration_seconds", "operation" => operation)
         .record(started.elapsed().as_secs_f64());
     out
