@@ -181,6 +181,15 @@ impl FromLe<16> for u128 {
 
 /// `SHA-256(0x01 || left || right)`, the Merkle node: two blocks, laid out directly.
 pub fn node(left: &Hash, right: &Hash) -> Hash {
+    let (first, second) = node_blocks([left, right]);
+    let mut state = IV;
+    compress(&mut state, &first);
+    compress(&mut state, &second);
+    output(state)
+}
+
+/// The two padded blocks of a Merkle node's 65 bytes.
+fn node_blocks([left, right]: [&Hash; 2]) -> ([u8; 64], [u8; 64]) {
     let mut first = [0u8; 64];
     first[0] = 0x01;
     first[1..33].copy_from_slice(left);
@@ -189,28 +198,14 @@ pub fn node(left: &Hash, right: &Hash) -> Hash {
     second[0] = right[31];
     second[1] = 0x80;
     second[56..].copy_from_slice(&(65u64 * 8).to_be_bytes());
-    let mut state = IV;
-    compress(&mut state, &first);
-    compress(&mut state, &second);
-    output(state)
+    (first, second)
 }
 
 /// Two Merkle nodes, [`node`] of each pair, their compressions interleaved: the rounds of
 /// one hash depend on each other, those of two hashes do not, so the processor runs the
 /// two side by side.
 pub fn node2(a: [&Hash; 2], b: [&Hash; 2]) -> (Hash, Hash) {
-    let blocks = |[left, right]: [&Hash; 2]| {
-        let mut first = [0u8; 64];
-        first[0] = 0x01;
-        first[1..33].copy_from_slice(left);
-        first[33..].copy_from_slice(&right[..31]);
-        let mut second = [0u8; 64];
-        second[0] = right[31];
-        second[1] = 0x80;
-        second[56..].copy_from_slice(&(65u64 * 8).to_be_bytes());
-        (first, second)
-    };
-    let ((a1, a2), (b1, b2)) = (blocks(a), blocks(b));
+    let ((a1, a2), (b1, b2)) = (node_blocks(a), node_blocks(b));
     let (mut sa, mut sb) = (IV, IV);
     compress(&mut sa, &a1);
     compress(&mut sb, &b1);

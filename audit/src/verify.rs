@@ -249,7 +249,7 @@ impl Record {
 }
 
 /// A message with its hashes worked out (the part that runs in parallel): only what the
-/// sequential checks need. The default is an empty slot for [`check_fields_into`].
+/// sequential checks need. The default is an empty slot for [`check_start`].
 #[derive(Debug)]
 pub struct Checked {
     seq: u64,
@@ -312,32 +312,17 @@ pub fn check_fields(
     written: Option<Hash>,
 ) -> Checked {
     let mut out = Checked::default();
-    check_fields_into(&mut out, origin, seq, subject, f, payload_sha256, written);
-    out
-}
-
-/// [`check_fields`] into `out`, a slot of a batch that is reused: a checked message is a
-/// few hundred bytes, which a caller filling a batch would otherwise copy once or twice
-/// on the way.
-pub fn check_fields_into(
-    out: &mut Checked,
-    origin: &str,
-    seq: u64,
-    subject: &str,
-    f: &Fields<'_>,
-    payload_sha256: Hash,
-    written: Option<Hash>,
-) {
     thread_local! {
         static INPUT: std::cell::RefCell<Assembly> = std::cell::RefCell::new(Assembly::default());
     }
     INPUT.with_borrow_mut(|input| {
-        let started = check_start(out, input, origin, seq, subject, f);
-        check_finish([out], [input], [started], [payload_sha256], [written]);
+        let started = check_start(&mut out, input, origin, seq, subject, f);
+        check_finish([&mut out], [input], [started], [payload_sha256], [written]);
     });
+    out
 }
 
-/// The first half of [`check_fields_into`], for a caller that hashes two messages side by
+/// The first half of [`check_fields`], for a caller that hashes two messages side by
 /// side: fills `out` with all but the content check, and assembles into `input` the entry
 /// hash's input but its last 32 bytes (the payload's hash, which the caller may not have
 /// worked out yet). Returns whether there is an entry hash to work out (the claims parse).
