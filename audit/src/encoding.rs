@@ -52,7 +52,7 @@ fn canonical_hash(b: &[u8]) -> Option<Hash> {
 
 /// Decodes standard padded base64 `text` into `out` (replacing what it held). Canonical
 /// text (whole quads of the alphabet, at most two `=` at the end, unused bits zero) is
-/// decoded by [`TABLES`]; anything else by the engine, which decodes it the same or
+/// decoded by tables; anything else by the engine, which decodes it the same or
 /// refuses it.
 ///
 /// # Errors
