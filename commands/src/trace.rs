@@ -69,9 +69,16 @@ impl Scope {
     }
 }
 
+/// The request a task serves: its `tracing` span (the fields of its log lines) and the
+/// context holding its server span.
+struct Request {
+    log_span: tracing::Span,
+    cx: Context,
+}
+
 tokio::task_local! {
-    /// The `tracing` span of the request this task serves (its log fields).
-    static REQUEST: tracing::Span;
+    /// The request this task serves.
+    static REQUEST: Request;
     /// The innermost of Covenant's spans this task is inside.
     static CURRENT: Scope;
 }
@@ -80,7 +87,8 @@ tokio::task_local! {
 /// lines ([`request_span`]), and `cx` holds its server span (an empty context when traces
 /// are off), the parent of the spans made inside ([`child`]).
 pub async fn in_request<F: std::future::Future>(log_span: tracing::Span, cx: Context, fut: F) -> F::Output {
-    REQUEST.scope(log_span, CURRENT.scope(Scope::new(cx), fut)).await
+    let scope = Scope::new(cx.clone());
+    REQUEST.scope(Request { log_span, cx }, CURRENT.scope(scope, fut)).await
 }
 
 /// Runs `fut` inside the span `cx` holds (from [`child`]): spans made inside are its
@@ -100,7 +108,7 @@ pub fn within<R>(cx: &Context, f: impl FnOnce() -> R) -> R {
 
 /// The `tracing` span of the request this task serves (see [`in_request`]), if any.
 pub fn request_span() -> Option<tracing::Span> {
-    REQUEST.try_with(Clone::clone).ok()
+    REQUEST.try_with(|r| r.log_span.clone()).ok()
 }
 
 /// Whether the current work belongs to a sampled trace (inside [`in_request`] or
@@ -119,9 +127,10 @@ pub fn child<N: Into<Cow<'static, str>>>(
     CURRENT.try_with(|s| s.sampled.then(|| start(&s.cx, name(), kind, attributes(), Vec::new()))).ok().flatten()
 }
 
-/// Sets `attribute` on the span of the request this task serves.
+/// Sets `attribute` on the server span of the request this task serves (a no-op when it
+/// is not recording: traces off, or an unsampled trace).
 pub fn record(attribute: KeyValue) {
-    let _ = REQUEST.try_with(|_| CURRENT.try_with(|s| s.sampled.then(|| s.cx.span().set_attribute(attribute))));
+    let _ = REQUEST.try_with(|r| r.cx.span().set_attribute(attribute));
 }
 
 /// The trace and span ids of the task's innermost span, for log lines (none outside a
