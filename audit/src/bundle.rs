@@ -207,13 +207,10 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
             s.spawn(move || {
                 let read = blocks.each(|text| {
                     let lines: Vec<&str> = lines(text).collect();
-                    let checked = check_lines(origin, &lines, threads);
-                    let failed = checked.is_err();
-                    // The receiver hung up (it found a malformed block): stop reading.
-                    if tx.send(checked).is_err() || failed {
-                        return Err(BundleError::Malformed(String::new()));
-                    }
-                    Ok(())
+                    let checked = check_lines(origin, &lines, threads)?;
+                    // A send fails once the receiver hung up (it found a malformed block):
+                    // stop reading; nobody reads this error.
+                    tx.send(Ok(checked)).map_err(|_| BundleError::Malformed("the verifier stopped reading".into()))
                 });
                 if let Err(e) = read {
                     let _ = tx.send(Err(e));

@@ -29,25 +29,9 @@ pub fn hash_from_b64(value: &str) -> Result<Hash, AuditError> {
 /// unused low bits zero (the only text of 32 bytes the padded standard engine accepts).
 /// `None` for anything else, which the engine then decodes or refuses.
 fn canonical_hash(b: &[u8]) -> Option<Hash> {
-    let b: &[u8; 44] = b.try_into().ok()?;
-    if b[43] != b'=' {
-        return None;
-    }
-    let (t0, t1, t2, t3) = (&TABLES[0], &TABLES[1], &TABLES[2], &TABLES[3]);
     let mut out = [0u8; 32];
-    let mut bad = 0u32;
-    // Ten whole quads: each character's table holds its six bits already in place, so a
-    // quad is four loads and three ORs (an invalid character sets bit 24).
-    for (o, q) in out.chunks_exact_mut(3).zip(b.chunks_exact(4)) {
-        let n = t0[usize::from(q[0])] | t1[usize::from(q[1])] | t2[usize::from(q[2])] | t3[usize::from(q[3])];
-        bad |= n;
-        o.copy_from_slice(&n.to_be_bytes()[1..]);
-    }
-    // The last quad, `xyz=`, carries 16 bits; z's low two bits must be zero.
-    let n = t0[usize::from(b[40])] | t1[usize::from(b[41])] | t2[usize::from(b[42])];
-    bad |= n;
-    out[30..].copy_from_slice(&n.to_be_bytes()[1..3]);
-    (bad & INVALID == 0 && n & 0xff == 0).then_some(out)
+    canonical_into(b, &mut out)?;
+    Some(out)
 }
 
 /// Decodes standard padded base64 `text` into `out` (replacing what it held). Canonical
@@ -67,6 +51,14 @@ pub fn decode_into(text: &[u8], out: &mut Vec<u8>) -> Result<(), base64::DecodeE
 
 /// [`decode_into`]'s table path; `None` when `text` is not canonical.
 fn canonical(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    out.resize(decoded_len(text)?, 0);
+    canonical_into(text, out)
+}
+
+/// Bytes that padded base64 `text` decodes to (`None` unless whole quads with at most two
+/// `=` at the end).
+fn decoded_len(text: &[u8]) -> Option<usize> {
     if !text.len().is_multiple_of(4) {
         return None;
     }
@@ -75,9 +67,19 @@ fn canonical(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
         [.., b'='] => 1,
         _ => 0,
     };
-    let quads = text.len() / 4 - usize::from(pad > 0);
-    out.clear();
-    out.resize(quads * 3 + [0, 2, 1][pad], 0);
+    Some(text.len() / 4 * 3 - pad)
+}
+
+/// Decodes canonical `text` into `out`, which must be exactly as long as it decodes to
+/// (`None` otherwise, or for anything not canonical). Each character's table holds its six
+/// bits already in place, so a quad is four loads and three ORs (an invalid character,
+/// `=` included, sets bit 24); the last quad's unused bits must be zero.
+fn canonical_into(text: &[u8], out: &mut [u8]) -> Option<()> {
+    if decoded_len(text)? != out.len() {
+        return None;
+    }
+    let pad = (3 - out.len() % 3) % 3;
+    let quads = out.len() / 3;
     let (t0, t1, t2, t3) = (&TABLES[0], &TABLES[1], &TABLES[2], &TABLES[3]);
     let mut bad = 0u32;
     for (o, q) in out.chunks_exact_mut(3).zip(text.chunks_exact(4)) {
@@ -89,11 +91,9 @@ fn canonical(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
         let q = &text[quads * 4..];
         let n = t0[usize::from(q[0])] | t1[usize::from(q[1])] | if pad == 1 { t2[usize::from(q[2])] } else { 0 };
         bad |= n;
-        let bytes = n.to_be_bytes();
-        // The bits past the last whole byte must be zero.
         let unused = if pad == 1 { n & 0xff } else { n & 0xffff };
         bad |= if unused == 0 { 0 } else { INVALID };
-        out[quads * 3..].copy_from_slice(&bytes[1..4 - pad]);
+        out[quads * 3..].copy_from_slice(&n.to_be_bytes()[1..4 - pad]);
     }
     (bad & INVALID == 0).then_some(())
 }
