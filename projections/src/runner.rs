@@ -301,7 +301,7 @@ const MAX_LINKS: usize = 128;
 /// no-op until a tracer provider is installed).
 fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> Option<opentelemetry::Context> {
     use opentelemetry::KeyValue;
-    use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, Tracer as _};
+    use opentelemetry::trace::{Link, SpanBuilder, SpanKind};
     if !events.iter().any(|e| e.traceparent.as_deref().is_some_and(|t| t.ends_with("-01"))) {
         return None;
     }
@@ -319,9 +319,7 @@ fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> Option<o
         .take(MAX_LINKS)
         .map(Link::with_context)
         .collect();
-    let tracer = opentelemetry::global::tracer("covenant");
-    let span = tracer
-        .span_builder(format!("process {destination}"))
+    let builder = SpanBuilder::from_name(format!("process {destination}"))
         .with_kind(SpanKind::Consumer)
         .with_attributes([
             KeyValue::new("messaging.system", "nats"),
@@ -329,9 +327,17 @@ fn process_span(projection: &'static str, events: &[ProjectedEvent]) -> Option<o
             KeyValue::new("messaging.batch.message_count", events.len() as i64),
             KeyValue::new("projection", projection),
         ])
-        .with_links(links)
-        .start_with_context(&tracer, &opentelemetry::Context::new());
-    Some(opentelemetry::Context::new().with_span(span))
+        .with_links(links);
+    Some(start(&opentelemetry::Context::new(), builder))
+}
+
+/// Starts the span `builder` describes under `parent` (an empty context: a root): the
+/// context that holds it (it ends when that context is dropped). The commands crate's
+/// `trace::start`, which this crate may not depend on, does the same.
+fn start(parent: &opentelemetry::Context, builder: opentelemetry::trace::SpanBuilder) -> opentelemetry::Context {
+    use opentelemetry::trace::TraceContextExt as _;
+    let tracer = opentelemetry::global::tracer("covenant");
+    parent.with_span(builder.start_with_context(&tracer, parent))
 }
 
 /// The span context a W3C `traceparent` names (`version-traceid-spanid-flags`, in lower-case
@@ -374,21 +380,18 @@ pub async fn apply_batch(
     trace: Option<&opentelemetry::Context>,
 ) -> Result<(u64, Applied), sqlx::Error> {
     use opentelemetry::KeyValue;
-    use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+    use opentelemetry::trace::{SpanBuilder, SpanKind};
     // The transaction's client span, a child of the batch's consumer span; it ends with the
     // transaction.
     let _span = trace.map(|parent| {
-        let tracer = opentelemetry::global::tracer("covenant");
-        let span = tracer
-            .span_builder(format!("{} transaction", projection.name()))
+        let builder = SpanBuilder::from_name(format!("{} transaction", projection.name()))
             .with_kind(SpanKind::Client)
             .with_attributes([
                 KeyValue::new("db.system.name", "postgresql"),
                 KeyValue::new("db.operation.name", "projection_batch"),
                 KeyValue::new("db.collection.name", projection.name()),
-            ])
-            .start_with_context(&tracer, parent);
-        parent.with_span(span)
+            ]);
+        start(parent, builder)
     });
     let started = Instant::now();
     let result = apply_batch_tx(pool, projection, tables, events).await;
