@@ -187,11 +187,28 @@ pub async fn check_credentials(pool: &PgPool, email: &str, password: &str) -> Re
             .bind(email.trim().to_lowercase())
             .fetch_optional(pool)
             .await?;
-    match row {
-        Some((id, hash)) if verify_password(password, &hash) => Ok(id),
+    // An unknown account costs the same password check as a known one (against a hash
+    // no password matches), so the answer's timing does not reveal which accounts exist.
+    // The check (tens of milliseconds of argon2) runs off the async workers.
+    let (id, hash) = row.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
+    let password = password.to_owned();
+    let matches = tokio::task::spawn_blocking(move || {
+        verify_password(&password, hash.as_deref().unwrap_or(DUMMY_HASH.as_str())) && hash.is_some()
+    })
+    .await
+    .unwrap_or(false);
+    match id {
+        Some(id) if matches => Ok(id),
         _ => Err(AuthError::BadCredentials),
     }
 }
+
+/// A hash with the same parameters as real ones, of a random password no one knows:
+/// what an unknown account's password is checked against.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    hash_password(&password).unwrap_or_default()
+});
 
 /// Stores a user's credentials.
 ///

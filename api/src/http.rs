@@ -55,15 +55,26 @@ pub async fn graphql(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let Some(media) = negotiate(&headers) else { return not_acceptable() };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let message = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the request body is larger than {} bytes", crate::BODY_LIMIT)
+            } else {
+                "the request body could not be read".to_owned()
+            };
+            return request_error(e.status(), media, "BAD_USER_INPUT", &message);
+        }
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")) {
         return request_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             media,
-            "BAD_REQUEST",
+            "BAD_USER_INPUT",
             "Content-Type must be application/json",
         );
     }
@@ -72,7 +83,7 @@ pub async fn graphql(
         .and_then(|v| request_params(v, false));
     match params {
         Ok(request) => execute(&state, peer, &headers, media, request, false).await,
-        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &e),
+        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &e),
     }
 }
 
@@ -83,7 +94,7 @@ async fn graphql_get(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
     let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query_string) {
         Ok(p) => p,
         Err(e) => {
-            return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &format!("bad query string: {e}"));
+            return request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &format!("bad query string: {e}"));
         }
     };
     let mut params = serde_json::Map::new();
@@ -92,7 +103,12 @@ async fn graphql_get(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
             "variables" | "extensions" => match serde_json::from_str(&v) {
                 Ok(v) => v,
                 Err(_) => {
-                    return request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &format!("`{k}` is not JSON"));
+                    return request_error(
+                        StatusCode::BAD_REQUEST,
+                        media,
+                        "BAD_USER_INPUT",
+                        &format!("`{k}` is not JSON"),
+                    );
                 }
             },
             _ => serde_json::Value::String(v),
@@ -101,7 +117,7 @@ async fn graphql_get(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
     }
     match request_params(serde_json::Value::Object(params), true) {
         Ok(request) => execute(state, peer, headers, media, request, true).await,
-        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &e),
+        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &e),
     }
 }
 
@@ -109,7 +125,7 @@ fn not_acceptable() -> Response {
     request_error(
         StatusCode::NOT_ACCEPTABLE,
         "application/json",
-        "BAD_REQUEST",
+        "BAD_USER_INPUT",
         "Accept application/graphql-response+json or application/json",
     )
 }
@@ -146,12 +162,18 @@ async fn execute(
     request: async_graphql::Request,
     get: bool,
 ) -> Response {
+    // Before anything parses the document: its size and nesting (the parser recurses once
+    // per nesting level; see `guard`).
+    if let Err(refusal) = crate::guard::check_text(&request.query, &crate::guard::BOUNDS) {
+        let status = if media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+        return request_error(status, media, "BAD_USER_INPUT", &refusal.to_string());
+    }
     let (kind, op_name) = operation_type(&request);
     if get && kind != "query" && kind != "invalid" {
         let mut r = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             media,
-            "BAD_REQUEST",
+            "BAD_USER_INPUT",
             "only queries may be sent with GET; use POST",
         );
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
@@ -212,7 +234,20 @@ async fn execute(
             ]
         },
     );
-    let mut response = covenant_commands::trace::in_span(gql_span, state.schema.execute(request)).await;
+    let run = covenant_commands::trace::in_span(gql_span, state.schema.execute(request));
+    // Queries get a time budget. Mutations do not: one may already be stored in the
+    // stream, and a stored command is never reported as failed (its own waits are bounded).
+    let budget = if kind == "mutation" { crate::REQUEST_TIMEOUT } else { crate::GRAPHQL_TIME_BUDGET };
+    let Ok(mut response) = tokio::time::timeout(budget, run).await else {
+        metrics::counter!("covenant_graphql_time_budget_exceeded_total").increment(1);
+        let status = if media == GRAPHQL_RESPONSE { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+        return request_error(
+            status,
+            media,
+            "UNAVAILABLE",
+            &format!("the operation did not finish within {} s", crate::GRAPHQL_TIME_BUDGET.as_secs()),
+        );
+    };
     metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => kind)
         .record(started.elapsed().as_secs_f64());
     // Parse, validation and variable errors stop the request before execution: no data

@@ -8,6 +8,7 @@
 //! - [`http`]: routes and the request metrics middleware (GraphQL over HTTP content
 //!   negotiation, `Covenant-Min-Sequence` read-your-writes).
 //! - [`graphql`]: the schema.
+//! - [`guard`]: bounds what a document may cost before it is parsed and validated.
 //! - [`auth`]: argon2 passwords, HS256 JWTs with `kid`, rotation and revocation.
 //! - [`error`]: the one error type and its `extensions.code`.
 //! - [`limits`]: the seed's rate limits.
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod error;
 pub mod graphql;
+pub mod guard;
 pub mod http;
 pub mod limits;
 pub mod process;
@@ -33,6 +35,9 @@ use sqlx::PgPool;
 pub const BODY_LIMIT: usize = 1 << 20;
 /// Longest a request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a GraphQL query may run (parse, validation and execution); mutations have
+/// only [`REQUEST_TIMEOUT`].
+pub const GRAPHQL_TIME_BUDGET: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct AppState {
@@ -109,7 +114,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/healthcheck", get(http::health))
         .route("/metrics", get(http::metrics_text))
         .route_layer(axum::middleware::from_fn(http::track))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        // The body limit is applied where the body is read, so the GraphQL handler answers
+        // an oversized body with a GraphQL error.
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         // An `x-request-id` is taken from the request or set (a UUID), and returned.
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
@@ -117,5 +124,26 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        // A panic in a handler is answered 500 (a GraphQL error, no internals) and counted;
+        // the process and its other requests go on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// The answer to a request whose handler panicked: `INTERNAL`, and
+/// `covenant_http_panics_total` counts it (the panic message goes to the log, never to
+/// the client).
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    metrics::counter!("covenant_http_panics_total").increment(1);
+    let body = serde_json::json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] });
+    let mut r = (axum::http::StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response();
+    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    r
 }

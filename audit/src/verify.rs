@@ -465,6 +465,12 @@ impl Verifier {
         let next_version = claims.version == agg.version + 1;
         let link_ok = next_version && claims.prev == agg.hash;
         let verdict = match (content_ok, link_ok) {
+            // The payload is the one hashed, but the hash written beside it (the bundle's
+            // `payload_sha256`, or `Audit-Payload-Sha256`) is not its hash: an edited record.
+            (true, true) if payload_differs => Some((
+                Class::PayloadEdit,
+                "the payload is the one hashed, but the payload hash written beside it is not its hash".into(),
+            )),
             (true, true) => None,
             (true, false) if !next_version => Some((
                 Class::Reorder,

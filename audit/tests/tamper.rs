@@ -598,3 +598,41 @@ fn a_bundle_with_some_payloads_redacted_verifies_and_its_edits_are_found() {
         assert!(found.iter().any(|(c, s)| *s == Some(13) && *c != Class::PayloadEdit), "{r:#?}");
     }
 }
+
+/// The bundle's `payload_sha256` beside an intact payload is advisory, but a bundle whose
+/// advisory hash was changed is an edited bundle: `PAYLOAD_EDIT` at that sequence, exit 1,
+/// never "nothing was altered" (on one thread and on two, in both line readers).
+#[test]
+fn an_advisory_payload_hash_that_disagrees_with_its_intact_payload_is_a_payload_edit() {
+    use covenant_audit::bundle::{VerifyOptions, verify_dir};
+    let evs = events(9);
+    let payloads: Vec<Vec<u8>> = evs.iter().map(|e| e.payload.clone()).collect();
+    let records = chain(&evs);
+    let k = signer("sealer-1", 1);
+    let cps = texts(vec![note(&records, 9, &[&k])]);
+    let reg = registry(&[&k]);
+    for (edited, reorder_keys) in [(5u64, false), (6, true)] {
+        let tampered = |seq: u64, json: String| {
+            if seq != edited {
+                return json;
+            }
+            let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
+            v["payload_sha256"] = hash_to_b64(&payload_hash(b"something else")).into();
+            if reorder_keys {
+                // serde_json's own order (alphabetical) is outside the fast reader's form.
+                v.to_string()
+            } else {
+                let (old, new) = (v["payload_sha256"].take(), hash_to_b64(&payload_hash(&payloads[seq as usize - 1])));
+                json.replace(&new, old.as_str().unwrap_or_default())
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_bundle(dir.path(), &records, &payloads, &cps, &reg, tampered);
+        for threads in [1, 2] {
+            let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
+            assert_eq!(r.exit_code(), 1, "{r:#?}");
+            assert_eq!(first(&r), (Class::PayloadEdit, Some(edited)), "{r:#?}");
+            assert!(r.findings[0].detail.contains("written beside it"), "{r:#?}");
+        }
+    }
+}

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use covenant_commands::{CommandSide, LogConfig};
 
 use crate::managed::nats::{self, NatsServer, SyncPolicy};
-use crate::settings::{MANAGED_NATS_PORT, Settings};
+use crate::settings::Settings;
 
 /// NATS as this process reaches it: a URL, and the managed server if we started it.
 pub struct NatsHandle {
@@ -27,13 +27,22 @@ pub async fn nats(settings: &Settings) -> Result<NatsHandle> {
     if let Some(url) = &settings.nats_url {
         return Ok(NatsHandle { url: url.clone(), sync: None, managed: None });
     }
-    let url = format!("nats://127.0.0.1:{MANAGED_NATS_PORT}");
-    if std::net::TcpStream::connect(("127.0.0.1", MANAGED_NATS_PORT)).is_ok() {
+    let port = settings.managed_nats_port;
+    let url = format!("nats://127.0.0.1:{port}");
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        // Reuse a managed server (another covenant process started it), but nothing else.
+        nats::check_managed(port).map_err(|why| {
+            anyhow::anyhow!(
+                "port 127.0.0.1:{port} is in use by {why}, not by Covenant's managed nats-server: stop it, \
+                 or set COVENANT_MANAGED_NATS_PORT (--managed-nats-port) to a free port, \
+                 or COVENANT_NATS_URL to use a server of your own"
+            )
+        })?;
         return Ok(NatsHandle { url, sync: None, managed: None });
     }
     let bin = nats::locate(settings.nats_server.as_deref())?;
     let dir = settings.data_dir.join("nats");
-    let server = NatsServer::start_in(bin, &dir, MANAGED_NATS_PORT, settings.nats_sync.into())
+    let server = NatsServer::start_in(bin, &dir, port, settings.nats_sync.into())
         .await
         .with_context(|| format!("starting the managed nats-server in {}", dir.display()))?;
     Ok(NatsHandle { url, sync: Some(server.sync()), managed: Some(server) })
@@ -90,15 +99,27 @@ pub struct DbHandle {
 /// # Errors
 /// When PostgreSQL cannot be started or reached, or a migration fails.
 pub async fn database(settings: &Settings) -> Result<DbHandle> {
-    use crate::settings::MANAGED_PG_PORT;
+    use crate::managed::postgres::{PgCluster, cluster_dir, serves_dir};
+    let port = settings.managed_pg_port;
     let (url, managed) = match &settings.database_url {
         Some(u) => (u.clone(), None),
-        None if std::net::TcpStream::connect(("127.0.0.1", MANAGED_PG_PORT)).is_ok() => {
-            (format!("postgres://postgres@127.0.0.1:{MANAGED_PG_PORT}/covenant"), None)
+        None if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() => {
+            // Reuse this data directory's cluster (another covenant process started it),
+            // but nothing else listening there.
+            let dir = cluster_dir(&settings.data_dir)?;
+            if !serves_dir(&dir, port) {
+                anyhow::bail!(
+                    "port 127.0.0.1:{port} is in use by another process, not by the managed PostgreSQL of {}: \
+                     stop it, or set COVENANT_MANAGED_PG_PORT (--managed-pg-port) to a free port, \
+                     or COVENANT_DATABASE_URL to use a server of your own",
+                    settings.data_dir.display()
+                );
+            }
+            (format!("postgres://postgres@127.0.0.1:{port}/covenant"), None)
         }
         None => {
-            let dir = settings.data_dir.join("postgres");
-            let cluster = crate::managed::postgres::PgCluster::start_in(&dir, MANAGED_PG_PORT)
+            let dir = cluster_dir(&settings.data_dir)?;
+            let cluster = PgCluster::start_in(&dir, port)
                 .await
                 .with_context(|| format!("starting the managed PostgreSQL in {}", dir.display()))?;
             cluster.create_database("covenant").await?;

@@ -21,8 +21,9 @@ pub struct HttpServer {
 /// # Errors
 /// When the address cannot be bound.
 pub async fn serve(addr: SocketAddr, state: AppState, mut shutdown: watch::Receiver<bool>) -> Result<HttpServer> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API to {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the HTTP API to {addr} (set COVENANT_HTTP_ADDR or --http-addr to another address)")
+    })?;
     let addr = listener.local_addr()?;
     let app = covenant_api::router(Arc::new(state));
     let task = tokio::spawn(async move {

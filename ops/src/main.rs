@@ -157,7 +157,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
-    let s = cli.settings;
+    let mut s = cli.settings;
+    // Managed servers run in directories of their own: every path handed to them is
+    // absolute.
+    s.data_dir = std::path::absolute(&s.data_dir)
+        .with_context(|| format!("resolving the data directory {}", s.data_dir.display()))?;
     if let Cmd::Audit { paths, what } = cli.command {
         return covenant_ops::audit::cli::run(&s, &paths, what).await;
     }
@@ -270,7 +274,7 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
         run_seed(&side).await?;
         demo_login = Some(covenant_ops::users::ensure_demo_admin(&side, &db.pool).await?);
     }
-    let data_dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
+    let data_dir = s.data_dir.clone();
     // The demo seals its log too, with a sealer in a process of its own (the API never
     // holds the signing key).
     let mut sealer = None;
@@ -365,7 +369,7 @@ async fn streams_info(url: &str, s: &Settings) -> Result<()> {
         st.messages, st.bytes, st.first_sequence, st.last_sequence, st.subjects_count
     );
     println!("  deleted messages (gaps) {}", st.deleted_count.unwrap_or(0));
-    let sync = managed_sync(&s.data_dir, url);
+    let sync = managed_sync(&s.data_dir, s.managed_nats_port, url);
     println!("  durability: replicas {}, sync {sync}", info.config.num_replicas);
     let problems = covenant_commands::config::check_stream_config(&info.config, &cfg);
     if problems.is_empty() {
@@ -399,8 +403,8 @@ async fn streams_info(url: &str, s: &Settings) -> Result<()> {
 
 /// The managed server's sync setting, read from its config file; external servers'
 /// settings are not visible through the JetStream API.
-fn managed_sync(data_dir: &std::path::Path, url: &str) -> String {
-    let managed = url.ends_with(&format!(":{}", covenant_ops::settings::MANAGED_NATS_PORT));
+fn managed_sync(data_dir: &std::path::Path, port: u16, url: &str) -> String {
+    let managed = url.ends_with(&format!(":{port}"));
     match std::fs::read_to_string(data_dir.join("nats/covenant.conf")) {
         Ok(conf) if managed && conf.contains("sync_interval: always") => "always (fsync before every ack)".into(),
         Ok(_) if managed => "default (flush every 2 min; an OS crash can lose up to 2 min of acked events)".into(),

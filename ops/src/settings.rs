@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use crate::managed::nats::SyncPolicy;
 
-/// Port of the managed nats-server (not 4222, where an older system server may listen).
+/// Default port of the managed nats-server (not 4222, where an older system server may
+/// listen); `COVENANT_MANAGED_NATS_PORT` moves it.
 pub const MANAGED_NATS_PORT: u16 = 14222;
-/// Port of the managed PostgreSQL cluster.
+/// Default port of the managed PostgreSQL cluster (not 5432, where the system's may
+/// listen); `COVENANT_MANAGED_PG_PORT` moves it.
 pub const MANAGED_PG_PORT: u16 = 15432;
 
 /// Durability of the managed nats-server.
@@ -73,9 +75,18 @@ pub struct Settings {
     #[arg(long, env = "COVENANT_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
-    /// Directory of the managed services' data.
+    /// Directory of the managed services' data (made absolute at start: the managed
+    /// servers run in directories of their own).
     #[arg(long, env = "COVENANT_DATA_DIR", default_value = "./.covenant", global = true)]
     pub data_dir: PathBuf,
+
+    /// Port of the managed nats-server on 127.0.0.1 (when COVENANT_NATS_URL is unset).
+    #[arg(long, env = "COVENANT_MANAGED_NATS_PORT", default_value_t = MANAGED_NATS_PORT, global = true)]
+    pub managed_nats_port: u16,
+
+    /// Port of the managed PostgreSQL on 127.0.0.1 (when COVENANT_DATABASE_URL is unset).
+    #[arg(long, env = "COVENANT_MANAGED_PG_PORT", default_value_t = MANAGED_PG_PORT, global = true)]
+    pub managed_pg_port: u16,
 
     /// JetStream replicas of the event stream: 1 for one node, 3 in a cluster.
     #[arg(long, env = "COVENANT_STREAM_REPLICAS", default_value_t = 1, global = true)]

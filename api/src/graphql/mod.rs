@@ -17,8 +17,8 @@ use sqlx::PgPool;
 /// The schema type.
 pub type CovenantSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
-/// Deepest query accepted.
-pub const MAX_DEPTH: usize = 10;
+/// Deepest ordinary query accepted (introspection: [`crate::guard::Bounds::max_introspection_depth`]).
+pub const MAX_DEPTH: usize = crate::guard::BOUNDS.max_depth;
 /// Most complex query accepted.
 pub const MAX_COMPLEXITY: usize = 2000;
 
@@ -34,7 +34,11 @@ pub fn schema(
         .data(pool)
         .data(feed)
         .data(limits)
-        .limit_depth(MAX_DEPTH)
+        // The guard parses every document and bounds it first (nesting, fragment expansion,
+        // ordinary depth 10); async-graphql's depth limit then counts introspection too, so
+        // it is set to introspection's bound.
+        .extension(crate::guard::Guard(crate::guard::BOUNDS))
+        .limit_depth(crate::guard::BOUNDS.max_introspection_depth)
         .limit_complexity(MAX_COMPLEXITY);
     if let Some(s) = side {
         b = b.data(s);

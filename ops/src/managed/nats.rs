@@ -262,6 +262,33 @@ impl NatsCluster {
     }
 }
 
+/// Whether 127.0.0.1:`port` is a managed nats-server Covenant could reuse (its
+/// `server_name` is `covenant`, its version ≥ [`MIN_VERSION`]), read from the INFO line
+/// a NATS server sends first.
+///
+/// # Errors
+/// What listens there instead, for the caller's message.
+pub fn check_managed(port: u16) -> std::result::Result<(), String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
+        .map_err(|e| format!("a process that refused a connection ({e})"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).map_err(|_| "a process that sent no NATS greeting".to_owned())?;
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let Some(info) = line.strip_prefix("INFO ").and_then(|l| l.lines().next()) else {
+        return Err("a process that is not a NATS server".into());
+    };
+    let info: serde_json::Value = serde_json::from_str(info).map_err(|_| "a process that is not a NATS server")?;
+    let name = info["server_name"].as_str().unwrap_or_default();
+    let version = info["version"].as_str().unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if name != "covenant" || v < MIN_VERSION {
+        return Err(format!("nats-server {version} named `{name}`"));
+    }
+    Ok(())
+}
+
 /// `GET path` on 127.0.0.1:port answers 200.
 fn http_ok(port: u16, path: &str) -> Result<()> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))?;

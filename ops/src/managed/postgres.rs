@@ -47,6 +47,66 @@ pub struct PgCluster {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Where the managed cluster of `data_dir` lives: `<data_dir>/postgres`, unless the
+/// server's user cannot reach it. PostgreSQL refuses to run as root, so run as root it
+/// runs as `postgres`, which cannot enter a checkout in root's home (mode 0700). Then the
+/// cluster lives in `/var/lib/covenant/<name>-<hash of data_dir>`, and
+/// `<data_dir>/postgres` is a symbolic link to it, so it is found again (and shown).
+///
+/// # Errors
+/// When the directories cannot be made.
+pub fn cluster_dir(data_dir: &Path) -> Result<PathBuf> {
+    let dir = data_dir.join("postgres");
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    if let Ok(target) = std::fs::read_link(&dir) {
+        return Ok(target);
+    }
+    if !is_root() || reachable_by("postgres", data_dir) {
+        return Ok(dir);
+    }
+    // Empty directories left by an earlier attempt give way to the link.
+    for leftover in [dir.join("run"), dir.join("data"), dir.clone()] {
+        let _ = std::fs::remove_dir(leftover);
+    }
+    if dir.exists() {
+        bail!(
+            "{} exists but the postgres user cannot reach it (a parent directory is closed to it):              move the data directory (COVENANT_DATA_DIR) under a directory others may enter, e.g. /var/lib/covenant",
+            dir.display()
+        );
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let name = data_dir.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+    let target =
+        PathBuf::from("/var/lib/covenant").join(format!("{}-{hex}", name.unwrap_or_else(|| "covenant".into())));
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    std::os::unix::fs::symlink(&target, &dir)
+        .with_context(|| format!("linking {} to {}", dir.display(), target.display()))?;
+    eprintln!(
+        "note: the postgres user cannot enter {}, so the managed PostgreSQL keeps its files in {} ({} links there)",
+        data_dir.display(),
+        target.display(),
+        dir.display()
+    );
+    Ok(target)
+}
+
+/// Whether `user` may enter `dir` (every parent included).
+fn reachable_by(user: &str, dir: &Path) -> bool {
+    Command::new("runuser").args(["-u", user, "--", "test", "-x"]).arg(dir).status().is_ok_and(|s| s.success())
+}
+
+/// Whether the PostgreSQL listening on `port` is the cluster in `dir` (its
+/// `postmaster.pid` names that port and a live process).
+pub fn serves_dir(dir: &Path, port: u16) -> bool {
+    let Ok(pid_file) = std::fs::read_to_string(dir.join("data/postmaster.pid")) else { return false };
+    let mut lines = pid_file.lines();
+    let pid = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
+    let listed_port = lines.nth(2).and_then(|l| l.trim().parse::<u16>().ok());
+    matches!(pid, Some(pid) if Path::new(&format!("/proc/{pid}")).exists()) && listed_port == Some(port)
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
