@@ -131,11 +131,7 @@ impl Refusal {
     /// As a GraphQL error with `extensions.code = BAD_USER_INPUT`.
     #[must_use]
     pub fn into_server_error(self) -> ServerError {
-        let mut e = ServerError::new(self.to_string(), None);
-        let mut ext = async_graphql::ErrorExtensionValues::default();
-        ext.set("code", "BAD_USER_INPUT");
-        e.extensions = Some(ext);
-        e
+        bad_input(ServerError::new(self.to_string(), None))
     }
 }
 
@@ -306,7 +302,6 @@ fn check_document_counting(
     visits: &mut usize,
 ) -> Result<(), Refusal> {
     let operations: Vec<_> = doc.operations.iter().map(|(_, op)| op).collect();
-    let count = |what, count, max| if count > max { Err(Refusal::TooMany { what, count, max }) } else { Ok(()) };
     count("operations", operations.len(), bounds.max_operations)?;
     count("fragments", doc.fragments.len(), bounds.max_fragments)?;
     let variable_defs: Vec<&Positioned<VariableDefinition>> =
@@ -367,7 +362,6 @@ fn check_strings(
     variables: &Variables,
     bounds: &Bounds,
 ) -> Result<(), Refusal> {
-    let count = |what, count, max| if count > max { Err(Refusal::TooMany { what, count, max }) } else { Ok(()) };
     let mut directives = 0usize;
     let mut strings = Strings { directives: &mut directives };
     for op in operations {
@@ -455,19 +449,26 @@ fn const_value(v: &ConstValue) -> Result<(), Refusal> {
     }
 }
 
+/// `e` with `extensions.code = BAD_USER_INPUT`.
+fn bad_input(mut e: ServerError) -> ServerError {
+    let mut ext = async_graphql::ErrorExtensionValues::default();
+    ext.set("code", "BAD_USER_INPUT");
+    e.extensions = Some(ext);
+    e
+}
+
+/// `Err(TooMany)` when `count` of `what` is over `max`.
+fn count(what: &'static str, count: usize, max: usize) -> Result<(), Refusal> {
+    if count > max { Err(Refusal::TooMany { what, count, max }) } else { Ok(()) }
+}
+
 /// Both steps and the parse between them.
 ///
 /// # Errors
 /// The refusal, or the parser's own error (a syntax error).
 pub fn parse_checked(query: &str, variables: &Variables, bounds: &Bounds) -> ServerResult<ExecutableDocument> {
     check_text(query, bounds).map_err(Refusal::into_server_error)?;
-    let doc = async_graphql::parser::parse_query(query).map_err(|e| {
-        let mut err = ServerError::from(e);
-        let mut ext = async_graphql::ErrorExtensionValues::default();
-        ext.set("code", "BAD_USER_INPUT");
-        err.extensions = Some(ext);
-        err
-    })?;
+    let doc = async_graphql::parser::parse_query(query).map_err(|e| bad_input(ServerError::from(e)))?;
     check_document(&doc, variables, bounds).map_err(Refusal::into_server_error)?;
     Ok(doc)
 }
