@@ -72,6 +72,10 @@ pub const BOUNDS: Bounds = Bounds {
 /// far below what would strain a worker's stack.
 const MAX_WALK: usize = 128;
 
+/// Documents up to this long are parsed on the request's own task (a few hundred
+/// microseconds at most); longer ones go to the blocking pool.
+const PARSE_INLINE_BYTES: usize = 8 * 1024;
+
 /// Why a document is refused; every refusal is the client's (`BAD_USER_INPUT`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -495,7 +499,20 @@ impl Extension for GuardExtension {
         variables: &Variables,
         _next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        parse_checked(query, variables, &self.0)
+        if query.len() <= PARSE_INLINE_BYTES {
+            return parse_checked(query, variables, &self.0);
+        }
+        // A long document is parsed on the blocking pool, so a burst of them cannot hold
+        // every async worker while small requests wait.
+        let (query, variables, bounds) = (query.to_owned(), variables.clone(), self.0);
+        tokio::task::spawn_blocking(move || parse_checked(&query, &variables, &bounds)).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "parsing a document failed on the blocking pool");
+            let mut err = ServerError::new("internal error", None);
+            let mut ext = async_graphql::ErrorExtensionValues::default();
+            ext.set("code", "INTERNAL");
+            err.extensions = Some(ext);
+            Err(err)
+        })
     }
 }
 
@@ -616,5 +633,160 @@ mod tests {
         ));
         let long = format!("{{ a }}{}", " ".repeat(BOUNDS.max_query_bytes));
         assert!(matches!(check_text(&long, &BOUNDS), Err(Refusal::TooLong { .. })));
+    }
+
+    /// The guard's fuzz target: proptest drives it with generated documents (cargo test
+    /// runs it with the rest; `PROPTEST_CASES=100000 cargo test -p covenant-api guard`
+    /// runs it longer).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// One level of nesting, as the generator writes it.
+        #[derive(Debug, Clone, Copy)]
+        enum Level {
+            Selection,
+            InlineFragment,
+            Arguments,
+            DirectiveArguments,
+            List,
+            Object,
+        }
+
+        fn level() -> impl Strategy<Value = Level> {
+            prop_oneof![
+                Just(Level::Selection),
+                Just(Level::InlineFragment),
+                Just(Level::Arguments),
+                Just(Level::DirectiveArguments),
+                Just(Level::List),
+                Just(Level::Object),
+            ]
+        }
+
+        /// A syntactically valid document nesting `levels` (each one bracket deep) inside
+        /// an operation, or inside a variable's default value; returns it and its bracket
+        /// depth.
+        fn render(levels: &[Level], in_default: bool) -> (String, usize) {
+            let (mut open, mut close) = (String::new(), Vec::new());
+            let mut in_value = in_default;
+            for l in levels {
+                let (o, c, value) = match (in_value, l) {
+                    (false, Level::Selection) => ("f { ", " }", false),
+                    (false, Level::InlineFragment) => ("... on Query { ", " }", false),
+                    (false, Level::Arguments | Level::List | Level::Object) => ("f(x: ", ")", true),
+                    (false, Level::DirectiveArguments) => ("f @include(if: ", ")", true),
+                    (true, Level::Object) => ("{a: ", "}", true),
+                    (true, _) => ("[", "]", true),
+                };
+                open.push_str(o);
+                close.push(c);
+                in_value = value;
+            }
+            let leaf = if in_value { "1" } else { "__typename" };
+            close.reverse();
+            let inner = format!("{open}{leaf}{}", close.concat());
+            if in_default {
+                (format!("query($v: [Int] = {inner}) {{ __typename }}"), levels.len() + 1)
+            } else {
+                (format!("{{ {inner} }}"), levels.len() + 1)
+            }
+        }
+
+        /// Pieces that make lexing hard: brackets, quotes, escapes, block strings, comments
+        /// and line ends in every order.
+        const PIECES: &[&str] = &[
+            "{",
+            "[",
+            "(",
+            "}",
+            "]",
+            ")",
+            "\"",
+            "\"\"\"",
+            "\\",
+            "\\\"",
+            "\\\"\"\"",
+            "\n",
+            "\r",
+            "#",
+            "a",
+            " ",
+            "x: ",
+            "... on Q ",
+            "...F ",
+            "$v",
+            "@d",
+            ",",
+            "fragment F on Q ",
+            "query($v: Int = ",
+            "\u{0}",
+            "é",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Nesting of any mix of constructs is refused exactly when it goes over the
+            /// bound, and a document within the bound parses (the guard never refuses a
+            /// valid document for its nesting alone).
+            #[test]
+            fn nesting_of_any_construct_is_refused_exactly_above_the_bound(
+                levels in prop::collection::vec(level(), 0..200),
+                in_default in any::<bool>(),
+            ) {
+                let (doc, depth) = render(&levels, in_default);
+                let result = parse_checked(&doc, &Variables::default(), &BOUNDS);
+                let refused_nesting = matches!(
+                    check_text(&doc, &BOUNDS),
+                    Err(Refusal::TooNested { .. })
+                );
+                prop_assert_eq!(refused_nesting, depth > BOUNDS.max_nesting, "{}", doc);
+                if depth > BOUNDS.max_nesting {
+                    prop_assert!(result.is_err());
+                } else {
+                    prop_assert!(async_graphql::parser::parse_query(&doc).is_ok(), "{}", doc);
+                }
+            }
+
+            /// Any soup of hard-to-lex pieces, up to 60 KB, is answered (refused or parsed):
+            /// the guard's view of strings and comments never lets the parser recurse past
+            /// what a worker's stack holds.
+            #[test]
+            fn any_text_is_answered_without_overflowing(
+                pieces in prop::collection::vec(prop::sample::select(PIECES), 0..6000),
+            ) {
+                let doc: String = pieces.concat();
+                let _ = parse_checked(&doc, &Variables::default(), &BOUNDS);
+            }
+
+            /// Arbitrary characters never panic the guard.
+            #[test]
+            fn arbitrary_characters_never_panic(chars in prop::collection::vec(any::<char>(), 0..2000)) {
+                let doc: String = chars.into_iter().collect();
+                let _ = parse_checked(&doc, &Variables::default(), &BOUNDS);
+            }
+
+            /// Fragment graphs of any shape (each fragment spreads earlier ones, any
+            /// number of times) are measured in visits linear in the document.
+            #[test]
+            fn fragment_graphs_cost_visits_linear_in_the_document(
+                spreads in prop::collection::vec(prop::collection::vec(any::<prop::sample::Index>(), 0..4), 1..50),
+            ) {
+                let mut doc = String::from("{ ...F0 }\nfragment F0 on Query { __typename }\n");
+                let mut size = 2;
+                for (i, s) in spreads.iter().enumerate() {
+                    let i = i + 1;
+                    let body: String = s.iter().map(|ix| format!("...F{} ", ix.index(i))).collect();
+                    size += s.len() + 1;
+                    doc.push_str(&format!("fragment F{i} on Query {{ __typename {body}}}\n"));
+                }
+                let parsed = async_graphql::parser::parse_query(&doc).expect("parses");
+                let mut visits = 0;
+                let _ = check_document_counting(&parsed, &Variables::default(), &BOUNDS, &mut visits);
+                prop_assert!(visits <= 4 * size + 8, "{} visits for {} selections", visits, size);
+            }
+        }
     }
 }

@@ -215,6 +215,20 @@ async fn execute(
                 "Covenant-Min-Sequence must be a stream sequence number",
             );
         };
+        // A sequence the stream has not reached yet would hold the request for the whole
+        // wait and then answer UNAVAILABLE, as if the service were at fault: refuse it at
+        // once. (If the stream cannot be read, the wait below decides.)
+        let js = async_nats::jetstream::new(state.nats.clone());
+        if let Ok(mut stream) = js.get_stream(&state.stream).await
+            && let Ok(info) = stream.info().await
+            && seq > info.state.last_sequence
+        {
+            let message = format!(
+                "Covenant-Min-Sequence {seq} is beyond the stream's last sequence {}",
+                info.state.last_sequence
+            );
+            return request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &message);
+        }
         if let Err(e) = wait_for_sequence(&state.pool, &PROJECTIONS, seq, MIN_SEQUENCE_WAIT).await {
             let status = if media == GRAPHQL_RESPONSE { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             return request_error(status, media, "UNAVAILABLE", &e.to_string());

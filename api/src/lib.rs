@@ -85,6 +85,7 @@ impl AppState {
         options: ApiOptions,
     ) -> Self {
         let stream = stream.into();
+        auth::prepare_dummy_hash();
         let limits = Arc::new(limits::RateLimits::new(options.limits));
         let feed =
             graphql::subscription::EventFeed { js: async_nats::jetstream::new(nats.clone()), stream: stream.clone() };
@@ -108,12 +109,19 @@ pub fn router(state: Arc<AppState>) -> Router {
     let graphql = Router::new()
         .route("/api/graphql", get(http::graphiql_or_websocket).post(http::graphql))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::limit_per_ip));
-    Router::new()
+    let routes = Router::new()
         .merge(graphql)
         .route("/api/graphiql/{file}", get(http::graphiql_asset))
         .route("/api/healthcheck", get(http::health))
         .route("/metrics", get(http::metrics_text))
-        .route_layer(axum::middleware::from_fn(http::track))
+        .route_layer(axum::middleware::from_fn(http::track));
+    outer_layers(routes).with_state(state)
+}
+
+/// What wraps every route: body limit, request ids, the request timeout, and the panic
+/// catcher (outermost, so a panic anywhere inside is answered).
+fn outer_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
         // The body limit is applied where the body is read, so the GraphQL handler answers
         // an oversized body with a GraphQL error.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
@@ -127,7 +135,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         // A panic in a handler is answered 500 (a GraphQL error, no internals) and counted;
         // the process and its other requests go on.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .with_state(state)
 }
 
 /// The answer to a request whose handler panicked: `INTERNAL`, and
@@ -146,4 +153,39 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
     let mut r = (axum::http::StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response();
     r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    #[allow(clippy::unused_async)]
+    async fn boom() -> &'static str {
+        panic!("secret detail of the bug")
+    }
+
+    /// A handler that panics is answered 500 `INTERNAL` without its message, the panic is
+    /// counted, and the same router goes on answering.
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_internal_and_counted() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let routes = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/fine", axum::routing::get(|| async { "fine" }));
+        let app = super::outer_layers(routes);
+        let res = metrics::with_local_recorder(&recorder, || {
+            futures::executor::block_on(app.clone().oneshot(Request::get("/boom").body(Body::empty()).expect("req")))
+        })
+        .expect("answered");
+        assert_eq!(res.status(), 500);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.expect("body");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("\"INTERNAL\"") && !body.contains("secret"), "{body}");
+        assert!(handle.render().contains("covenant_http_panics_total 1"), "{}", handle.render());
+        let res = app.oneshot(Request::get("/fine").body(Body::empty()).expect("req")).await.expect("answered");
+        assert_eq!(res.status(), 200);
+    }
 }

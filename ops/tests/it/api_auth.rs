@@ -200,3 +200,36 @@ async fn concurrent_conflicting_mutations_lose_no_update_and_writes_are_read_bac
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_answers_an_unknown_account_and_a_wrong_password_alike_in_answer_and_time() {
+    let app = spawn_app().await;
+    app.user_token("known@example.org", Role::Viewer).await;
+    let login = |email: &'static str| {
+        let app = &app;
+        async move {
+            let q = format!(r#"mutation {{ login(email: "{email}", password: "not the password") {{ token }} }}"#);
+            let t = std::time::Instant::now();
+            let (status, body) = app.graphql(&q, None).await;
+            (t.elapsed(), status, body["errors"][0]["message"].clone(), code(&body).to_owned())
+        }
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    // Interleaved, so drift in the machine's load falls on both alike.
+    for _ in 0..15 {
+        let k = login("known@example.org").await;
+        let u = login("nobody@example.org").await;
+        assert_eq!((k.1, &k.2, &k.3), (u.1, &u.2, &u.3), "the same answer for both");
+        assert_eq!(k.3, "UNAUTHENTICATED");
+        known.push(k.0);
+        unknown.push(u.0);
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[known.len() / 2].as_secs_f64(), unknown[unknown.len() / 2].as_secs_f64());
+    println!("median login: known account, wrong password {:.1} ms; unknown account {:.1} ms", k * 1e3, u * 1e3);
+    // Before the dummy check the two differed ninefold (~2 ms against ~18 ms); the password
+    // check dominates both now, and what is left is noise.
+    assert!((u / k) > 0.75 && (u / k) < 1.33, "known {k:.4} s, unknown {u:.4} s");
+    app.stop().await;
+}

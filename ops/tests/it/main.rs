@@ -16,6 +16,8 @@ mod cluster;
 mod concurrency;
 mod cqrs_framework;
 mod domain_purity;
+mod first_contact;
+mod hostile;
 mod idempotency;
 mod managed_postgres;
 mod metrics_scrape;

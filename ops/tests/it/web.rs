@@ -1,5 +1,6 @@
 //! Checks from the JavaScript world against a live server: the `graphql-http` audit suite
-//! (GraphQL over HTTP conformance) and headless Chromium opening GraphiQL. The tools live
+//! (GraphQL over HTTP conformance), graphql-js's standard introspection query (what client
+//! tooling sends first) and headless Chromium using GraphiQL's docs, completion and editor. The tools live
 //! in `ops/tests/web` (installed by the README's test command).
 
 use std::path::PathBuf;
@@ -46,7 +47,17 @@ async fn the_graphql_http_audit_suite_passes_every_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_chromium_runs_a_query_in_graphiql() {
+async fn the_standard_introspection_query_with_every_option_builds_a_client_schema() {
+    let app = spawn_app().await;
+    let (ok, report) = node("introspect.mjs", &[&format!("http://{}/api/graphql", app.addr)], &[]).await;
+    println!("{report}");
+    assert!(ok, "introspection failed:\n{report}");
+    assert!(report.contains("covenantFund") && report.contains("mutations"), "{report}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_shows_the_docs_completes_a_field_and_runs_a_query_in_graphiql() {
     let app = spawn_app().await;
     crate::harness::register_country(&app.side, "JP", "Japan", 4_000).await;
     let screenshot = std::env::temp_dir().join(format!("covenant-graphiql-{}.png", std::process::id()));
@@ -54,6 +65,7 @@ async fn headless_chromium_runs_a_query_in_graphiql() {
     println!("{report}");
     assert!(ok, "GraphiQL in Chromium failed:\n{report}");
     assert!(report.contains("\"covenantFund\""), "{report}");
+    assert!(report.contains("docs explorer, Query fields:") && report.contains("autocompletion after"), "{report}");
     assert!(screenshot.exists(), "a screenshot of the page was taken");
     std::fs::remove_file(&screenshot).ok();
     app.stop().await;

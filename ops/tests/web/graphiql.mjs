@@ -1,5 +1,7 @@
-// Headless Chromium opens GraphiQL from a running Covenant, runs a query through the IDE
-// and checks the result pane: `node graphiql.mjs http://127.0.0.1:4000`.
+// Headless Chromium opens GraphiQL from a running Covenant as a new user would: the
+// documentation explorer lists the Query fields (so the schema loaded through
+// introspection), the editor autocompletes a field name, and a query runs and fills the
+// result pane: `node graphiql.mjs http://127.0.0.1:4000`.
 // Uses Debian's chromium (CHROMIUM_PATH to override) driven by playwright-core.
 import { chromium } from 'playwright-core';
 
@@ -18,6 +20,34 @@ try {
   await page.goto(`${base}/api/graphql`, { waitUntil: 'load' });
   // The editor is up once GraphiQL has rendered.
   await page.waitForSelector('.graphiql-execute-button', { timeout: 30000 });
+
+  // The documentation explorer: root types, then the Query type's fields.
+  await page.click('button[aria-label="Show Documentation Explorer"]');
+  const queryLink = page.locator('.graphiql-doc-explorer a.graphiql-doc-explorer-type-name', { hasText: 'Query' });
+  await queryLink.first().waitFor({ timeout: 30000 });
+  await queryLink.first().click();
+  await page.waitForSelector('.graphiql-doc-explorer-field-name', { timeout: 30000 });
+  const fields = await page.$$eval('.graphiql-doc-explorer-field-name', (els) => els.map((e) => e.textContent));
+  console.log(`docs explorer, Query fields: ${fields.join(', ')}`);
+  for (const f of ['countries', 'covenantFund', 'projects', 'auditEvents']) {
+    if (!fields.includes(f)) failures.push(`the documentation explorer shows no Query.${f}`);
+  }
+  const errors = await page.$$eval('.graphiql-doc-explorer-error', (els) => els.map((e) => e.textContent));
+  if (errors.length) failures.push(`documentation explorer errors: ${errors.join('; ')}`);
+
+  // Autocompletion: typing `cove` inside a selection set offers covenantFund.
+  await page.evaluate(() => {
+    const cm = document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror;
+    cm.setValue('{\n  \n}');
+    cm.setCursor({ line: 1, ch: 2 });
+    cm.focus();
+  });
+  await page.keyboard.type('cove', { delay: 50 });
+  await page.waitForSelector('.CodeMirror-hints .CodeMirror-hint', { timeout: 30000 });
+  const hints = await page.$$eval('.CodeMirror-hints .CodeMirror-hint', (els) => els.map((e) => e.textContent));
+  console.log(`autocompletion after "cove": ${hints.join(', ')}`);
+  if (!hints.includes('covenantFund')) failures.push('autocompletion does not offer covenantFund');
+  await page.keyboard.press('Escape');
   const query = '{ covenantFund { countries projects totalUsd } }';
   await page.evaluate((q) => {
     const editor = document.querySelector('.graphiql-query-editor .CodeMirror');
