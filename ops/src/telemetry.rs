@@ -416,6 +416,19 @@ fn describe() {
         "covenant_projection_skipped_events_total",
         "Events a projection could not apply (bad type or payload)."
     );
+    describe_counter!(
+        "covenant_projection_sequence_gaps_total",
+        "Batches that stopped at a stream sequence that was not delivered (fetched again)."
+    );
+    describe_gauge!(
+        "covenant_projection_gap_sequence",
+        "The sequence a projection is held at because it was not delivered; 0 when none."
+    );
+    describe_counter!("covenant_http_panics_total", "Requests whose handler panicked (answered 500).");
+    describe_counter!(
+        "covenant_graphql_time_budget_exceeded_total",
+        "Queries stopped at the 10 s time budget (answered UNAVAILABLE)."
+    );
     describe_gauge!(
         "nats_consumer_pending_messages",
         "Messages a JetStream consumer has not acknowledged (undelivered plus awaiting ack)."

@@ -197,7 +197,7 @@ impl Projection for LedgerProjection {
             .bind(last_seq)
             .fetch_one(conn)
             .await?;
-        Ok(Applied { skipped: fold.skipped, fund: Some(fund), projects_created: d.created as u64 })
+        Ok(Applied { skipped: fold.skipped, fund: Some(fund), projects_created: d.created as u64, gap: None })
     }
 }
 

@@ -51,6 +51,21 @@ pub struct Applied {
     pub fund: Option<crate::views::Fund>,
     /// Projects created in this batch.
     pub projects_created: u64,
+    /// Where the batch stopped short: the first stream sequence after the checkpoint that
+    /// was not delivered. Only the contiguous run before it was applied.
+    pub gap: Option<Gap>,
+}
+
+/// A hole in what was delivered: sequence `missing` (and perhaps more) did not arrive,
+/// `next` did. The stream denies deletes, so a hole is a delivery fault (for example
+/// messages of a pull in flight when a stream leader died), never a message that is gone:
+/// the checkpoint never moves over one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The first sequence not delivered (the checkpoint + 1).
+    pub missing: u64,
+    /// The next sequence that was delivered.
+    pub next: u64,
 }
 
 /// A read model fed by the event stream.

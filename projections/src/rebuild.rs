@@ -29,6 +29,15 @@ pub enum RebuildError {
     /// PostgreSQL failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The stream did not deliver a sequence the rebuild needs (a rebuild never moves
+    /// over one, as the runner never does).
+    #[error("sequence {missing} was not delivered (the next was {next}); the rebuild stopped before the swap")]
+    Hole {
+        /// The first sequence missing.
+        missing: u64,
+        /// The next one delivered.
+        next: u64,
+    },
 }
 
 /// What a rebuild did.
@@ -67,7 +76,10 @@ pub async fn rebuild(
             break;
         }
         read_range(js, stream, done + 1, target, async |batch| {
-            let (cp, _) = apply_batch(pool, projection, Tables::SHADOW, &batch, None).await?;
+            let (cp, applied) = apply_batch(pool, projection, Tables::SHADOW, &batch, None).await?;
+            if let Some(g) = applied.gap {
+                return Err(RebuildError::Hole { missing: g.missing, next: g.next });
+            }
             events += batch.len() as u64;
             done = cp;
             progress(done, target);
@@ -113,7 +125,14 @@ async fn swap(
             Ok(())
         })
         .await?;
+        let mut expected = have + 1;
         for b in batches {
+            for e in &b {
+                if e.seq != expected {
+                    return Err(RebuildError::Hole { missing: expected, next: e.seq });
+                }
+                expected += 1;
+            }
             projection.apply(&mut tx, Tables::SHADOW, &b).await?;
         }
     }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::checkpoint;
 use crate::event::ProjectedEvent;
-use crate::projection::{Applied, Projection, Tables};
+use crate::projection::{Applied, Gap, Projection, Tables};
 
 /// How long a batch waits for more buffered messages after its first one.
 const LINGER: Duration = Duration::from_millis(2);
@@ -54,7 +54,19 @@ pub enum Outcome {
     },
     /// Nothing to do within the fetch wait.
     Idle,
+    /// Delivery skipped `missing`: the run before it was applied up to `checkpoint` and
+    /// the consumer will deliver again from there.
+    Gap {
+        /// The checkpoint after the step.
+        checkpoint: u64,
+        /// The first sequence that did not arrive.
+        missing: u64,
+    },
 }
+
+/// How many times a hole is fetched again before the runner reports it halted (it goes
+/// on trying, with back-off, and never moves past it).
+const GAP_REFETCHES: u32 = 3;
 
 /// Default most events per projection transaction.
 pub const DEFAULT_BATCH: usize = 5000;
@@ -86,6 +98,8 @@ pub struct Runner {
     cfg: RunnerConfig,
     messages: Option<pull::Stream>,
     shutdown: watch::Receiver<bool>,
+    /// The hole being re-fetched, and how many times it was.
+    gap: Option<(u64, u32)>,
 }
 
 impl Runner {
@@ -97,7 +111,7 @@ impl Runner {
         cfg: RunnerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { js, pool, projection, cfg, messages: None, shutdown }
+        Self { js, pool, projection, cfg, messages: None, shutdown, gap: None }
     }
 
     fn name(&self) -> &'static str {
@@ -217,19 +231,86 @@ impl Runner {
                 }
             }
         }
-        let Some(last) = messages.last() else { return Ok(Outcome::Idle) };
-        let last_seq = self.apply_with_retry(&events).await?;
-        // AckPolicy::All: acknowledging the last message acknowledges the batch. A lost ack
+        if messages.is_empty() {
+            return Ok(Outcome::Idle);
+        }
+        let (last_seq, gap) = self.apply_with_retry(&events).await?;
+        // AckPolicy::All: acknowledging a message acknowledges every one before it, so the
+        // ack goes to the last message the checkpoint covers, never past a hole. A lost ack
         // only means a redelivery, which the checkpoint skips.
-        if let Err(e) = last.ack_with(AckKind::Ack).await {
+        let covered = messages.iter().rev().find(|m| m.info().is_ok_and(|i| i.stream_sequence <= last_seq));
+        if let Some(m) = covered
+            && let Err(e) = m.ack_with(AckKind::Ack).await
+        {
             tracing::debug!(projection = self.name(), error = %e, "ack not sent");
         }
-        Ok(Outcome::Applied { events: messages.len(), last_seq })
+        match gap {
+            None => {
+                if self.gap.take().is_some() {
+                    tracing::info!(
+                        projection = self.name(),
+                        checkpoint = last_seq,
+                        "the hole was filled by a re-fetch"
+                    );
+                }
+                metrics::gauge!("covenant_projection_gap_sequence", "projection" => self.name()).set(0.0);
+                Ok(Outcome::Applied { events: messages.len(), last_seq })
+            }
+            Some(gap) => self.on_gap(gap, last_seq).await,
+        }
+    }
+
+    /// A hole in the delivered sequences: what came before it is applied; the consumer is
+    /// recreated from the checkpoint so the missing messages are fetched again. A hole that
+    /// re-fetching does not fill halts the projection where it is (it never moves past),
+    /// visible as `covenant_projection_gap_sequence` and the `ProjectionSequenceGap` alert.
+    async fn on_gap(&mut self, gap: Gap, checkpoint: u64) -> Result<Outcome, RunnerError> {
+        let name = self.name();
+        self.messages = None;
+        metrics::counter!("covenant_projection_sequence_gaps_total", "projection" => name).increment(1);
+        metrics::gauge!("covenant_projection_gap_sequence", "projection" => name).set(gap.missing as f64);
+        let tries = match self.gap {
+            Some((missing, n)) if missing == gap.missing => n + 1,
+            _ => 1,
+        };
+        self.gap = Some((gap.missing, tries));
+        if tries <= GAP_REFETCHES {
+            tracing::warn!(
+                projection = name,
+                checkpoint,
+                missing = gap.missing,
+                next = gap.next,
+                attempt = tries,
+                "sequences were not delivered; fetching them again"
+            );
+        } else {
+            let in_stream = match self.js.get_stream(&self.cfg.stream).await {
+                Ok(s) => match s.get_raw_message(gap.missing).await {
+                    Ok(_) => "it is in the stream",
+                    Err(_) => "the stream does not return it",
+                },
+                Err(_) => "the stream cannot be read",
+            };
+            tracing::error!(
+                projection = name,
+                checkpoint,
+                missing = gap.missing,
+                next = gap.next,
+                attempts = tries,
+                in_stream,
+                "projection halted at a hole in the stream: it will not move past it"
+            );
+            let wait = Duration::from_secs(1 << (tries - GAP_REFETCHES).min(5));
+            if self.pause(wait).await {
+                return Err(RunnerError::Shutdown);
+            }
+        }
+        Ok(Outcome::Gap { checkpoint, missing: gap.missing })
     }
 
     /// Applies `events` in one transaction with the checkpoint, retrying with back-off
     /// while PostgreSQL fails. Returns the checkpoint after the batch.
-    async fn apply_with_retry(&mut self, events: &[ProjectedEvent]) -> Result<u64, RunnerError> {
+    async fn apply_with_retry(&mut self, events: &[ProjectedEvent]) -> Result<(u64, Option<Gap>), RunnerError> {
         let mut backoff = Duration::from_millis(100);
         let span = process_span(self.name(), events);
         loop {
@@ -238,7 +319,7 @@ impl Runner {
             match applied {
                 Ok((cp, applied)) => {
                     self.record(&applied, events.len(), started.elapsed());
-                    return Ok(cp);
+                    return Ok((cp, applied.gap));
                 }
                 Err(e) => {
                     tracing::warn!(projection = self.name(), error = %e, retry_in = ?backoff, "batch not applied; PostgreSQL unavailable?");
@@ -400,6 +481,19 @@ pub async fn apply_batch(
     result
 }
 
+/// The events above `cp` that follow it without a hole (`cp + 1`, `cp + 2`, …), and the
+/// hole where that run ends, if it ends before the batch does.
+fn contiguous_after(cp: u64, events: &[ProjectedEvent]) -> (Vec<ProjectedEvent>, Option<Gap>) {
+    let mut run = Vec::with_capacity(events.len());
+    for (expected, e) in (cp + 1..).zip(events.iter().filter(|e| e.seq > cp)) {
+        if e.seq != expected {
+            return (run, Some(Gap { missing: expected, next: e.seq }));
+        }
+        run.push(e.clone());
+    }
+    (run, None)
+}
+
 async fn apply_batch_tx(
     pool: &PgPool,
     projection: &dyn Projection,
@@ -409,16 +503,20 @@ async fn apply_batch_tx(
     let mut tx = pool.begin().await?;
     let name = tables.checkpoint(projection.name());
     let cp = checkpoint::lock(&mut tx, &name).await?;
-    let fresh: Vec<ProjectedEvent> = events.iter().filter(|e| e.seq > cp).cloned().collect();
-    if events.len() > fresh.len() {
+    let redelivered = events.iter().filter(|e| e.seq <= cp).count();
+    if redelivered > 0 {
         metrics::counter!("covenant_projection_redeliveries_total", "projection" => projection.name())
-            .increment((events.len() - fresh.len()) as u64);
+            .increment(redelivered as u64);
     }
+    // Only the run contiguous with the checkpoint is applied: the checkpoint never moves
+    // over a sequence that was not delivered.
+    let (fresh, gap) = contiguous_after(cp, events);
     let Some(last) = fresh.last().map(|e| e.seq) else {
         tx.commit().await?;
-        return Ok((cp, Applied::default()));
+        return Ok((cp, Applied { gap, ..Applied::default() }));
     };
-    let applied = projection.apply(&mut tx, tables, &fresh).await?;
+    let mut applied = projection.apply(&mut tx, tables, &fresh).await?;
+    applied.gap = gap;
     for s in &applied.skipped {
         sqlx::query("INSERT INTO projection_skipped_events (projection, seq, subject, event_type, reason) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
             .bind(projection.name())
@@ -436,7 +534,30 @@ async fn apply_batch_tx(
 
 #[cfg(test)]
 mod tests {
-    use super::link_context;
+    use super::{Gap, contiguous_after, link_context};
+    use crate::event::ProjectedEvent;
+
+    fn events(seqs: &[u64]) -> Vec<ProjectedEvent> {
+        seqs.iter()
+            .map(|&s| ProjectedEvent::parse(s, "e.country.FR", None, bytes::Bytes::new(), chrono::Utc::now()))
+            .collect()
+    }
+
+    fn seqs(events: &[ProjectedEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn only_the_run_contiguous_with_the_checkpoint_is_applied() {
+        let (run, gap) = contiguous_after(3, &events(&[2, 3, 4, 5, 6]));
+        assert_eq!((seqs(&run), gap), (vec![4, 5, 6], None), "redeliveries dropped, the rest applied");
+        let (run, gap) = contiguous_after(3, &events(&[4, 5, 7, 8]));
+        assert_eq!((seqs(&run), gap), (vec![4, 5], Some(Gap { missing: 6, next: 7 })), "stops at the hole");
+        let (run, gap) = contiguous_after(3, &events(&[6, 7]));
+        assert_eq!((seqs(&run), gap), (vec![], Some(Gap { missing: 4, next: 6 })), "a hole right after the checkpoint");
+        let (run, gap) = contiguous_after(9, &events(&[4, 5]));
+        assert_eq!((seqs(&run), gap), (vec![], None), "all redelivered");
+    }
 
     #[test]
     fn a_traceparent_names_its_span_context() {

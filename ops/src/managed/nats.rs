@@ -195,6 +195,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Its `server_name` (what stream info names as a leader).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Monitoring URL (`/varz`, `/jsz`, `/healthz`).
     pub fn monitor_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)

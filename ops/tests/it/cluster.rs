@@ -63,7 +63,7 @@ async fn execute_retrying(
     }
 }
 
-async fn open_with_retry(url: &str, cfg: &LogConfig) -> CommandSide {
+pub async fn open_with_retry(url: &str, cfg: &LogConfig) -> CommandSide {
     let nc = client(url).await;
     for _ in 0..100 {
         if let Ok(s) = CommandSide::open(nc.clone(), cfg.clone()).await {
