@@ -21,6 +21,9 @@ use crate::config::{LogConfig, check_stream_config};
 use crate::error::LogError;
 use crate::record::{ChainTip, NewEvent, StoredEvent, chain_headers};
 
+/// Most messages one batched direct get returns (the server's own cap is 1,000).
+pub const DIRECT_BATCH: usize = 256;
+
 /// JetStream error code an R3 stream may return right after an ack ("leader changed"):
 /// the publish is retried.
 const ERR_RETRYABLE_AFTER_ACK: u64 = 10164;
@@ -163,7 +166,15 @@ impl EventLog {
     }
 
     /// Every event on `subject` with stream sequence above `after_seq`, up to the subject's
-    /// last message at the time of the call, in order (an ordered consumer on the leader).
+    /// last message at the time of the call (read from the leader), in stream order.
+    ///
+    /// No consumer is created: aggregate loads and conflict reloads are frequent, and every
+    /// ephemeral consumer lingers on the server (two instances reloading each other's
+    /// writes once reached nats-server's cap of 1,000 consumers). The events come from
+    /// batched direct gets by subject (nats-server ≥ 2.11, one request per
+    /// [`DIRECT_BATCH`] events); a replica may answer one and be behind the leader, so the
+    /// read goes on until it has reached the leader's last sequence, and falls back to
+    /// leader gets, one message each, when a batch brings nothing new.
     ///
     /// # Errors
     /// [`LogError::Unavailable`], [`LogError::Corrupt`].
@@ -175,8 +186,83 @@ impl EventLog {
         if last.version == 1 && after_seq == 0 {
             return Ok(vec![last]);
         }
+        let mut out: Vec<StoredEvent> = Vec::new();
+        let mut from = after_seq + 1;
+        while from <= last.seq {
+            let mut got = self.direct_batch(subject, from, last.seq).await?;
+            if got.is_empty() {
+                // A replica behind the leader: ask the leader for the next message.
+                let m = self
+                    .stream
+                    .raw_message_builder()
+                    .sequence(from)
+                    .next_by_subject(subject.to_owned())
+                    .send()
+                    .await
+                    .map_err(|e| LogError::unavailable(format!("reading {subject} from {from}: {e}")))?;
+                got.push(StoredEvent::parse(m.sequence, &m.subject, m.headers, m.payload)?);
+            }
+            for e in got {
+                if e.seq < from || e.seq > last.seq {
+                    return Err(LogError::Corrupt {
+                        seq: e.seq,
+                        reason: format!("read out of order on {subject}: wanted {from}..={}", last.seq),
+                    });
+                }
+                from = e.seq + 1;
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One batched direct get (ADR-31): the messages on `subject` from sequence `from` up
+    /// to `up_to`, at most [`DIRECT_BATCH`], in order, ending at the server's end-of-batch
+    /// status. Empty when none is found (or the answering replica has none yet).
+    async fn direct_batch(&self, subject: &str, from: u64, up_to: u64) -> Result<Vec<StoredEvent>, LogError> {
+        let unavailable = |e: &dyn std::fmt::Display| LogError::unavailable(format!("reading {subject}: {e}"));
+        let inbox = self.client.new_inbox();
+        let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| unavailable(&e))?;
+        let request = serde_json::json!({
+            "seq": from,
+            "next_by_subj": subject,
+            "batch": DIRECT_BATCH,
+            "up_to_seq": up_to,
+        });
+        self.client
+            .publish_with_reply(format!("$JS.API.DIRECT.GET.{}", self.cfg.stream), inbox, request.to_string().into())
+            .await
+            .map_err(|e| unavailable(&e))?;
         let mut out = Vec::new();
-        self.scan(subject, after_seq + 1, last.seq, |e| out.push(e)).await?;
+        loop {
+            let m = match tokio::time::timeout(self.cfg.request_timeout, replies.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(unavailable(&"the reply subscription closed")),
+                Err(_) => return Err(unavailable(&format!("no direct-get reply in {:?}", self.cfg.request_timeout))),
+            };
+            match m.status.map(|s| s.as_u16()) {
+                // 204: end of batch; 404: nothing (more) on the subject from `from`.
+                Some(204 | 404) => break,
+                Some(code) if code >= 300 => {
+                    return Err(unavailable(&format!(
+                        "direct get answered {code} {}",
+                        m.description.unwrap_or_default()
+                    )));
+                }
+                _ => {}
+            }
+            let headers = m.headers.unwrap_or_default();
+            let seq = headers
+                .get("Nats-Sequence")
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .ok_or_else(|| LogError::Server(format!("a direct-get reply on {subject} has no Nats-Sequence")))?;
+            let msg_subject = headers.get("Nats-Subject").map_or(subject, |v| v.as_str()).to_owned();
+            out.push(StoredEvent::parse(seq, &msg_subject, headers, m.payload)?);
+            if seq >= up_to || out.len() >= DIRECT_BATCH {
+                break;
+            }
+        }
+        let _ = replies.unsubscribe().await;
         Ok(out)
     }
 

@@ -1,7 +1,8 @@
 //! Chaos: a 3-node cluster with an R3 stream, the stream leader SIGKILLed under a mixed
 //! write load three times (restarted after each election), projections running all along.
 //! Afterwards every acknowledged event is in the stream, each aggregate's chain is linear,
-//! and the read models equal a fresh fold of the stream row by row: no projection moved its
+//! no consumer is left beyond the projections' own, and the read models equal a fresh fold
+//! of the stream row by row: no projection moved its
 //! checkpoint over an event it never applied (the skip seen in 2 of 7 such runs before
 //! runners refused to advance over a hole in delivered sequences).
 
@@ -102,6 +103,9 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
         t.await.expect("writer");
     }
 
+    // Bounded consumers: the two projections' durables, nothing left by loads or reloads.
+    let consumers = js.get_stream(&cfg.stream).await.expect("stream").info().await.expect("info").state.consumer_count;
+    assert!(consumers <= 2, "{consumers} consumers on the stream after the load (projections: 2)");
     let events = all_events(&side.log).await;
     let last = events.last().map_or(0, |e| e.seq);
     let stored: HashSet<u64> = events.iter().map(|e| e.seq).collect();

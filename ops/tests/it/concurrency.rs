@@ -35,6 +35,22 @@ async fn thirty_two_writers_on_one_aggregate_lose_no_update() {
     let sides: Vec<CommandSide> = join_all((0..WRITERS).map(|_| side(&url, &cfg))).await;
     register_fr(&sides[0]).await;
     let per_writer = 10u64;
+    // Consumers on the stream while 32 "processes" reload each other's writes: loads and
+    // conflict reloads create none (each used to leave an ephemeral consumer behind).
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (mut stream, sampling) = (sides[0].log.stream().clone(), sampling.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(info) = stream.info().await {
+                    most = most.max(info.state.consumer_count);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            most
+        })
+    };
     let results = join_all(sides.iter().enumerate().map(|(w, s)| async move {
         let mut acked: Vec<Receipt> = Vec::new();
         let mut conflicts = 0;
@@ -51,8 +67,15 @@ async fn thirty_two_writers_on_one_aggregate_lose_no_update() {
         (acked, conflicts)
     }))
     .await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most_consumers = sampler.await.expect("sampler");
     let acked: Vec<Receipt> = results.iter().flat_map(|(a, _)| a.clone()).collect();
     let conflicts: usize = results.iter().map(|(_, c)| c).sum();
+    println!(
+        "32 writers on one aggregate: {} acknowledged, {conflicts} conflicts, at most {most_consumers} consumers",
+        acked.len()
+    );
+    assert_eq!(most_consumers, 0, "aggregate loads and conflict reloads create no consumer");
     assert_eq!(acked.len() + conflicts, WRITERS * per_writer as usize);
     assert!(acked.len() >= WRITERS, "each writer should get through at least once on average; acked {}", acked.len());
 
