@@ -252,6 +252,7 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
             &db.pool,
             &stop_rx,
             std::time::Duration::from_secs(5),
+            s.projection_lease,
         )
     } else {
         Vec::new()
@@ -346,7 +347,14 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
 
 async fn run_projections(js: &async_nats::jetstream::Context, s: &Settings, pool: &sqlx::PgPool) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(js, &s.stream, pool, &stop_rx, std::time::Duration::from_secs(5));
+    let tasks = covenant_ops::projections::spawn(
+        js,
+        &s.stream,
+        pool,
+        &stop_rx,
+        std::time::Duration::from_secs(5),
+        s.projection_lease,
+    );
     eprintln!("projections running on stream {}; Ctrl-C to stop", s.stream);
     covenant_ops::shutdown_signal().await;
     let _ = stop_tx.send(true);

@@ -5,26 +5,44 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream;
 use covenant_projections::monitor::Monitor;
-use covenant_projections::{Runner, RunnerConfig, rebuild};
+use covenant_projections::{Runner, RunnerConfig, lease, rebuild};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Starts a runner per projection and a monitor refreshing the lag and business gauges
-/// every `monitor_every`, until `shutdown` turns true.
+/// every `monitor_every`, until `shutdown` turns true. Each runner consumes only while it
+/// holds its projection's lease (`lease_ttl` unrenewed), so several instances run each
+/// projection once and a standby takes over a dead instance's within `lease_ttl`.
 pub fn spawn(
     js: &jetstream::Context,
     stream: &str,
     pool: &PgPool,
     shutdown: &watch::Receiver<bool>,
     monitor_every: Duration,
+    lease_ttl: Duration,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks: Vec<JoinHandle<()>> = covenant_projections::all()
         .into_iter()
         .map(|p| {
             let cfg = RunnerConfig { stream: stream.to_owned(), ..Default::default() };
+            let key = format!("projection.{}", p.name());
             let runner = Runner::new(js.clone(), pool.clone(), p, cfg, shutdown.clone());
+            let (js, stream, stop) = (js.clone(), stream.to_owned(), shutdown.clone());
             tokio::spawn(async move {
+                // Several instances may run: each projection runs where its lease is held.
+                let runner = loop {
+                    match lease::projection_bucket(&js, &stream).await {
+                        Ok(kv) => break runner.with_lease(lease::Lease::new(kv, key, lease_ttl)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the projection leases cannot be opened; retrying");
+                            if *stop.borrow() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                };
                 let _ = runner.run().await;
             })
         })

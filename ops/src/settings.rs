@@ -134,6 +134,12 @@ pub struct Settings {
     )]
     pub rate_limit_login: covenant_api::limits::Limit,
 
+    /// How long a projection lease lasts unrenewed (`6s`, `1500ms`): with several instances
+    /// each projection runs in the one holding its lease, and a standby takes over a dead
+    /// holder's projections within this. Renewals come every third of it.
+    #[arg(long, env = "COVENANT_PROJECTION_LEASE", default_value = "6s", value_parser = parse_lease, global = true)]
+    pub projection_lease: std::time::Duration,
+
     /// Explicit nats-server binary for the managed server (default: pip's, then PATH).
     #[arg(long, env = "COVENANT_NATS_SERVER", global = true, hide = true)]
     pub nats_server: Option<PathBuf>,
@@ -161,4 +167,21 @@ impl Settings {
             ..Default::default()
         }
     }
+}
+
+/// Parses a lease time to live: `<N>s` or `<N>ms`, from 300 ms to 10 minutes.
+fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not a lease time: write 6s or 1500ms (300ms to 600s)");
+    let ms = if let Some(n) = s.strip_suffix("ms") {
+        n.trim().parse::<u64>().map_err(|_| bad())?
+    } else if let Some(n) = s.strip_suffix('s') {
+        n.trim().parse::<u64>().map_err(|_| bad())?.checked_mul(1000).ok_or_else(bad)?
+    } else {
+        return Err(bad());
+    };
+    if !(300..=600_000).contains(&ms) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }

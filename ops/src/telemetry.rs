@@ -402,6 +402,10 @@ fn describe() {
     describe_counter!("covenant_events_appended_total", "Events appended to the event stream.");
     describe_histogram!("covenant_append_duration_seconds", Unit::Seconds, "JetStream append time (publish to ack).");
     describe_gauge!("covenant_projection_lag_events", "Events in the stream not yet applied by a projection.");
+    describe_gauge!(
+        "covenant_projection_active",
+        "1 where this instance holds the projection's lease and runs it, 0 where it stands by."
+    );
     describe_counter!("covenant_projection_events_total", "Events applied by each projection.");
     describe_histogram!(
         "covenant_projection_batch_duration_seconds",

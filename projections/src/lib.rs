@@ -24,6 +24,7 @@
 pub mod audit;
 pub mod checkpoint;
 pub mod event;
+pub mod lease;
 pub mod ledger;
 mod ledger_sql;
 pub mod monitor;

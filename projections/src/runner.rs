@@ -54,6 +54,8 @@ pub enum Outcome {
     },
     /// Nothing to do within the fetch wait.
     Idle,
+    /// Another instance holds this projection's lease; this runner waits.
+    Standby,
     /// Delivery skipped `missing`: the run before it was applied up to `checkpoint` and
     /// the consumer will deliver again from there.
     Gap {
@@ -100,6 +102,9 @@ pub struct Runner {
     shutdown: watch::Receiver<bool>,
     /// The hole being re-fetched, and how many times it was.
     gap: Option<(u64, u32)>,
+    /// With several instances: the lease that makes this runner the projection's one
+    /// active runner, whether it holds it, and when it last renewed it.
+    lease: Option<(crate::lease::Lease, bool, Instant)>,
 }
 
 impl Runner {
@@ -111,11 +116,47 @@ impl Runner {
         cfg: RunnerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { js, pool, projection, cfg, messages: None, shutdown, gap: None }
+        Self { js, pool, projection, cfg, messages: None, shutdown, gap: None, lease: None }
+    }
+
+    /// Runs only while holding `lease` (several instances: one active runner per
+    /// projection; the others stand by and take over within the lease's time to live).
+    #[must_use]
+    pub fn with_lease(mut self, lease: crate::lease::Lease) -> Self {
+        self.lease = Some((lease, false, Instant::now()));
+        self
     }
 
     fn name(&self) -> &'static str {
         self.projection.name()
+    }
+
+    /// Whether this runner may consume: no lease, or the lease held (renewed every third
+    /// of its time to live; a standby asks at that pace too).
+    async fn active(&mut self) -> bool {
+        let name = self.projection.name();
+        let Some((lease, held, checked)) = &mut self.lease else { return true };
+        if *held && checked.elapsed() < lease.ttl() / 3 {
+            return true;
+        }
+        let now = match lease.acquire().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(projection = name, error = %e, "the projection lease cannot be read");
+                false
+            }
+        };
+        if now != *held {
+            if now {
+                tracing::info!(projection = name, "took the projection lease: this instance runs it");
+            } else {
+                tracing::info!(projection = name, "another instance holds the projection lease: standing by");
+            }
+        }
+        *held = now;
+        *checked = Instant::now();
+        metrics::gauge!("covenant_projection_active", "projection" => name).set(if now { 1.0 } else { 0.0 });
+        now
     }
 
     fn stopping(&self) -> bool {
@@ -173,6 +214,15 @@ impl Runner {
     /// [`RunnerError::Shutdown`] when asked to stop mid-batch (nothing acknowledged);
     /// [`RunnerError::Nats`] when the consumer cannot be (re)created.
     pub async fn try_process_next(&mut self) -> Result<Outcome, RunnerError> {
+        if !self.active().await {
+            // Standing by: no consumer of ours, so the active runner's is never touched.
+            self.messages = None;
+            let wait = self.lease.as_ref().map_or(self.cfg.fetch_wait, |(l, _, _)| l.ttl() / 3);
+            if self.pause(wait).await {
+                return Err(RunnerError::Shutdown);
+            }
+            return Ok(Outcome::Standby);
+        }
         let mut stream = match self.messages.take() {
             Some(s) => s,
             None => {
@@ -366,6 +416,9 @@ impl Runner {
                     }
                 }
             }
+        }
+        if let Some((lease, true, _)) = &self.lease {
+            lease.release().await;
         }
         tracing::info!(projection = self.name(), "projection stopped");
         Ok(())

@@ -5,7 +5,7 @@
 //! sealer that lost its lease unnoticed cannot append either (fencing). The tree's O(log n)
 //! state is kept in the same bucket, checked against the latest checkpoint at start.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, kv, stream};
@@ -21,21 +21,11 @@ use super::source;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Serialize, Deserialize)]
-struct Lease {
-    holder: String,
-    expires_ms: u64,
-}
-
-#[derive(Serialize, Deserialize)]
 struct Frontier {
     size: u64,
     peaks: Vec<String>,
     /// Sequence of the checkpoint this frontier belongs to.
     checkpoint_seq: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What one round did.
@@ -57,8 +47,7 @@ pub struct Sealer {
     kv: kv::Store,
     subject: String,
     origin: String,
-    holder: String,
-    lease_ttl: Duration,
+    lease: covenant_projections::lease::Lease,
     key: SealerKey,
     tree: CompactTree,
     /// Last sequence of the checkpoint stream this sealer knows of.
@@ -114,11 +103,10 @@ impl Sealer {
             js: js.clone(),
             events: events_stream,
             checkpoints,
+            lease: covenant_projections::lease::Lease::new(kv.clone(), "lease", interval * 3),
             kv,
             subject,
             origin: source::origin(events),
-            holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
-            lease_ttl: interval * 3,
             key,
             tree: CompactTree::new(),
             last_checkpoint_seq: 0,
@@ -131,32 +119,12 @@ impl Sealer {
     /// # Errors
     /// When NATS does not answer.
     pub async fn lease(&self) -> Result<bool> {
-        let value = serde_json::to_vec(&Lease {
-            holder: self.holder.clone(),
-            expires_ms: now_ms() + u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX),
-        })?;
-        match self.kv.entry("lease").await.context("reading the sealer lease")? {
-            None => Ok(self.kv.create("lease", value.into()).await.is_ok()),
-            Some(e) => {
-                let held: Option<Lease> = serde_json::from_slice(&e.value).ok();
-                let free = e.operation != kv::Operation::Put
-                    || held.as_ref().is_none_or(|l| l.holder == self.holder || l.expires_ms < now_ms());
-                if !free {
-                    return Ok(false);
-                }
-                // The revision fences a concurrent taker: only one update of it succeeds.
-                Ok(self.kv.update("lease", value.into(), e.revision).await.is_ok())
-            }
-        }
+        Ok(self.lease.acquire().await?)
     }
 
     /// Gives the lease up (a clean stop), so another sealer takes over at once.
     pub async fn release(&self) {
-        if let Ok(Some(e)) = self.kv.entry("lease").await
-            && serde_json::from_slice::<Lease>(&e.value).is_ok_and(|l| l.holder == self.holder)
-        {
-            let _ = self.kv.update("lease", Vec::new().into(), e.revision).await;
-        }
+        self.lease.release().await;
     }
 
     /// Loads the tree for the latest checkpoint: from the saved frontier when it matches,

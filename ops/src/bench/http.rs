@@ -68,7 +68,14 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
     };
     let side = Arc::new(covenant_commands::CommandSide::open(connect::client(&nats.url()).await?, cfg.clone()).await?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = crate::projections::spawn(side.log.jetstream(), &cfg.stream, &pool, &stop_rx, Duration::from_secs(5));
+    let tasks = crate::projections::spawn(
+        side.log.jetstream(),
+        &cfg.stream,
+        &pool,
+        &stop_rx,
+        Duration::from_secs(5),
+        Duration::from_secs(6),
+    );
     let state = covenant_api::AppState::new(
         pool.clone(),
         connect::client(&nats.url()).await?,

@@ -12,12 +12,36 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-/// A free TCP port on 127.0.0.1 (the OS picks; a rare race with another process is
-/// caught by the server failing to start, which callers retry).
+/// A free TCP port on 127.0.0.1 for a server to listen on.
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`), from a process-wide
+/// cursor that starts at a random place: the OS hands ports of the ephemeral range to
+/// outgoing connections, so a port it picked with `bind(0)` could be taken by some client's
+/// connection before the server binds it (a 3-node cluster once failed to form that way),
+/// and one process never hands the same port twice.
 ///
 /// # Errors
 /// When no port can be bound.
 pub fn free_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&h| h > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    if CURSOR.load(Ordering::Relaxed) == 0 {
+        let _ = CURSOR.compare_exchange(0, rand::random_range(1..span), Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let port = LOW + CURSOR.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).unwrap_or(0);
+        if port != 0 && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
     Ok(l.local_addr()?.port())
 }

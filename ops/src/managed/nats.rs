@@ -165,7 +165,8 @@ impl NatsServer {
     async fn wait_healthy(&mut self) -> Result<()> {
         let port = self.http_port;
         let path = if self.cluster.is_some() { "/healthz" } else { "/healthz?js-enabled-only=true" };
-        let res = wait_until("nats-server", Duration::from_secs(20), || http_ok(port, path)).await;
+        let within = Duration::from_secs(if self.cluster.is_some() { 30 } else { 20 });
+        let res = wait_until("nats-server", within, || http_ok(port, path)).await;
         if let Err(e) = res {
             let log = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default();
             let tail: String =
@@ -255,8 +256,7 @@ impl NatsCluster {
             nodes.push(n);
         }
         for n in &mut nodes {
-            let port = n.http_port;
-            wait_until("nats cluster node", Duration::from_secs(30), || http_ok(port, "/healthz")).await?;
+            n.wait_healthy().await.with_context(|| format!("cluster node {}", n.name))?;
         }
         Ok(Self { nodes, _tmp: tmp })
     }

@@ -23,6 +23,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
         &pool,
         &stop_rx,
         Duration::from_millis(200),
+        crate::harness::LEASE,
     );
     let state = covenant_api::AppState::new(
         pool.clone(),
@@ -110,6 +111,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
         &pool,
         &stop_rx,
         Duration::from_millis(200),
+        crate::harness::LEASE,
     );
     let (status, body) = pending.await.expect("query");
     assert_eq!((status, body["data"]["country"]["gdpUsd"].as_str()), (200, Some("111")), "{body}");

@@ -44,7 +44,14 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
     crate::harness::metrics();
     let (pg_cluster, pool) = pg().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(&js, &cfg.stream, &pool, &stop_rx, Duration::from_millis(200));
+    let tasks = covenant_ops::projections::spawn(
+        &js,
+        &cfg.stream,
+        &pool,
+        &stop_rx,
+        Duration::from_millis(200),
+        crate::harness::LEASE,
+    );
 
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));

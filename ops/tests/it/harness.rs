@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// Projection lease time to live in tests: short, so a killed holder is replaced quickly.
+pub const LEASE: Duration = Duration::from_secs(2);
+
 use covenant_commands::{CommandSide, EventLog, LogConfig, StoredEvent};
 use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 
@@ -253,8 +256,14 @@ pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
     let side = std::sync::Arc::new(side(&nats.url(), &cfg).await);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let metrics = metrics(); // before the projections, so their first figures are recorded
-    let mut tasks =
-        covenant_ops::projections::spawn(side.log.jetstream(), &cfg.stream, &pool, &rx, Duration::from_millis(200));
+    let mut tasks = covenant_ops::projections::spawn(
+        side.log.jetstream(),
+        &cfg.stream,
+        &pool,
+        &rx,
+        Duration::from_millis(200),
+        crate::harness::LEASE,
+    );
     let state = covenant_api::AppState::new(
         pool.clone(),
         client(&nats.url()).await,

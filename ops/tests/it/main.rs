@@ -27,6 +27,7 @@ mod ops_kit;
 mod projections_bad_events;
 mod projections_exactly_once;
 mod projections_gaps;
+mod projections_instances;
 mod projections_lag;
 mod projections_rebuild;
 mod read_your_writes;

@@ -26,6 +26,8 @@ fn spawn_projections(nats_url: &str, db_url: &str, cfg: &covenant_commands::LogC
         .env("COVENANT_DATABASE_URL", db_url)
         .env("COVENANT_STREAM", &cfg.stream)
         .env("COVENANT_SUBJECT_PREFIX", &cfg.subject_prefix)
+        // A killed process holds its projection leases until they expire: keep that short.
+        .env("COVENANT_PROJECTION_LEASE", "1s")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)
@@ -82,6 +84,15 @@ async fn read_models_equal_a_fresh_fold_after_process_kills_and_a_database_outag
                     cluster.start().await.expect("restart postgres");
                     outages += 1;
                 } else {
+                    // The restarted process stands by until the killed one's lease expires:
+                    // kill it only once it has taken over and applied something.
+                    let before = at_kills.last().copied().unwrap_or(0);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+                    while covenant_projections::checkpoint::get(&pool, "ledger").await.unwrap_or(0) <= before
+                        && std::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     at_kills.push(covenant_projections::checkpoint::get(&pool, "ledger").await.unwrap_or(0));
                     child.kill().expect("kill projections");
                     child.wait().expect("reap");
