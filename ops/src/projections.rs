@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream;
 use covenant_projections::monitor::Monitor;
-use covenant_projections::{Runner, RunnerConfig, lease, rebuild};
+use covenant_projections::{Runner, RunnerConfig, lease, rebuild, verify};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -132,4 +132,77 @@ pub async fn rebuild_cmd(js: &jetstream::Context, stream: &str, pool: &PgPool, n
         report.swapped_at
     );
     Ok(())
+}
+
+/// `covenant projections verify [NAME]`: recomputes each read model (or `name`'s) from the
+/// stream up to its checkpoint and compares it with PostgreSQL; prints every difference it
+/// keeps. `Ok(true)` when all are equal.
+///
+/// # Errors
+/// Unknown name, or a verification that could not run (NATS/PostgreSQL failures).
+pub async fn verify_cmd(js: &jetstream::Context, stream: &str, pool: &PgPool, name: Option<&str>) -> Result<bool> {
+    let projections = match name {
+        None => covenant_projections::all(),
+        Some(n) => vec![covenant_projections::by_name(n).with_context(|| {
+            let names: Vec<&str> = covenant_projections::all().iter().map(|p| p.name()).collect();
+            format!("unknown projection `{n}` (known: {})", names.join(", "))
+        })?],
+    };
+    let mut equal = true;
+    for p in projections {
+        let name = p.name();
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}")
+                .expect("static progress template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("folding {name}"));
+        let report = verify::verify(js, stream, pool, p.as_ref(), |done, target| {
+            bar.set_length(target);
+            bar.set_position(done);
+        })
+        .await
+        .with_context(|| format!("verifying {name}"))?;
+        bar.finish_and_clear();
+        let tables: Vec<String> = report.tables.iter().map(|t| format!("{} {} rows", t.table, t.live_rows)).collect();
+        if report.equal() {
+            println!(
+                "{name}: equal to the fold of the log at sequence {} ({}) in {:.1?}",
+                report.checkpoint,
+                tables.join(", "),
+                report.elapsed
+            );
+            continue;
+        }
+        equal = false;
+        println!(
+            "{name}: {} rows differ from the fold of the log at sequence {} ({})",
+            report.differing(),
+            report.checkpoint,
+            tables.join(", ")
+        );
+        for t in report.tables.iter().filter(|t| t.differing > 0) {
+            println!(
+                "  {}: {} rows differ (PostgreSQL {} rows, fold {} rows)",
+                t.table, t.differing, t.live_rows, t.fold_rows
+            );
+            for d in report.differences.iter().filter(|d| d.table == t.table) {
+                match (&d.live, &d.fold) {
+                    (None, _) => println!("    {} {}: missing in PostgreSQL", d.table, d.key),
+                    (_, None) => println!("    {} {}: in PostgreSQL, not in the fold of the log", d.table, d.key),
+                    _ => {
+                        for (column, live, fold) in d.columns() {
+                            println!("    {} {}: {column} is {live} in PostgreSQL, {fold} in the fold", d.table, d.key);
+                        }
+                    }
+                }
+            }
+            if t.differing > verify::SHOWN_PER_TABLE as u64 {
+                println!("    … and {} more", t.differing - verify::SHOWN_PER_TABLE as u64);
+            }
+        }
+        println!("  repair: `covenant projections rebuild {name}`, then verify again (RUNBOOK: Projection divergence)");
+    }
+    Ok(equal)
 }

@@ -403,6 +403,10 @@ fn describe() {
     describe_histogram!("covenant_append_duration_seconds", Unit::Seconds, "JetStream append time (publish to ack).");
     describe_gauge!("covenant_projection_lag_events", "Events in the stream not yet applied by a projection.");
     describe_gauge!(
+        "covenant_projection_divergence",
+        "Rows of a read model that differ from the fold of the log, as the last `covenant projections verify` found."
+    );
+    describe_gauge!(
         "covenant_projection_active",
         "1 where this instance holds the projection's lease and runs it, 0 where it stands by."
     );

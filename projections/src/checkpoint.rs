@@ -49,6 +49,18 @@ pub async fn get(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
     Ok(seq.unwrap_or(0) as u64)
 }
 
+/// The checkpoint of `name` read on `conn` (0 if it never ran), without locking it.
+///
+/// # Errors
+/// Database errors.
+pub async fn get_in(conn: &mut PgConnection, name: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
 /// Why a read-your-writes wait ended without the sequence being reached.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {

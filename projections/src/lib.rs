@@ -13,6 +13,8 @@
 //! - [`checkpoint`]: checkpoints and read-your-writes (`wait_for_sequence`).
 //! - [`monitor`]: lag and business gauges.
 //! - [`rebuild`]: shadow rebuild and atomic swap.
+//! - [`verify`]: recompute a read model from the stream and compare it row by row.
+//! - [`lease`]: one active runner per projection (and one sealer) across instances.
 //! - [`views`]: reads of the read models.
 //!
 //! **Bad events** (unknown type, unparsable payload, malformed headers) are skipped, never
@@ -31,6 +33,7 @@ pub mod monitor;
 pub mod projection;
 pub mod rebuild;
 pub mod runner;
+pub mod verify;
 pub mod views;
 
 use std::sync::Arc;

@@ -58,7 +58,8 @@ impl Monitor {
     }
 
     /// Reads every projection's status and sets `covenant_projection_lag_events`,
-    /// `nats_consumer_pending_messages` and the business gauges.
+    /// `nats_consumer_pending_messages`, `covenant_projection_divergence` (from the last
+    /// verification) and the business gauges.
     ///
     /// # Errors
     /// When NATS or PostgreSQL cannot be read.
@@ -100,6 +101,12 @@ impl Monitor {
                 consumer_pending: pending,
                 skipped: skipped as u64,
             });
+        }
+        // What the last `covenant projections verify` found, for the divergence alert.
+        let verified: Vec<(String, i64)> =
+            sqlx::query_as("SELECT projection, differing FROM projection_verifications").fetch_all(&self.pool).await?;
+        for (name, differing) in verified {
+            metrics::gauge!("covenant_projection_divergence", "projection" => name).set(differing as f64);
         }
         set_business_gauges(&views::fund(&self.pool).await?);
         Ok(out)

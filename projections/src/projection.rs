@@ -5,8 +5,9 @@ use sqlx::PgConnection;
 
 use crate::event::ProjectedEvent;
 
-/// Table names of one copy of a projection's read model: the live tables (no suffix) or the
-/// shadow copy a rebuild fills (`__shadow`).
+/// Table names of one copy of a projection's read model: the live tables (no suffix), the
+/// shadow copy a rebuild fills (`__shadow`) or the fold a verification compares with
+/// (`__verify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tables {
     suffix: &'static str,
@@ -17,6 +18,8 @@ impl Tables {
     pub const LIVE: Tables = Tables { suffix: "" };
     /// The shadow tables of a rebuild.
     pub const SHADOW: Tables = Tables { suffix: "__shadow" };
+    /// The fold of a verification.
+    pub const VERIFY: Tables = Tables { suffix: "__verify" };
 
     /// The name of `base` in this copy (names come from code, never from input).
     pub fn name(&self, base: &str) -> String {

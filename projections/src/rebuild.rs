@@ -63,7 +63,7 @@ pub async fn rebuild(
     progress: impl Fn(u64, u64),
 ) -> Result<RebuildReport, RebuildError> {
     let started = std::time::Instant::now();
-    prepare_shadow(pool, projection).await?;
+    prepare_copy(pool, projection, Tables::SHADOW).await?;
     let shadow_cp = Tables::SHADOW.checkpoint(projection.name());
     let mut done = 0u64;
     let mut events = 0u64;
@@ -92,17 +92,23 @@ pub async fn rebuild(
     Ok(RebuildReport { events, swapped_at, elapsed: started.elapsed() })
 }
 
-async fn prepare_shadow(pool: &PgPool, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+/// Creates fresh, empty copies of `projection`'s tables under `tables`' names (dropping
+/// any left over) and resets that copy's checkpoint.
+pub(crate) async fn prepare_copy(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    tables: Tables,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for t in projection.tables() {
-        let shadow = Tables::SHADOW.name(t);
-        sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}")).execute(&mut *tx).await?;
-        sqlx::query(&format!("CREATE TABLE {shadow} (LIKE {t} INCLUDING ALL)")).execute(&mut *tx).await?;
+        let copy = tables.name(t);
+        sqlx::query(&format!("DROP TABLE IF EXISTS {copy}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {t} INCLUDING ALL)")).execute(&mut *tx).await?;
     }
-    for sql in projection.init_sql(Tables::SHADOW) {
+    for sql in projection.init_sql(tables) {
         sqlx::query(&sql).execute(&mut *tx).await?;
     }
-    let cp = Tables::SHADOW.checkpoint(projection.name());
+    let cp = tables.checkpoint(projection.name());
     sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&cp).execute(&mut *tx).await?;
     tx.commit().await
 }

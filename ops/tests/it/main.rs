@@ -30,6 +30,7 @@ mod projections_gaps;
 mod projections_instances;
 mod projections_lag;
 mod projections_rebuild;
+mod projections_verify;
 mod read_your_writes;
 mod runbook;
 mod snapshots;
