@@ -1,7 +1,9 @@
 //! Authentication: argon2 password hashes and HS256 JWTs with a `kid`, keys kept in
 //! PostgreSQL (`jwt_keys`). Rotating retires every older key, so tokens signed before a
-//! rotation are refused after it. A token's role is not trusted: the current role is read
-//! from the users read model on every request.
+//! rotation are refused after it. A token's role is not trusted: the current role is looked
+//! up on every request. Keys, roles and revocations are held in memory by
+//! [`crate::principals::Principals`], so a signed-in user keeps writing while PostgreSQL is
+//! down.
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use chrono::{DateTime, Utc};
@@ -10,6 +12,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+
+use crate::principals::Principals;
 
 /// How long a token lives.
 pub const TOKEN_TTL_SECS: i64 = 3600;
@@ -110,9 +114,9 @@ pub fn new_secret() -> Vec<u8> {
 /// Issues a token for `user_id` signed by the key in force.
 ///
 /// # Errors
-/// Database errors.
-pub async fn issue(pool: &PgPool, user_id: uuid::Uuid) -> Result<(String, DateTime<Utc>), AuthError> {
-    let (kid, secret) = current_key(pool, None).await?;
+/// Database errors (only when no key was ever loaded).
+pub async fn issue(principals: &Principals, user_id: uuid::Uuid) -> Result<(String, DateTime<Utc>), AuthError> {
+    let (kid, secret) = principals.signing_key().await?;
     let now = Utc::now();
     let exp = now + chrono::Duration::seconds(TOKEN_TTL_SECS);
     let claims = Claims {
@@ -132,19 +136,19 @@ pub async fn issue(pool: &PgPool, user_id: uuid::Uuid) -> Result<(String, DateTi
 /// and a registered user whose current role is returned.
 ///
 /// # Errors
-/// [`AuthError::InvalidToken`] for any failed check; [`AuthError::Database`].
-pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Principal, AuthError> {
+/// [`AuthError::InvalidToken`] for any failed check; [`AuthError::Database`] when a fact
+/// not held in memory could not be read.
+pub async fn authenticate(principals: &Principals, token: &str) -> Result<Principal, AuthError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
     if header.alg != Algorithm::HS256 {
         return Err(AuthError::InvalidToken);
     }
     let kid = header.kid.ok_or(AuthError::InvalidToken)?;
-    let secret: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT secret FROM jwt_keys WHERE kid = $1 AND retired_at IS NULL")
-            .bind(&kid)
-            .fetch_optional(pool)
-            .await?;
-    let secret = secret.ok_or(AuthError::InvalidToken)?;
+    // Bound what a forged header can make us look up.
+    if kid.len() > 64 {
+        return Err(AuthError::InvalidToken);
+    }
+    let secret = principals.key(&kid).await?.ok_or(AuthError::InvalidToken)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp", "sub"]);
@@ -152,14 +156,10 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Principal, AuthE
         .map_err(|_| AuthError::InvalidToken)?;
     let user_id = uuid::Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::InvalidToken)?;
     let jti = uuid::Uuid::parse_str(&data.claims.jti).map_err(|_| AuthError::InvalidToken)?;
-    let revoked: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(pool).await?;
-    if revoked.is_some() {
+    if principals.revoked(jti).await? {
         return Err(AuthError::InvalidToken);
     }
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM users WHERE id = $1").bind(user_id).fetch_optional(pool).await?;
-    let role = role.and_then(|r| r.parse::<Role>().ok()).ok_or(AuthError::InvalidToken)?;
+    let role = principals.role(user_id).await?.ok_or(AuthError::InvalidToken)?;
     let expires_at = DateTime::from_timestamp(data.claims.exp, 0).unwrap_or_default();
     Ok(Principal { user_id, role, jti, expires_at })
 }

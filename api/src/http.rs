@@ -181,7 +181,7 @@ async fn execute(
     }
     let principal = match bearer(headers) {
         None => None,
-        Some(token) => match auth::authenticate(&state.pool, token).await {
+        Some(token) => match auth::authenticate(&state.principals, token).await {
             Ok(p) => Some(p),
             Err(auth::AuthError::Database(_)) => {
                 return request_error(
@@ -235,7 +235,8 @@ async fn execute(
         }
     }
     let operation = state.operations.label(op_name.as_deref());
-    let request = request.data(principal).data(ClientIp(peer.ip()));
+    let notes = crate::graphql::mutation::ReadModelNotes::default();
+    let request = request.data(principal).data(ClientIp(peer.ip())).data(notes.clone());
     let started = Instant::now();
     let gql_span = covenant_commands::trace::child(
         || format!("{kind} {operation}"),
@@ -262,6 +263,12 @@ async fn execute(
             &format!("the operation did not finish within {} s", crate::GRAPHQL_TIME_BUDGET.as_secs()),
         );
     };
+    // Stored writes whose entity is not in the answer say why.
+    let notes = notes.take();
+    if !notes.is_empty() {
+        let notes = async_graphql::Value::from_json(serde_json::Value::Array(notes)).unwrap_or_default();
+        response.extensions.insert("readModels".into(), notes);
+    }
     metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => kind)
         .record(started.elapsed().as_secs_f64());
     // Parse, validation and variable errors stop the request before execution: no data
@@ -424,17 +431,17 @@ pub async fn graphiql_or_websocket(State(state): State<Arc<AppState>>, req: Requ
         Err(e) => return e.into_response(),
     };
     let schema = state.schema.clone();
-    let pool = state.pool.clone();
+    let principals = state.principals.clone();
     ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
         async_graphql_axum::GraphQLWebSocket::new(socket, schema, protocol)
-            .on_connection_init(move |payload| async move { connection_data(&pool, &payload, peer).await })
+            .on_connection_init(move |payload| async move { connection_data(&principals, &payload, peer).await })
             .serve()
     })
 }
 
 /// The per-connection data of a WebSocket: the principal of the `connection_init` token.
 async fn connection_data(
-    pool: &sqlx::PgPool,
+    principals: &crate::principals::Principals,
     payload: &serde_json::Value,
     peer: Option<std::net::IpAddr>,
 ) -> async_graphql::Result<async_graphql::Data> {
@@ -444,7 +451,9 @@ async fn connection_data(
         .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_owned());
     let principal = match token {
         None => None,
-        Some(t) => Some(auth::authenticate(pool, &t).await.map_err(|e| async_graphql::Error::new(e.to_string()))?),
+        Some(t) => {
+            Some(auth::authenticate(principals, &t).await.map_err(|e| async_graphql::Error::new(e.to_string()))?)
+        }
     };
     let mut data = async_graphql::Data::default();
     data.insert(principal);

@@ -10,6 +10,7 @@
 //! - [`graphql`]: the schema.
 //! - [`guard`]: bounds what a document may cost before it is parsed and validated.
 //! - [`auth`]: argon2 passwords, HS256 JWTs with `kid`, rotation and revocation.
+//! - [`principals`]: keys, roles and revocations held in memory, followed from the stream.
 //! - [`error`]: the one error type and its `extensions.code`.
 //! - [`limits`]: the seed's rate limits.
 //! - [`trail`]: the audit trail's state (last sequence, latest checkpoint).
@@ -20,6 +21,7 @@ pub mod graphql;
 pub mod guard;
 pub mod http;
 pub mod limits;
+pub mod principals;
 pub mod process;
 pub mod trail;
 
@@ -57,6 +59,9 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
     /// Operation names seen (metric labels).
     pub operations: http::OperationLabels,
+    /// Keys, roles and revocations in memory (start following with
+    /// [`principals::Principals::start`]; until then they are read from PostgreSQL).
+    pub principals: Arc<principals::Principals>,
 }
 
 /// How the API is tuned; the default is the seed's limits.
@@ -87,10 +92,11 @@ impl AppState {
         let stream = stream.into();
         auth::prepare_dummy_hash();
         let limits = Arc::new(limits::RateLimits::new(options.limits));
+        let principals = principals::Principals::new(pool.clone());
         let feed =
             graphql::subscription::EventFeed { js: async_nats::jetstream::new(nats.clone()), stream: stream.clone() };
         Self {
-            schema: graphql::schema(pool.clone(), feed, limits.clone(), side),
+            schema: graphql::schema(pool.clone(), feed, limits.clone(), side, principals.clone()),
             pool,
             nats,
             stream,
@@ -98,7 +104,17 @@ impl AppState {
             max_lag: options.max_lag,
             limits,
             operations: http::OperationLabels::default(),
+            principals,
         }
+    }
+}
+
+impl AppState {
+    /// Starts following the stream's users and key rotations under subject `prefix` (see
+    /// [`principals`]); returns once the history is folded in (at most 10 s).
+    pub async fn follow(&self, prefix: &str, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let js = async_nats::jetstream::new(self.nats.clone());
+        self.principals.start(js, self.stream.clone(), prefix.to_owned(), shutdown).await;
     }
 }
 

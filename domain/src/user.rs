@@ -36,8 +36,11 @@ pub enum UserCommand {
         /// Client address.
         ip: IpAddr,
     },
-    /// Records a logout.
-    RecordLogout,
+    /// Records a logout, ending the token `token` (its `jti`) everywhere.
+    RecordLogout {
+        /// The token the user signed out with.
+        token: Option<uuid::Uuid>,
+    },
 }
 
 /// `user.registered`.
@@ -67,7 +70,12 @@ pub struct UserLoggedIn {
 
 /// `user.logout`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct UserLoggedOut {}
+pub struct UserLoggedOut {
+    /// The token (its `jti`) ended by the logout: every instance refuses it from this event
+    /// on, without asking PostgreSQL. Absent in events written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<uuid::Uuid>,
+}
 
 /// Facts about a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +122,11 @@ pub struct User {
 }
 
 impl User {
+    /// The login address, once registered.
+    pub fn email(&self) -> Option<&Email> {
+        self.email.as_ref()
+    }
+
     /// The current role, once registered.
     pub fn role(&self) -> Option<Role> {
         self.role
@@ -137,7 +150,7 @@ impl User {
             _ if self.role.is_none() => Err(UserError::NotFound),
             UserCommand::ChangeRole { role, actor } => self.decide_role_change(role, &actor),
             UserCommand::RecordLogin { ip } => Ok(vec![UserEvent::LoggedIn(UserLoggedIn { ip })]),
-            UserCommand::RecordLogout => Ok(vec![UserEvent::LoggedOut(UserLoggedOut {})]),
+            UserCommand::RecordLogout { token } => Ok(vec![UserEvent::LoggedOut(UserLoggedOut { token_id: token })]),
         }
     }
 
@@ -185,7 +198,7 @@ impl CovenantAggregate for User {
             UserCommand::Register { .. } => "register",
             UserCommand::ChangeRole { .. } => "change_role",
             UserCommand::RecordLogin { .. } => "login",
-            UserCommand::RecordLogout => "logout",
+            UserCommand::RecordLogout { .. } => "logout",
         }
     }
 
@@ -280,15 +293,15 @@ mod tests {
             .then_expect_events(vec![UserEvent::LoggedIn(UserLoggedIn { ip })]);
         Given::with(())
             .given(vec![registered(Role::Viewer)])
-            .when(UserCommand::RecordLogout)
-            .then_expect_events(vec![UserEvent::LoggedOut(UserLoggedOut {})]);
+            .when(UserCommand::RecordLogout { token: None })
+            .then_expect_events(vec![UserEvent::LoggedOut(UserLoggedOut::default())]);
         Given::with(())
             .given_no_previous_events()
             .when(UserCommand::RecordLogin { ip })
             .then_expect_error(UserError::NotFound);
         Given::with(())
             .given_no_previous_events()
-            .when(UserCommand::RecordLogout)
+            .when(UserCommand::RecordLogout { token: None })
             .then_expect_error(UserError::NotFound);
     }
 

@@ -296,6 +296,9 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
         Some(side.clone()),
         s.api_options(),
     );
+    // Keys, roles and revocations in memory, followed from the stream: signed-in users keep
+    // writing while PostgreSQL is down.
+    state.follow(&s.subject_prefix, stop_rx.clone()).await;
     let http = covenant_ops::http::serve(s.http_addr, state, stop_rx.clone()).await?;
     let mut demo_login = None;
     if demo {

@@ -22,16 +22,18 @@ pub const MAX_DEPTH: usize = crate::guard::BOUNDS.max_depth;
 /// Most complex query accepted.
 pub const MAX_COMPLEXITY: usize = 2000;
 
-/// Builds the schema over the read-model pool, the event feed, the rate limits and, when
-/// this process accepts commands, the command side.
+/// Builds the schema over the read-model pool, the event feed, the rate limits, the
+/// principals directory and, when this process accepts commands, the command side.
 pub fn schema(
     pool: PgPool,
     feed: subscription::EventFeed,
     limits: Arc<crate::limits::RateLimits>,
     side: Option<Arc<CommandSide>>,
+    principals: Arc<crate::principals::Principals>,
 ) -> CovenantSchema {
     let mut b = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .data(pool)
+        .data(principals)
         .data(feed)
         .data(limits)
         // The guard parses every document and bounds it first (nesting, fragment expansion,

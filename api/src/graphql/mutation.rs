@@ -1,6 +1,7 @@
 //! The mutation root: commands through the command side, gated by role, returning the
 //! stream `sequence` of their last event (the read-your-writes token).
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use covenant_commands::{CommandContext, CommandError, CommandSide, Receipt};
 use covenant_domain::{
     Actor, CountryCode, CountryCommand, Email, Name, ProjectCommand, Role, SecurityCommand, SecurityError, UserCommand,
 };
-use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
+use covenant_projections::checkpoint::{PROJECTIONS, WaitError, wait_for_sequence};
 use covenant_projections::views;
 use sqlx::PgPool;
 
@@ -60,6 +61,10 @@ fn pool<'a>(ctx: &Context<'a>) -> &'a PgPool {
     ctx.data_unchecked::<PgPool>()
 }
 
+fn principals<'a>(ctx: &Context<'a>) -> &'a crate::principals::Principals {
+    ctx.data_unchecked::<Arc<crate::principals::Principals>>()
+}
+
 fn bad<E: std::fmt::Display>(e: E) -> async_graphql::Error {
     err("BAD_USER_INPUT", e.to_string())
 }
@@ -69,9 +74,64 @@ fn dollars(u: Usd) -> ApiResult<covenant_domain::Usd> {
     covenant_domain::Usd::new(u.0).map_err(bad)
 }
 
-async fn settle(ctx: &Context<'_>, r: &Receipt) -> bool {
-    wait_for_sequence(pool(ctx), &PROJECTIONS, r.sequence, ENTITY_WAIT).await.is_ok()
+/// Why some mutation answers lack their entity: collected per request and returned in the
+/// response's `extensions.readModels`, so a stored write is never reported as failed and
+/// never silently answered with null.
+#[derive(Clone, Default)]
+pub struct ReadModelNotes(Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
+
+impl ReadModelNotes {
+    fn push(&self, note: serde_json::Value) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(note);
+    }
+
+    /// The notes taken, if any.
+    pub fn take(&self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
+
+/// Records that `r`'s entity is not in the answer, and why.
+fn note(ctx: &Context<'_>, r: &Receipt, reason: &str) {
+    if let Some(n) = ctx.data_opt::<ReadModelNotes>() {
+        let path = ctx.path_node.map(|p| p.to_string()).unwrap_or_default();
+        n.push(serde_json::json!({ "path": path, "sequence": seq(r), "reason": reason }));
+    }
+}
+
+/// The entity written by `r`, read by `read` once the projections have applied `r`, when
+/// the answer selects `field`. A write is stored once `r` exists: if the read models cannot
+/// answer in time, the entity is null and the response says why (`extensions.readModels`).
+async fn entity<T, F>(ctx: &Context<'_>, field: &str, r: &Receipt, read: F) -> Option<T>
+where
+    F: Future<Output = Result<Option<T>, sqlx::Error>>,
+{
+    if !ctx.look_ahead().field(field).exists() {
+        return None;
+    }
+    let waited = tokio::time::timeout(ENTITY_WAIT, wait_for_sequence(pool(ctx), &PROJECTIONS, r.sequence, ENTITY_WAIT));
+    let reason = match waited.await {
+        Ok(Ok(())) => match tokio::time::timeout(ENTITY_WAIT, read).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, sequence = r.sequence, "a stored write's entity could not be read");
+                UNAVAILABLE_NOTE
+            }
+            Err(_) => UNAVAILABLE_NOTE,
+        },
+        Ok(Err(WaitError::Database(e))) => {
+            tracing::warn!(error = %e, sequence = r.sequence, "a stored write's entity could not be read");
+            UNAVAILABLE_NOTE
+        }
+        Ok(Err(WaitError::Timeout { .. })) | Err(_) => PENDING_NOTE,
+    };
+    note(ctx, r, reason);
+    None
+}
+
+const UNAVAILABLE_NOTE: &str =
+    "the write is stored at this sequence; the read models are unavailable, so the entity is not in this answer";
+const PENDING_NOTE: &str = "the write is stored at this sequence; the read models had not applied it within 2 s (query with Covenant-Min-Sequence to read it)";
 
 /// A stream sequence as a decimal string (sequences outgrow GraphQL's 32-bit `Int`).
 fn seq(r: &Receipt) -> String {
@@ -105,13 +165,8 @@ impl Mutation {
             .await
             .map_err(command_error)?;
         let (token, expires_at) =
-            auth::issue(pool(ctx), id).await.map_err(|_| err("UNAVAILABLE", "authentication unavailable"))?;
-        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool(ctx))
-            .await
-            .map_err(gql)?;
-        let role = role.and_then(|r| r.parse().ok()).unwrap_or(Role::Viewer);
+            auth::issue(principals(ctx), id).await.map_err(|_| err("UNAVAILABLE", "authentication unavailable"))?;
+        let role = principals(ctx).role(id).await.ok().flatten().unwrap_or(Role::Viewer);
         Ok(Session {
             token,
             expires_at,
@@ -122,12 +177,18 @@ impl Mutation {
     /// Signs out: ends the token and records `user.logout`.
     async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let p = require(ctx, &[Role::Viewer, Role::Steward])?;
-        side(ctx)?
+        let r = side(ctx)?
             .users
-            .execute(&p.user_id.to_string(), UserCommand::RecordLogout, &context(Some(&p), None))
+            .execute(&p.user_id.to_string(), UserCommand::RecordLogout { token: Some(p.jti) }, &context(Some(&p), None))
             .await
             .map_err(command_error)?;
-        auth::revoke(pool(ctx), &p).await.map_err(gql)?;
+        principals(ctx).wait_applied(r.sequence, Duration::from_secs(1)).await;
+        // The event carries the token: every instance refuses it from now on. The table
+        // serves instances that do not follow the stream; it may be down (the logout stands).
+        principals(ctx).revoke_here(p.jti, p.expires_at);
+        if let Err(e) = auth::revoke(pool(ctx), &p).await {
+            tracing::warn!(error = %e, "revoked_tokens not written; the logout event revokes the token");
+        }
         Ok(true)
     }
 
@@ -151,11 +212,19 @@ impl Mutation {
             return Err(err("BAD_USER_INPUT", "a user with this email exists"));
         }
         let id = uuid::Uuid::new_v4();
-        let cmd = UserCommand::Register { email: email.clone(), role: role.into(), actor: actor(&p) };
-        let r =
-            side(ctx)?.users.execute(&id.to_string(), cmd, &context(Some(&p), None)).await.map_err(command_error)?;
+        // Credentials first: a registration the stream holds always has them. If the event
+        // cannot be stored, they are removed again (an account without its event cannot log in
+        // anyway: its login event is refused).
         auth::store_credentials(pool(ctx), id, email.as_str(), &hash).await.map_err(gql)?;
-        settle(ctx, &r).await;
+        let cmd = UserCommand::Register { email: email.clone(), role: role.into(), actor: actor(&p) };
+        let r = match side(ctx)?.users.execute(&id.to_string(), cmd, &context(Some(&p), None)).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = sqlx::query("DELETE FROM credentials WHERE user_id = $1").bind(id).execute(pool(ctx)).await;
+                return Err(command_error(e));
+            }
+        };
+        principals(ctx).wait_applied(r.sequence, Duration::from_secs(1)).await;
         Ok(UserResult {
             user: User { id: ID(id.to_string()), email: email.as_str().to_owned(), role },
             sequence: seq(&r),
@@ -169,16 +238,17 @@ impl Mutation {
         let cmd = UserCommand::ChangeRole { role: role.into(), actor: actor(&p) };
         let r =
             side(ctx)?.users.execute(&id.to_string(), cmd, &context(Some(&p), None)).await.map_err(command_error)?;
-        settle(ctx, &r).await;
-        let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool(ctx))
+        principals(ctx).wait_applied(r.sequence, Duration::from_secs(1)).await;
+        // The email comes from the aggregate the command just changed, not the read model.
+        let email = side(ctx)?
+            .users
+            .store()
+            .load(&id.to_string())
             .await
-            .map_err(gql)?;
-        Ok(UserResult {
-            user: User { id: ID(id.to_string()), email: email.unwrap_or_default(), role },
-            sequence: seq(&r),
-        })
+            .ok()
+            .and_then(|a| a.aggregate.email().map(|e| e.as_str().to_owned()))
+            .unwrap_or_default();
+        Ok(UserResult { user: User { id: ID(id.to_string()), email, role }, sequence: seq(&r) })
     }
 
     /// Registers a country (admin).
@@ -272,10 +342,13 @@ impl Mutation {
     /// Rotates the JWT signing secret (admin): every token issued before is refused after.
     async fn rotate_secret(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let p = require(ctx, &[])?;
+        // The new key is stored in PostgreSQL after its event: check it answers first.
+        principals(ctx).reload_keys().await.map_err(gql)?;
         rotate(side(ctx)?, pool(ctx), actor(&p), &context(Some(&p), None)).await.map_err(|e| match e {
             RotateError::Command(c) => command_error(c),
             RotateError::Database(d) => gql(d),
         })?;
+        principals(ctx).reload_keys().await.map_err(gql)?;
         Ok(true)
     }
 }
@@ -320,8 +393,7 @@ async fn country_command(
 }
 
 async fn country_result(ctx: &Context<'_>, code: &str, r: &Receipt) -> ApiResult<CountryResult> {
-    let country =
-        if settle(ctx, r).await { views::country(pool(ctx), code).await.map_err(gql)?.map(Into::into) } else { None };
+    let country = entity(ctx, "country", r, views::country(pool(ctx), code)).await.map(Into::into);
     Ok(CountryResult { country, sequence: seq(r) })
 }
 
@@ -339,7 +411,6 @@ async fn project_command(
         .execute(&id.to_string(), cmd, &context(Some(p), idempotency_key))
         .await
         .map_err(command_error)?;
-    let project =
-        if settle(ctx, &r).await { views::project(pool(ctx), id).await.map_err(gql)?.map(Into::into) } else { None };
+    let project = entity(ctx, "project", &r, views::project(pool(ctx), id)).await.map(Into::into);
     Ok(ProjectResult { project, sequence: seq(&r) })
 }

@@ -84,6 +84,7 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
         Some(side.clone()),
         covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
     );
+    state.follow(&cfg.subject_prefix, stop_rx.clone()).await;
     let api = crate::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
     let trivial = trivial_server().await?;
 
@@ -139,7 +140,8 @@ pub async fn admin_bearer(
         wait,
     )
     .await?;
-    let (token, _) = covenant_api::auth::issue(pool, admin).await.context("issuing the benchmark token")?;
+    let principals = covenant_api::principals::Principals::new(pool.clone());
+    let (token, _) = covenant_api::auth::issue(&principals, admin).await.context("issuing the benchmark token")?;
     Ok(format!("Bearer {token}").into())
 }
 

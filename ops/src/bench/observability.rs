@@ -355,6 +355,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         Some(side.clone()),
         covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
     );
+    state.follow(&cfg.subject_prefix, stop_rx.clone()).await;
     let api = crate::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
     // The HTTP load updates the first COUNTRIES codes, all registered above.
     debug_assert!(codes.contains(&country(COUNTRIES - 1)));

@@ -33,6 +33,7 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
         Some(side.clone()),
         covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
     );
+    state.follow(&cfg.subject_prefix, api_stop_rx.clone()).await;
     let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, api_stop_rx).await.expect("serve");
     let addr = api.addr;
 

@@ -272,6 +272,7 @@ pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
         Some(side.clone()),
         options,
     );
+    state.follow(&cfg.subject_prefix, rx.clone()).await;
     let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, rx).await.expect("serve the API");
     tasks.push(api.task);
     TestApp { nats, pg, pool, side, addr: api.addr, stop, tasks }

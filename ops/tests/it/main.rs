@@ -36,3 +36,4 @@ mod runbook;
 mod snapshots;
 mod web;
 mod workload;
+mod writes_without_postgres;
