@@ -23,6 +23,11 @@ pub struct LogConfig {
     pub duplicate_window: Duration,
     /// How long one publish or read may wait for the server.
     pub request_timeout: Duration,
+    /// How long a command keeps retrying while the stream has no leader (a replicated
+    /// stream's leader died and the survivors elect another: nats-server's followers wait
+    /// 4–9 s before they campaign) before it answers UNAVAILABLE. Retried publishes carry
+    /// the same `Nats-Msg-Id`, so a retry never stores an event twice.
+    pub failover_wait: Duration,
 }
 
 impl Default for LogConfig {
@@ -34,6 +39,7 @@ impl Default for LogConfig {
             max_age: SEVEN_YEARS,
             duplicate_window: Duration::from_secs(120),
             request_timeout: Duration::from_secs(5),
+            failover_wait: Duration::from_secs(15),
         }
     }
 }

@@ -145,12 +145,24 @@ impl EventLog {
     ///
     /// # Errors
     /// [`LogError::Unavailable`], [`LogError::Corrupt`].
+    ///
+    /// While the stream has no leader (an election after a leader's death) the read is
+    /// retried for up to [`LogConfig::failover_wait`].
     pub async fn last_event(&self, subject: &str) -> Result<Option<StoredEvent>, LogError> {
         self.ensure_connected()?;
-        match self.stream.get_last_raw_message_by_subject(subject).await {
-            Ok(m) => StoredEvent::parse(m.sequence, &m.subject, m.headers, m.payload).map(Some),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(LogError::unavailable(format!("reading last message of {subject}: {e}"))),
+        let mut failover = Failover::new(self);
+        loop {
+            let read =
+                tokio::time::timeout(failover.attempt_timeout(), self.stream.get_last_raw_message_by_subject(subject));
+            let reason = match read.await {
+                Ok(Ok(m)) => return StoredEvent::parse(m.sequence, &m.subject, m.headers, m.payload).map(Some),
+                Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer in {:?}", failover.attempt_timeout()),
+            };
+            if !failover.pause().await {
+                return Err(LogError::unavailable(format!("reading last message of {subject}: {reason}")));
+            }
         }
     }
 
@@ -396,9 +408,7 @@ impl EventLog {
             let first = messages.into_iter().next().expect("one message");
             self.publish_one(subject, tip.last_seq, first, rebuild, &last_id).await
         } else {
-            batch::publish_atomic(&self.client, subject, tip.last_seq, messages, self.cfg.request_timeout)
-                .await
-                .map(|ack| ack.sequence)
+            self.publish_batch(subject, tip.last_seq, messages).await
         };
         let last_seq = match result {
             Ok(seq) => seq,
@@ -418,6 +428,10 @@ impl EventLog {
         })
     }
 
+    /// Publishes one message with `Nats-Msg-Id` = `msg_id`, resending it while the stream
+    /// has no leader (time-outs, no responders, "leader changed") for up to
+    /// [`LogConfig::failover_wait`]: the id makes every resend after a stored attempt answer
+    /// with the stored sequence, never a second copy.
     async fn publish_one(
         &self,
         subject: &str,
@@ -426,10 +440,12 @@ impl EventLog {
         rebuild: impl Fn() -> Result<HeaderMap, LogError>,
         msg_id: &str,
     ) -> Result<u64, LogError> {
-        let mut attempts = 0;
+        let mut failover = Failover::new(self);
         let mut headers = Some(headers);
+        // Whether an attempt may have reached the stream (its outcome is then unknown).
+        let mut sent_any = false;
         loop {
-            attempts += 1;
+            let earlier_sent = sent_any;
             let h = match headers.take() {
                 Some(h) => h,
                 None => rebuild()?,
@@ -439,33 +455,88 @@ impl EventLog {
                 .payload(payload.clone())
                 .message_id(msg_id)
                 .expected_last_subject_sequence(expected);
-            let sent = self.js.send_publish(subject.to_owned(), msg).await;
-            let ack = match sent {
-                Ok(fut) => fut.await,
-                Err(e) => return Err(LogError::unavailable(format!("publish to {subject}: {e}"))),
+            let reason = match self.js.send_publish(subject.to_owned(), msg).await {
+                Err(e) => format!("publish to {subject}: {e}"),
+                Ok(ack) => {
+                    sent_any = true;
+                    match tokio::time::timeout(failover.attempt_timeout(), ack.into_future()).await {
+                        Err(_) => format!("publish to {subject}: no ack in {:?}", failover.attempt_timeout()),
+                        Ok(Ok(ack)) => return Ok(ack.sequence),
+                        Ok(Err(e)) => match e.kind() {
+                            // After an unanswered attempt, the subject may have moved
+                            // because that attempt was stored: the message right after
+                            // `expected` says whether it is ours (a conflict re-decides the
+                            // command, which would store it twice).
+                            PublishErrorKind::WrongLastSequence if earlier_sent => {
+                                return match self.next_on_subject(subject, expected).await? {
+                                    Some(e) if e.event_id == msg_id => Ok(e.seq),
+                                    _ => Err(LogError::Conflict { subject: subject.to_owned(), expected }),
+                                };
+                            }
+                            PublishErrorKind::WrongLastSequence => {
+                                return Err(LogError::Conflict { subject: subject.to_owned(), expected });
+                            }
+                            PublishErrorKind::MaxPayloadExceeded => return Err(LogError::Invalid(e.to_string())),
+                            // No leader to answer, or one that just changed: resend.
+                            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                                format!("publish to {subject}: {e}")
+                            }
+                            PublishErrorKind::StreamNotFound => format!("no JetStream responder for {subject}"),
+                            _ if server_code(&e) == Some(ERR_RETRYABLE_AFTER_ACK) => {
+                                format!("publish to {subject}: {e}")
+                            }
+                            _ => return Err(LogError::Server(format!("publish to {subject}: {e}"))),
+                        },
+                    }
+                }
             };
-            match ack {
+            if !failover.pause().await {
+                return Err(LogError::Unavailable { reason, outcome_unknown: sent_any });
+            }
+        }
+    }
+
+    /// The first message on `subject` after stream sequence `after`, read from the leader
+    /// (retried through a failover like [`EventLog::last_event`]).
+    async fn next_on_subject(&self, subject: &str, after: u64) -> Result<Option<StoredEvent>, LogError> {
+        let mut failover = Failover::new(self);
+        loop {
+            let get = self.stream.raw_message_builder().sequence(after + 1).next_by_subject(subject.to_owned()).send();
+            let reason = match tokio::time::timeout(failover.attempt_timeout(), get).await {
+                Ok(Ok(m)) => return StoredEvent::parse(m.sequence, &m.subject, m.headers, m.payload).map(Some),
+                Ok(Err(e)) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => return Ok(None),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer in {:?}", failover.attempt_timeout()),
+            };
+            if !failover.pause().await {
+                return Err(LogError::Unavailable {
+                    reason: format!("reading {subject} after {after}: {reason}"),
+                    outcome_unknown: true,
+                });
+            }
+        }
+    }
+
+    /// Publishes an atomic batch, again while the stream has no leader as long as no commit
+    /// went out (an unanswered commit may have been stored: the caller reads the subject
+    /// back instead).
+    async fn publish_batch(
+        &self,
+        subject: &str,
+        expected: u64,
+        messages: Vec<(HeaderMap, Bytes)>,
+    ) -> Result<u64, LogError> {
+        let mut failover = Failover::new(self);
+        loop {
+            let attempt = messages.clone();
+            match batch::publish_atomic(&self.client, subject, expected, attempt, failover.attempt_timeout()).await {
                 Ok(ack) => return Ok(ack.sequence),
-                Err(e) => match e.kind() {
-                    PublishErrorKind::WrongLastSequence => {
-                        return Err(LogError::Conflict { subject: subject.to_owned(), expected });
+                Err(LogError::Unavailable { reason, outcome_unknown: false }) => {
+                    if !failover.pause().await {
+                        return Err(LogError::Unavailable { reason, outcome_unknown: false });
                     }
-                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                        return Err(LogError::Unavailable {
-                            reason: format!("publish to {subject}: {e}"),
-                            outcome_unknown: true,
-                        });
-                    }
-                    PublishErrorKind::StreamNotFound => {
-                        return Err(LogError::unavailable(format!("no JetStream responder for {subject}")));
-                    }
-                    PublishErrorKind::MaxPayloadExceeded => return Err(LogError::Invalid(e.to_string())),
-                    _ if attempts < 5 && server_code(&e) == Some(ERR_RETRYABLE_AFTER_ACK) => {
-                        // Nats-Msg-Id deduplicates the retry if the first attempt was stored.
-                        tokio::time::sleep(Duration::from_millis(50 * attempts)).await;
-                    }
-                    _ => return Err(LogError::Server(format!("publish to {subject}: {e}"))),
-                },
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -532,4 +603,44 @@ fn server_code(e: &async_nats::jetstream::context::PublishError) -> Option<u64> 
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
         .map(|je| je.error_code().0)
+}
+
+/// Retries of one leader request through a stream leader's failover: each attempt waits
+/// longer (0.75 s, 1.5 s, … up to the request timeout, so a new leader is noticed within a
+/// fraction of a second of its election), pauses double from 50 ms to 500 ms, and all of it
+/// ends after [`LogConfig::failover_wait`]. A connection that does not come back within
+/// 2 s ends it at once: a NATS outage answers UNAVAILABLE quickly, as before.
+struct Failover<'a> {
+    log: &'a EventLog,
+    deadline: tokio::time::Instant,
+    attempt: u32,
+}
+
+impl<'a> Failover<'a> {
+    fn new(log: &'a EventLog) -> Self {
+        Self { log, deadline: tokio::time::Instant::now() + log.cfg.failover_wait, attempt: 1 }
+    }
+
+    fn attempt_timeout(&self) -> Duration {
+        (Duration::from_millis(750) * self.attempt).min(self.log.cfg.request_timeout)
+    }
+
+    /// Waits before the next attempt; `false` when there is to be none.
+    async fn pause(&mut self) -> bool {
+        let reconnect_by = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.log.client.connection_state() != State::Connected {
+            if tokio::time::Instant::now() >= reconnect_by.min(self.deadline) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pause = (Duration::from_millis(50) * 2u32.pow(self.attempt.min(4))).min(Duration::from_millis(500));
+        if tokio::time::Instant::now() + pause >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        self.attempt += 1;
+        metrics::counter!("covenant_leader_retries_total").increment(1);
+        true
+    }
 }

@@ -400,6 +400,10 @@ fn describe() {
     describe_counter!("covenant_commands_total", "Commands by aggregate, command and outcome.");
     describe_histogram!("covenant_command_duration_seconds", Unit::Seconds, "Command handling time, load to append.");
     describe_counter!("covenant_events_appended_total", "Events appended to the event stream.");
+    describe_counter!(
+        "covenant_leader_retries_total",
+        "Publishes and leader reads retried while the stream had no leader (a failover) or the connection came back."
+    );
     describe_histogram!("covenant_append_duration_seconds", Unit::Seconds, "JetStream append time (publish to ack).");
     describe_gauge!("covenant_projection_lag_events", "Events in the stream not yet applied by a projection.");
     describe_gauge!(

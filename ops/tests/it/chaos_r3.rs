@@ -58,16 +58,26 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
     let last_ok = Arc::new(std::sync::Mutex::new(Instant::now()));
     let errors = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
     let acked = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let acked_at = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|_| {
-            let (side, w, next, done, last_ok, errors, acked) =
-                (side.clone(), w.clone(), next.clone(), done.clone(), last_ok.clone(), errors.clone(), acked.clone());
+            let (side, w, next, done, last_ok, errors, acked, acked_at) = (
+                side.clone(),
+                w.clone(),
+                next.clone(),
+                done.clone(),
+                last_ok.clone(),
+                errors.clone(),
+                acked.clone(),
+                acked_at.clone(),
+            );
             tokio::spawn(async move {
                 while !done.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     match workload::step(&side, &w, i).await {
                         Ok(seq) => {
                             *last_ok.lock().expect("lock") = Instant::now();
+                            acked_at.lock().expect("lock").push(Instant::now());
                             acked.lock().expect("lock").extend(seq);
                         }
                         Err(e) => {
@@ -100,8 +110,34 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
             assert!(killed_at.elapsed() < Duration::from_secs(60), "no command succeeded for 60 s after kill {round}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        recoveries.push(recovered);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // When the survivors had elected a new leader (asked with short time-outs).
+        let elected = loop {
+            let info = async { js.get_stream(&cfg.stream).await.ok()?.info().await.ok()?.cluster.clone()?.leader };
+            if let Ok(Some(l)) = tokio::time::timeout(Duration::from_millis(300), info).await
+                && l != leader
+            {
+                break killed_at.elapsed();
+            }
+            assert!(killed_at.elapsed() < Duration::from_secs(60), "no new leader 60 s after kill {round}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The write outage: the longest time without an acknowledged command from the kill
+        // on, and how long after the election writes flowed again.
+        let acks: Vec<Instant> = acked_at.lock().expect("lock").iter().copied().filter(|t| *t >= killed_at).collect();
+        let mut outage = Duration::ZERO;
+        let mut prev = killed_at;
+        let mut resumed = None;
+        for t in &acks {
+            let gap = t.duration_since(prev);
+            if gap > outage {
+                outage = gap;
+                resumed = Some(t.duration_since(killed_at));
+            }
+            prev = *t;
+        }
+        let after_election = resumed.map(|r| r.saturating_sub(elected));
+        recoveries.push((recovered, elected, outage, after_election));
         cluster.nodes[node].start().await.expect("restart the killed node");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -144,12 +180,23 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
                 .unwrap_or(0.0)
         })
         .sum();
+    let fmt = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    for (i, (first, elected, outage, after)) in recoveries.iter().enumerate() {
+        println!(
+            "chaos r3 kill {}: new leader elected after {}, longest time without an acknowledged command {}, \
+             writes flowing again {} after the election (first ack after the kill: {})",
+            i + 1,
+            fmt(*elected),
+            fmt(*outage),
+            after.map_or_else(|| "-".into(), fmt),
+            fmt(*first)
+        );
+    }
     println!(
-        "chaos r3: {} acknowledged commands, {} events, {KILLS} leader kills, recovery {:?}, errors {:?}, \
+        "chaos r3: {} acknowledged commands, {} events, {KILLS} leader kills, errors {:?}, \
          delivery holes re-fetched by the runners (this process) {gaps}",
         acked.len(),
         events.len(),
-        recoveries,
         errors.lock().expect("lock")
     );
 }
