@@ -170,6 +170,8 @@ impl Principals {
 
     /// Follows the user and security subjects with an ordered consumer, resuming after the
     /// last folded sequence whenever the consumer fails (NATS restarts, leader changes).
+    /// One consumer per instance; a SIGKILLed instance's expires 30 s later (async-nats's
+    /// inactivity threshold for ordered consumers).
     async fn follow(
         self: Arc<Self>,
         js: jetstream::Context,

@@ -7,7 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./ops/scripts/ensure-deps.sh
 cargo build --workspace --all-targets
-cargo test --workspace --all-targets -- --test-threads "${COVENANT_TEST_THREADS:-4}" --skip hostile::
-# The hostile-input suite measures a probe's latency under load: alone, not beside the rest.
-cargo test --workspace --test it -- hostile::
+cargo test --workspace --all-targets -- --test-threads "${COVENANT_TEST_THREADS:-4}" \
+  --skip hostile:: --skip chaos --skip api_auth::login_answers
+# Tests that measure time run alone, not beside the rest: the hostile-input suite (a
+# probe's latency under load) and the login timing comparison.
+cargo test --workspace --test it -- --test-threads 1 hostile:: api_auth::login_answers
+# The chaos suite (faults under load against real processes; each scenario about a minute),
+# two at a time so its own load stays bounded.
+cargo test --workspace --test it -- --test-threads 2 --nocapture chaos
 ./ops/scripts/first-contact.sh

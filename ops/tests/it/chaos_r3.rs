@@ -162,6 +162,22 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
         *v = e.version;
     }
     wait_for_sequence(&pool, &PROJECTIONS, last, Duration::from_secs(60)).await.expect("projections catch up");
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["projections", "verify"])
+        .env("COVENANT_NATS_URL", cluster.url())
+        .env("COVENANT_DATABASE_URL", pg_cluster.url("covenant"))
+        .env("COVENANT_STREAM", &cfg.stream)
+        .env("COVENANT_SUBJECT_PREFIX", &cfg.subject_prefix)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("covenant projections verify");
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "projections verify after leader kills: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

@@ -11,6 +11,7 @@ mod api_live;
 mod audit_chain;
 mod audit_trail;
 mod bad_input;
+mod chaos;
 mod chaos_r3;
 mod cli;
 mod cluster;
