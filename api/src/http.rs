@@ -489,12 +489,9 @@ pub async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<Strin
 pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     match &state.metrics {
         Some(h) => {
-            let mut text = h.render();
-            text.push_str(&crate::process::process_text());
-            text.push_str(&crate::process::runtime_text());
-            text.push_str(&crate::process::pool_text(&state.pool));
-            text.push_str(&nats_and_audit_text(&state).await);
-            let mut r = text.into_response();
+            crate::process::collect(&state.pool);
+            collect_nats_and_audit(&state).await;
+            let mut r = h.render().into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
@@ -502,18 +499,26 @@ pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Describes the series `/metrics` sets at scrape time.
+pub fn describe() {
+    metrics::describe_gauge!("covenant_nats_connected", "Whether the service is connected to NATS.");
+    metrics::describe_gauge!("covenant_audit_checkpoint_size", "Events covered by the latest signed checkpoint.");
+    metrics::describe_gauge!(
+        "covenant_audit_checkpoint_timestamp_seconds",
+        "When the latest checkpoint was appended (unix time; 0: none yet)."
+    );
+    metrics::describe_gauge!("covenant_audit_unsealed_events", "Events after the latest checkpoint.");
+}
+
 /// Read at scrape time: whether NATS is connected, and the audit trail's latest signed
 /// checkpoint (size, time) and unsealed tail, read from the checkpoint stream (so the
-/// sealer, a process of its own, needs no metrics endpoint).
-async fn nats_and_audit_text(state: &AppState) -> String {
-    use std::fmt::Write as _;
+/// sealer, a process of its own, needs no metrics endpoint). A trail that cannot be read
+/// leaves the audit gauges as they were.
+async fn collect_nats_and_audit(state: &AppState) {
     let connected = state.nats.connection_state() == async_nats::connection::State::Connected;
-    let mut out = format!(
-        "# HELP covenant_nats_connected Whether the service is connected to NATS.\n# TYPE covenant_nats_connected gauge\ncovenant_nats_connected {}\n",
-        u8::from(connected)
-    );
+    metrics::gauge!("covenant_nats_connected").set(if connected { 1.0 } else { 0.0 });
     if !connected {
-        return out;
+        return;
     }
     let js = async_nats::jetstream::new(state.nats.clone());
     // A checkpoint that cannot be read counts as none: the gauges then show the sealer behind.
@@ -524,15 +529,10 @@ async fn nats_and_audit_text(state: &AppState) -> String {
         Some((trail.last_sequence, size, at))
     };
     if let Ok(Some((last, size, at))) = tokio::time::timeout(Duration::from_secs(2), read).await {
-        let _ = write!(
-            out,
-            "# HELP covenant_audit_checkpoint_size Events covered by the latest signed checkpoint.\n# TYPE covenant_audit_checkpoint_size gauge\ncovenant_audit_checkpoint_size {size}\n\
-             # HELP covenant_audit_checkpoint_timestamp_seconds When the latest checkpoint was appended (unix time; 0: none yet).\n# TYPE covenant_audit_checkpoint_timestamp_seconds gauge\ncovenant_audit_checkpoint_timestamp_seconds {at}\n\
-             # HELP covenant_audit_unsealed_events Events after the latest checkpoint.\n# TYPE covenant_audit_unsealed_events gauge\ncovenant_audit_unsealed_events {}\n",
-            last.saturating_sub(size)
-        );
+        metrics::gauge!("covenant_audit_checkpoint_size").set(size as f64);
+        metrics::gauge!("covenant_audit_checkpoint_timestamp_seconds").set(at);
+        metrics::gauge!("covenant_audit_unsealed_events").set(last.saturating_sub(size) as f64);
     }
-    out
 }
 
 /// `GET /api/healthcheck`: `{"status":"ok"}` with per-dependency checks; 503 when degraded.

@@ -91,6 +91,10 @@ impl AppState {
     ) -> Self {
         let stream = stream.into();
         auth::prepare_dummy_hash();
+        if metrics.is_some() {
+            process::describe();
+            http::describe();
+        }
         let limits = Arc::new(limits::RateLimits::new(options.limits));
         let principals = principals::Principals::new(pool.clone());
         let feed =

@@ -1,5 +1,7 @@
 //! Atomic batch publish (JetStream ≥ 2.12, ADR-50): every message of a batch is stored, or
-//! none is. async-nats 0.51 has the header names but no helper, so this is the helper:
+//! none is. async-nats 0.51 has the header names but no helper, and synadia's
+//! `jetstream-extra` (which has one) is built on async-nats 0.48 (measured 2026-12-05: its
+//! 0.3.0 resolves async-nats 0.48.0, whose client is not ours), so this is the helper:
 //! the first message is a request (the server answers once it has opened the batch), the
 //! middle ones are plain publishes, and the commit is a request answered with the ack.
 //!

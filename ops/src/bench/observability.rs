@@ -368,9 +368,9 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         let mut go = String::new();
         tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut go).await?;
     }
-    let cpu0 = covenant_api::process::cpu_seconds().unwrap_or(0.0);
+    let cpu0 = cpu_seconds().unwrap_or(0.0);
     let f = load(&client, api.addr, w.concurrency, &opts, Some(token)).await?;
-    let cpu = covenant_api::process::cpu_seconds().unwrap_or(0.0) - cpu0;
+    let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -385,4 +385,17 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     };
     println!("{}", serde_json::to_string(&m)?);
     Ok(())
+}
+
+/// User and system CPU time of this process so far, in seconds; `None` off Linux.
+fn cpu_seconds() -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+        Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
 }

@@ -27,7 +27,6 @@ use covenant_domain::CountryCommand;
 use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 use covenant_ops::managed::postgres::PgCluster;
 use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{all_events, log_config, pg};
 
@@ -100,8 +99,8 @@ impl Drop for Instance {
     }
 }
 
-/// A raw HTTP/1.1 exchange that reports a refused or broken connection instead of
-/// panicking: (status, body).
+/// An exchange that reports a refused or broken connection instead of panicking:
+/// (status, body).
 async fn request(
     addr: SocketAddr,
     method: &str,
@@ -109,45 +108,15 @@ async fn request(
     token: Option<&str>,
     body: &str,
 ) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
-             Accept: application/graphql-response+json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
-        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no status")?;
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(40), exchange).await.map_err(|_| "no answer in 40 s".to_owned())?
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json"), ("Accept", "application/graphql-response+json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
     }
-    out
+    let exchange = crate::harness::try_http_exchange(addr, method, path, &headers, body);
+    let r =
+        tokio::time::timeout(Duration::from_secs(40), exchange).await.map_err(|_| "no answer in 40 s".to_owned())??;
+    Ok((r.status, r.body))
 }
 
 async fn graphql(addr: SocketAddr, token: Option<&str>, query: &str) -> Result<(u16, serde_json::Value), String> {
@@ -270,7 +239,9 @@ impl Rig {
                         Ok((status, body)) => {
                             format!("{status} {}", body["errors"][0]["extensions"]["code"].as_str().unwrap_or("?"))
                         }
-                        Err(e) if e.contains("refused") => "connection refused".into(),
+                        Err(e) if e.contains("ConnectionRefused") || e.contains("refused") => {
+                            "connection refused".into()
+                        }
                         Err(e) => format!("transport: {}", e.chars().take(60).collect::<String>()),
                     };
                     *errors.lock().expect("lock").entry(kind).or_default() += 1;
