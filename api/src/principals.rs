@@ -64,6 +64,8 @@ pub struct Principals {
     rotated: Notify,
     /// The last folded sequence, for waiters.
     applied: watch::Sender<u64>,
+    /// When an unknown `kid` last made the keys reload (held while that reload runs).
+    miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Principals {
@@ -75,6 +77,7 @@ impl Principals {
             state: RwLock::new(State::default()),
             rotated: Notify::new(),
             applied: watch::channel(0).0,
+            miss_reload: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -291,20 +294,36 @@ impl Principals {
     /// # Errors
     /// When the key is unknown here and PostgreSQL cannot be asked.
     pub async fn key(&self, kid: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
-        {
+        let settled = {
             let s = self.read();
             if let Some(k) = s.keys.get(kid) {
                 return Ok(Some(k.clone()));
             }
-            // Followed and loaded, with no rotation pending: the key is not in force (a
-            // forged or retired `kid` costs no database read).
-            if s.following && s.keys_loaded && !awaiting(&s) {
-                return Ok(None);
-            }
+            s.following && s.keys_loaded && !awaiting(&s)
+        };
+        if !settled {
+            // Perhaps a rotation this instance has not heard of yet.
+            self.reload_keys().await?;
+            return Ok(self.read().keys.get(kid).cloned());
         }
-        // Perhaps a rotation this instance has not heard of yet.
-        self.reload_keys().await?;
-        Ok(self.read().keys.get(kid).cloned())
+        // Followed and loaded with no rotation pending, the key is most likely not in force
+        // (forged or retired). It may still be new without an event (the first key, made by
+        // whichever process needed one first): look again, at most once a second, so forged
+        // `kid`s cannot make every request read the database. Misses wait for a reload in
+        // progress and then see what it found.
+        let mut last = self.miss_reload.lock().await;
+        if let Some(k) = self.read().keys.get(kid) {
+            return Ok(Some(k.clone()));
+        }
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Ok(None);
+        }
+        *last = Some(std::time::Instant::now());
+        match self.reload_keys().await {
+            Ok(()) => Ok(self.read().keys.get(kid).cloned()),
+            // Keys are made only with PostgreSQL up: one unknown while it is down is not in force.
+            Err(_) => Ok(None),
+        }
     }
 
     /// The key new tokens are signed with.

@@ -1,5 +1,5 @@
 //! The `covenant` binary's library: settings, connections, managed local services (used by
-//! `covenant serve` and by the integration tests' harness), demo seeding and benchmarks.
+//! `covenant serve`, by the integration tests' harness and by `covenant-bench`), demo seeding.
 //!
 //! May depend on every other Covenant crate.
 //!
@@ -10,13 +10,11 @@
 //! - [`managed`]: nats-server (single node or 3-node cluster) and PostgreSQL as children.
 //! - [`projections`]: running projections in-process; `covenant projections …`.
 //! - [`seed`]: the Gapminder demo data.
-//! - [`bench`]: `covenant bench …`.
 //! - [`telemetry`]: the tracing subscriber and the Prometheus recorder.
 //! - [`users`]: bootstrap users and secret rotation from the CLI.
 //! - [`audit`]: the sealer, verification, exports and proofs.
 
 pub mod audit;
-pub mod bench;
 pub mod connect;
 pub mod http;
 pub mod managed;

@@ -4,7 +4,6 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use covenant_ops::bench::commands::CommandsBench;
 use covenant_ops::settings::Settings;
 use covenant_ops::{connect, seed, telemetry};
 
@@ -66,11 +65,6 @@ enum Cmd {
         #[command(subcommand)]
         what: covenant_ops::audit::cli::AuditCmd,
     },
-    /// Benchmarks, each beside a baseline measured in the same run.
-    Bench {
-        #[command(subcommand)]
-        what: BenchCmd,
-    },
 }
 
 #[derive(Subcommand)]
@@ -122,30 +116,9 @@ enum ProjectionsCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Commands/s and p50/p99 across many aggregates beside raw JetStream publishes.
-    Commands(CommandsBench),
-    /// Projection events/s over a large stream beside a raw PostgreSQL bulk insert, and
-    /// the wall time of a full rebuild.
-    Projections(covenant_ops::bench::projections::ProjectionsBench),
-    /// Mixed GraphQL queries and mutations over HTTP at several concurrencies, beside a
-    /// trivial axum handler in the same run.
-    Http(covenant_ops::bench::http::HttpBench),
-    /// Audit verification events/s (stream, beside a raw ordered-consumer read; bundle,
-    /// per core and on every core) and the sealer's first checkpoint.
-    Audit(covenant_ops::bench::audit::AuditBench),
-    /// Command and GraphQL throughput with telemetry (JSON logs, traces, metrics) off vs
-    /// on, in child processes, alternating.
-    Observability(covenant_ops::bench::observability::ObservabilityBench),
-    /// One run of the observability benchmark (internal).
-    #[command(hide = true)]
-    ObservabilityWorker(covenant_ops::bench::observability::ObservabilityWorker),
-}
-
 /// mimalloc rather than glibc's malloc: a request allocates a few hundred times (GraphQL,
 /// JSON, sqlx, and its spans and log line), often freeing on another thread (a span is
-/// dropped after export); `bench observability` measured telemetry's share of a GraphQL
+/// dropped after export); `covenant-bench observability` measured telemetry's share of a GraphQL
 /// request's CPU time at 9.1% with glibc and 6.4% with mimalloc (paired runs).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -238,14 +211,6 @@ async fn run_other(s: Settings, command: Cmd) -> Result<()> {
             let nats = connect::nats(&s).await?;
             streams_info(&nats.url, &s).await
         }
-        Cmd::Bench { what: BenchCmd::Commands(opts) } => {
-            covenant_ops::bench::commands::run(&opts, s.nats_url.as_deref()).await
-        }
-        Cmd::Bench { what: BenchCmd::Projections(opts) } => covenant_ops::bench::projections::run(&opts).await,
-        Cmd::Bench { what: BenchCmd::Http(opts) } => covenant_ops::bench::http::run(&opts).await,
-        Cmd::Bench { what: BenchCmd::Audit(opts) } => covenant_ops::bench::audit::run(&opts).await,
-        Cmd::Bench { what: BenchCmd::Observability(opts) } => covenant_ops::bench::observability::run(&opts).await,
-        Cmd::Bench { what: BenchCmd::ObservabilityWorker(w) } => covenant_ops::bench::observability::worker(&w).await,
         Cmd::Audit { .. } => unreachable!("handled in run"),
     }
 }

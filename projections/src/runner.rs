@@ -80,7 +80,7 @@ pub struct RunnerConfig {
     pub stream: String,
     /// Most messages per batch (and per transaction). 5,000 by default: fewer commits
     /// (PostgreSQL fsyncs each) while a lone event still goes at once; measured with
-    /// `covenant bench projections --batch N`.
+    /// `covenant-bench projections --batch N`.
     pub batch_size: usize,
     /// How long one fetch waits for messages.
     pub fetch_wait: Duration,

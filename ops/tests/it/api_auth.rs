@@ -233,3 +233,36 @@ async fn login_answers_an_unknown_account_and_a_wrong_password_alike_in_answer_a
     assert!((u / k) > 0.75 && (u / k) < 1.33, "known {k:.4} s, unknown {u:.4} s");
     app.stop().await;
 }
+
+/// A token signed by a key that another process made after this instance loaded its keys
+/// (the first key of a fresh database, made by whichever process needed one first) is
+/// accepted, by every one of many concurrent requests, not only the one that reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_key_made_elsewhere_is_accepted_by_concurrent_requests() {
+    let app = spawn_app().await;
+    let id =
+        covenant_ops::users::create(&app.side, &app.pool, "elsewhere@example.org", Role::Steward, "a long password")
+            .await
+            .expect("user");
+    let seq = app.side.log.last_sequence().await.expect("last");
+    covenant_projections::checkpoint::wait_for_sequence(
+        &app.pool,
+        &covenant_projections::checkpoint::PROJECTIONS,
+        seq,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("projected");
+    // Another process's view: it makes the first key and signs with it.
+    let elsewhere = covenant_api::principals::Principals::new(app.pool.clone());
+    let (token, _) = covenant_api::auth::issue(&elsewhere, id).await.expect("token");
+    let answers = futures::future::join_all((0..16).map(|_| app.graphql("{ me { email } }", Some(&token)))).await;
+    for (status, body) in answers {
+        assert_eq!(
+            (status, &body["data"]["me"]["email"]),
+            (200, &serde_json::json!("elsewhere@example.org")),
+            "{body}"
+        );
+    }
+    app.stop().await;
+}

@@ -1,4 +1,4 @@
-//! `covenant bench projections`: projection throughput over a large stream, beside a raw
+//! `covenant-bench projections`: projection throughput over a large stream, beside a raw
 //! PostgreSQL bulk insert of the same rows in the same run, and the wall time of a full
 //! rebuild. Runs on a temporary nats-server and a temporary PostgreSQL cluster (fsync on).
 
@@ -19,9 +19,9 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
 
-use crate::connect;
-use crate::managed::nats::{NatsServer, SyncPolicy};
-use crate::managed::postgres::PgCluster;
+use covenant_ops::connect;
+use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
+use covenant_ops::managed::postgres::PgCluster;
 
 /// Options of the projections benchmark.
 #[derive(Debug, Clone, clap::Args)]

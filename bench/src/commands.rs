@@ -1,4 +1,4 @@
-//! `covenant bench commands`: Covenant commands (project updates: load from cache, decide,
+//! `covenant-bench commands`: Covenant commands (project updates: load from cache, decide,
 //! hash-chain, append with a per-subject expectation) across many aggregates with many in
 //! flight, beside raw JetStream publishes of the same payload size and headers with the same
 //! per-subject expectations, on the same server in the same run.
@@ -14,10 +14,10 @@ use covenant_commands::{CommandContext, CommandSide, LogConfig};
 use covenant_domain::{CountryCode, CountryCommand, Name, ProjectCommand, Usd};
 use futures::future::try_join_all;
 
-use super::{Figures, histogram};
-use crate::connect;
-use crate::managed::nats::{NatsServer, SyncPolicy};
-use crate::settings::SyncArg;
+use crate::{Figures, histogram};
+use covenant_ops::connect;
+use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
+use covenant_ops::settings::SyncArg;
 
 /// Options of the commands benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +44,15 @@ pub struct CommandsBench {
 /// # Errors
 /// When NATS cannot be started or a command fails.
 pub async fn run(opts: &CommandsBench, nats_url: Option<&str>) -> Result<()> {
+    // Each writer owns a share of the aggregates (its own subjects, so the raw baseline's
+    // expectations hold): every writer needs at least one.
+    if opts.aggregates < opts.concurrency || opts.concurrency == 0 {
+        anyhow::bail!(
+            "--aggregates ({}) must be at least --concurrency ({}), which must be at least 1",
+            opts.aggregates,
+            opts.concurrency
+        );
+    }
     println!(
         "commands benchmark: {} aggregates, {} commands per run, {} in flight, {} rounds",
         opts.aggregates, opts.commands, opts.concurrency, opts.rounds

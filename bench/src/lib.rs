@@ -1,6 +1,6 @@
 //! Benchmarks. Each prints its figure beside a baseline measured in the same run, since
-//! absolute times on shared machines drift. They are commands (`covenant bench …`), not
-//! tests.
+//! absolute times on shared machines drift. They are commands of their own binary
+//! (`covenant-bench …`), not tests, and not part of the service's binary.
 
 pub mod audit;
 pub mod commands;

@@ -1,4 +1,4 @@
-//! `covenant bench http`: a mixed GraphQL load over HTTP (queries of the read models and
+//! `covenant-bench http`: a mixed GraphQL load over HTTP (queries of the read models and
 //! GDP-update mutations, signed in) at several concurrencies, beside a trivial axum handler
 //! served by the same process on the same machine in the same run. Runs on a temporary
 //! nats-server and PostgreSQL; rate limits are off.
@@ -15,10 +15,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 
-use super::{Figures, histogram};
-use crate::connect;
-use crate::managed::nats::{NatsServer, SyncPolicy};
-use crate::managed::postgres::PgCluster;
+use crate::{Figures, histogram};
+use covenant_ops::connect;
+use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
+use covenant_ops::managed::postgres::PgCluster;
 
 /// Options of the HTTP benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,7 +68,7 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
     };
     let side = Arc::new(covenant_commands::CommandSide::open(connect::client(&nats.url()).await?, cfg.clone()).await?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = crate::projections::spawn(
+    let tasks = covenant_ops::projections::spawn(
         side.log.jetstream(),
         &cfg.stream,
         &pool,
@@ -80,12 +80,12 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
         pool.clone(),
         connect::client(&nats.url()).await?,
         cfg.stream.clone(),
-        Some(crate::telemetry::install_metrics()),
+        Some(covenant_ops::telemetry::install_metrics()),
         Some(side.clone()),
         covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
     );
     state.follow(&cfg.subject_prefix, stop_rx.clone()).await;
-    let api = crate::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
+    let api = covenant_ops::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
     let trivial = trivial_server().await?;
 
     for i in 0..COUNTRIES {
@@ -131,7 +131,8 @@ pub async fn admin_bearer(
     email: &str,
     wait: Duration,
 ) -> Result<Arc<str>> {
-    let admin = crate::users::create(side, pool, email, covenant_domain::Role::Admin, "bench password 1").await?;
+    let admin =
+        covenant_ops::users::create(side, pool, email, covenant_domain::Role::Admin, "bench password 1").await?;
     let seq = side.log.last_sequence().await?;
     covenant_projections::checkpoint::wait_for_sequence(
         pool,

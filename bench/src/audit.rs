@@ -1,4 +1,4 @@
-//! `covenant bench audit`: verification throughput. Writes N realistic events to a
+//! `covenant-bench audit`: verification throughput. Writes N realistic events to a
 //! temporary nats-server, seals them, then measures in the same run: a raw ordered-consumer
 //! read of the stream (the baseline) beside `audit verify` of the stream, and verification
 //! of the exported bundle on one thread and on every core.
@@ -10,11 +10,11 @@ use covenant_audit::bundle::{VerifyOptions, verify_dir};
 use covenant_audit::verify::{KeyRegistry, RegistryKey};
 use covenant_commands::{EventLog, LogConfig};
 
-use crate::audit::keys::SealerKey;
-use crate::audit::sealer::{Sealed, Sealer};
-use crate::audit::{export, source};
-use crate::connect;
-use crate::managed::nats::{NatsServer, SyncPolicy};
+use covenant_ops::audit::keys::SealerKey;
+use covenant_ops::audit::sealer::{Sealed, Sealer};
+use covenant_ops::audit::{export, source};
+use covenant_ops::connect;
+use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 
 /// Options of the audit benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,7 +40,7 @@ pub async fn run(opts: &AuditBench) -> Result<()> {
     let js = log.jetstream().clone();
     println!("audit benchmark: {} events, {cores} cores; nats-server (sync default), local", opts.events);
     let t = Instant::now();
-    super::projections::generate(&log, opts.events).await?;
+    crate::projections::generate(&log, opts.events).await?;
     println!("  wrote {} events in {:.1?}", opts.events, t.elapsed());
 
     let key = SealerKey::generate("bench-sealer")?;

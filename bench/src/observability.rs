@@ -1,4 +1,4 @@
-//! `covenant bench observability`: the cost of telemetry. Command throughput and GraphQL
+//! `covenant-bench observability`: the cost of telemetry. Command throughput and GraphQL
 //! request throughput measured in child processes with telemetry off (no log output, no
 //! spans, no metrics recorder) and on (JSON logs at `info` to a pipe, every span made and
 //! batched by the OpenTelemetry SDK — its exporter drops them, as no collector runs here —
@@ -13,10 +13,10 @@ use covenant_commands::{CommandContext, CommandSide, LogConfig};
 use covenant_domain::{CountryCode, CountryCommand, Name, Usd};
 use futures::future::try_join_all;
 
-use super::http::{COUNTRIES, HttpBench, HttpClient, admin_bearer, country, load};
-use crate::connect;
-use crate::managed::nats::{NatsServer, SyncPolicy};
-use crate::managed::postgres::PgCluster;
+use crate::http::{COUNTRIES, HttpBench, HttpClient, admin_bearer, country, load};
+use covenant_ops::connect;
+use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
+use covenant_ops::managed::postgres::PgCluster;
 
 /// Options of the observability benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,7 +88,7 @@ struct Measured {
 pub async fn run(opts: &ObservabilityBench) -> Result<()> {
     let nats = NatsServer::start_temp(SyncPolicy::Default).await?;
     let pg = PgCluster::start_temp().await?;
-    let exe = std::env::current_exe().context("locating the covenant binary")?;
+    let exe = std::env::current_exe().context("locating the covenant-bench binary")?;
     println!(
         "observability benchmark: {} commands (64 in flight over 249 countries) and {} s of mixed GraphQL at c={}, \
          per run; telemetry off vs on (JSON logs at the default filter, all spans through the OTel SDK, the Prometheus recorder)",
@@ -172,7 +172,7 @@ fn worker_command(
     opts: &ObservabilityBench,
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(["bench", "observability-worker", "--telemetry", mode, "--nats", nats])
+    cmd.args(["observability-worker", "--telemetry", mode, "--nats", nats])
         .args(["--database", database, "--commands", &opts.commands.to_string()])
         .args(["--seconds", &opts.seconds.to_string(), "--concurrency", &opts.concurrency.to_string()])
         .stdout(Stdio::piped())
@@ -201,6 +201,7 @@ fn worker_command(
 async fn run_worker(mut cmd: tokio::process::Command, mode: &str) -> Result<Measured> {
     let out = cmd.output().await.context("running a worker")?;
     parse_result(&String::from_utf8_lossy(&out.stdout), mode)
+        .with_context(|| format!("the worker exited with {} (run it alone to see its errors)", out.status))
 }
 
 /// The figures a worker printed last.
@@ -286,7 +287,7 @@ fn print_paired(results: &[(&str, Measured)]) {
 /// When a service or a request fails.
 pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     let on = w.telemetry == "on" || w.telemetry.split('+').any(|p| p == "metrics");
-    let metrics = on.then(crate::telemetry::install_metrics);
+    let metrics = on.then(covenant_ops::telemetry::install_metrics);
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
     let cfg = LogConfig {
         stream: format!("BENCH_OBS_{tag}"),
@@ -329,7 +330,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
 
     // GraphQL over HTTP, with the projections running.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = crate::projections::spawn(
+    let tasks = covenant_ops::projections::spawn(
         side.log.jetstream(),
         &cfg.stream,
         &pool,
@@ -356,7 +357,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
     );
     state.follow(&cfg.subject_prefix, stop_rx.clone()).await;
-    let api = crate::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
+    let api = covenant_ops::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
     // The HTTP load updates the first COUNTRIES codes, all registered above.
     debug_assert!(codes.contains(&country(COUNTRIES - 1)));
     let token = admin_bearer(&side, &pool, "obs@covenant.local", Duration::from_secs(60)).await?;
