@@ -8,7 +8,10 @@ use covenant_domain::{CountryEvent, ProjectEvent, UserEvent};
 use sqlx::PgConnection;
 
 use crate::event::{DomainEvent, ProjectedEvent};
-use crate::ledger_sql::{HistoryRow, Row, write_countries, write_history, write_projects, write_users};
+use crate::ledger_sql::{
+    CountryColumns, HistoryRow, ProjectColumns, RowChange, UserColumns, write_countries, write_history, write_projects,
+    write_users,
+};
 use crate::projection::{Applied, Projection, Skipped, Tables};
 use crate::views::Fund;
 
@@ -27,19 +30,24 @@ struct FundDelta {
 /// One batch folded: row changes keyed by id, history rows, fund delta.
 #[derive(Default)]
 struct Fold {
-    countries: BTreeMap<String, Row>,
+    countries: BTreeMap<String, RowChange<CountryColumns>>,
     history: Vec<HistoryRow>,
-    projects: BTreeMap<uuid::Uuid, Row>,
-    users: BTreeMap<uuid::Uuid, Row>,
+    projects: BTreeMap<uuid::Uuid, RowChange<ProjectColumns>>,
+    users: BTreeMap<uuid::Uuid, RowChange<UserColumns>>,
     fund: FundDelta,
     skipped: Vec<Skipped>,
 }
 
-fn touch<'a, K: Ord>(map: &'a mut BTreeMap<K, Row>, key: K, e: &ProjectedEvent) -> &'a mut Row {
+/// The change of row `key` in this batch, moved to event `e`'s version, sequence and time.
+fn change_for<'a, K: Ord, C: Default>(
+    map: &'a mut BTreeMap<K, RowChange<C>>,
+    key: K,
+    e: &ProjectedEvent,
+) -> &'a mut RowChange<C> {
     let row = map.entry(key).or_default();
     row.version = e.version as i64;
     row.last_seq = e.seq as i64;
-    row.at = e.occurred_at;
+    row.updated_at = e.occurred_at;
     row
 }
 
@@ -78,21 +86,21 @@ impl Fold {
             CountryEvent::GdpUpdated(u) => (Some(usd(u.new_gdp_usd)), Some(u.delta_bp)),
             CountryEvent::Renamed(_) => (None, None),
         };
-        let row = touch(&mut self.countries, code.clone(), e);
+        let row = change_for(&mut self.countries, code.clone(), e);
         match c {
             CountryEvent::Registered(r) => {
-                row.new = true;
+                row.created_in_batch = true;
                 row.created_at = Some(e.occurred_at);
-                row.a = Some(r.name.as_str().to_owned());
-                row.n = Some(usd(r.gdp_usd));
+                row.columns.name = Some(r.name.as_str().to_owned());
+                row.columns.gdp_usd = Some(usd(r.gdp_usd));
                 self.fund.total += usd(r.gdp_usd);
                 self.fund.countries += 1;
             }
             CountryEvent::GdpUpdated(u) => {
-                row.n = Some(usd(u.new_gdp_usd));
+                row.columns.gdp_usd = Some(usd(u.new_gdp_usd));
                 self.fund.total += usd(u.new_gdp_usd) - usd(u.old_gdp_usd);
             }
-            CountryEvent::Renamed(r) => row.a = Some(r.new_name.as_str().to_owned()),
+            CountryEvent::Renamed(r) => row.columns.name = Some(r.new_name.as_str().to_owned()),
         }
         if let Some(g) = gdp {
             self.history.push(HistoryRow {
@@ -107,46 +115,48 @@ impl Fold {
     }
 
     fn project(&mut self, e: &ProjectedEvent, id: uuid::Uuid, p: ProjectEvent) {
-        let row = touch(&mut self.projects, id, e);
+        let row = change_for(&mut self.projects, id, e);
+        let cols = &mut row.columns;
         match p {
             ProjectEvent::Created(c) => {
-                row.new = true;
+                row.created_in_batch = true;
                 row.created_at = Some(e.occurred_at);
-                row.a = Some(c.country_code.to_string());
-                row.b = Some(c.name.as_str().to_owned());
-                row.c = Some("proposed".into());
-                row.n = Some(usd(c.budget_usd));
+                cols.country_code = Some(c.country_code.to_string());
+                cols.name = Some(c.name.as_str().to_owned());
+                cols.status = Some("proposed".into());
+                cols.budget_usd = Some(usd(c.budget_usd));
                 self.fund.projects += 1;
                 self.fund.created += 1;
             }
             ProjectEvent::Updated(u) => {
-                row.b = u.name.map(|n| n.as_str().to_owned()).or(row.b.take());
-                row.n = u.budget_usd.map(usd).or(row.n);
-                row.c = u.status.map(|s| s.as_str().to_owned()).or(row.c.take());
+                cols.name = u.name.map(|n| n.as_str().to_owned()).or(cols.name.take());
+                cols.budget_usd = u.budget_usd.map(usd).or(cols.budget_usd);
+                cols.status = u.status.map(|s| s.as_str().to_owned()).or(cols.status.take());
             }
             ProjectEvent::Deleted(_) => {
-                row.t = Some(e.occurred_at);
+                cols.deleted_at = Some(e.occurred_at);
                 self.fund.projects -= 1;
             }
         }
     }
 
     fn user(&mut self, e: &ProjectedEvent, id: uuid::Uuid, u: UserEvent) {
-        let row = touch(&mut self.users, id, e);
+        let row = change_for(&mut self.users, id, e);
+        let cols = &mut row.columns;
         match u {
             UserEvent::Registered(r) => {
-                row.new = true;
+                row.created_in_batch = true;
                 row.created_at = Some(e.occurred_at);
-                row.a = Some(r.email.as_str().to_owned());
-                row.b = Some(r.role.as_str().to_owned());
+                cols.email = Some(r.email.as_str().to_owned());
+                cols.role = Some(r.role.as_str().to_owned());
                 self.fund.users += 1;
             }
-            UserEvent::RoleChanged(c) => row.b = Some(c.new_role.as_str().to_owned()),
+            UserEvent::RoleChanged(c) => cols.role = Some(c.new_role.as_str().to_owned()),
             UserEvent::LoggedIn(l) => {
-                row.t = Some(e.occurred_at);
-                row.c = Some(l.ip.to_string());
+                cols.last_login_at = Some(e.occurred_at);
+                cols.last_login_ip = Some(l.ip.to_string());
             }
-            UserEvent::LoggedOut(_) => row.t2 = Some(e.occurred_at),
+            UserEvent::LoggedOut(_) => cols.last_logout_at = Some(e.occurred_at),
         }
     }
 }
@@ -248,8 +258,11 @@ mod tests {
             f.add(&event(seq, "country", "FR", v, e));
         }
         let row = &f.countries["FR"];
-        assert!(row.new);
-        assert_eq!((row.a.as_deref(), row.n, row.version, row.last_seq), (Some("French Republic"), Some(250), 3, 3));
+        assert!(row.created_in_batch);
+        assert_eq!(
+            (row.columns.name.as_deref(), row.columns.gdp_usd, row.version, row.last_seq),
+            (Some("French Republic"), Some(250), 3, 3)
+        );
         assert_eq!((f.fund.total, f.fund.countries), (250, 1));
         assert_eq!(
             f.history.iter().map(|h| (h.version, h.gdp, h.delta)).collect::<Vec<_>>(),
@@ -275,8 +288,12 @@ mod tests {
             f.add(&event(seq, "project", &id.to_string(), seq, e));
         }
         let row = &f.projects[&id];
-        assert_eq!((row.b.as_deref(), row.c.as_deref(), row.n), (Some("Rail"), Some("active"), Some(9)));
-        assert!(row.t.is_some(), "deleted_at set");
+        let cols = &row.columns;
+        assert_eq!(
+            (cols.name.as_deref(), cols.status.as_deref(), cols.budget_usd),
+            (Some("Rail"), Some("active"), Some(9))
+        );
+        assert!(cols.deleted_at.is_some(), "deleted_at set");
         assert_eq!((f.fund.projects, f.fund.created), (0, 1));
     }
 

@@ -8,21 +8,44 @@ use sqlx::PgConnection;
 
 use crate::projection::Tables;
 
-/// One row's accumulated change within a batch (columns `a`, `b`, `c`, `n`, `t`, `t2` mean
-/// what each table's writer says).
+/// One row's accumulated change within a batch: what every table keeps (whether the batch
+/// created the row, its version, last sequence and times) and the table's own columns.
+/// A `None` column is left as it is.
 #[derive(Default)]
-pub(crate) struct Row {
-    pub(crate) new: bool,
+pub(crate) struct RowChange<C> {
+    pub(crate) created_in_batch: bool,
     pub(crate) version: i64,
     pub(crate) last_seq: i64,
-    pub(crate) at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
     pub(crate) created_at: Option<DateTime<Utc>>,
-    pub(crate) a: Option<String>,
-    pub(crate) b: Option<String>,
-    pub(crate) c: Option<String>,
-    pub(crate) n: Option<i64>,
-    pub(crate) t: Option<DateTime<Utc>>,
-    pub(crate) t2: Option<DateTime<Utc>>,
+    pub(crate) columns: C,
+}
+
+/// The `countries` columns an event may change.
+#[derive(Default)]
+pub(crate) struct CountryColumns {
+    pub(crate) name: Option<String>,
+    pub(crate) gdp_usd: Option<i64>,
+}
+
+/// The `projects` columns an event may change.
+#[derive(Default)]
+pub(crate) struct ProjectColumns {
+    pub(crate) country_code: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) budget_usd: Option<i64>,
+    pub(crate) deleted_at: Option<DateTime<Utc>>,
+}
+
+/// The `users` columns an event may change.
+#[derive(Default)]
+pub(crate) struct UserColumns {
+    pub(crate) email: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) last_login_ip: Option<String>,
+    pub(crate) last_login_at: Option<DateTime<Utc>>,
+    pub(crate) last_logout_at: Option<DateTime<Utc>>,
 }
 
 /// One GDP figure of a country (registration or update).
@@ -35,95 +58,54 @@ pub(crate) struct HistoryRow {
     pub(crate) at: DateTime<Utc>,
 }
 
-/// Column vectors of a set of rows, for `UNNEST`.
-struct Cols<K> {
-    key: Vec<K>,
-    version: Vec<i64>,
-    last_seq: Vec<i64>,
-    at: Vec<DateTime<Utc>>,
-    created_at: Vec<Option<DateTime<Utc>>>,
-    a: Vec<Option<String>>,
-    b: Vec<Option<String>>,
-    c: Vec<Option<String>>,
-    n: Vec<Option<i64>>,
-    t: Vec<Option<DateTime<Utc>>>,
-    t2: Vec<Option<DateTime<Utc>>>,
+/// The rows the batch created and the rows it changed, each as (key, change).
+type Split<K, C> = (Vec<(K, RowChange<C>)>, Vec<(K, RowChange<C>)>);
+
+fn split<K, C>(rows: BTreeMap<K, RowChange<C>>) -> Split<K, C> {
+    rows.into_iter().partition(|(_, r)| r.created_in_batch)
 }
 
-impl<K> Default for Cols<K> {
-    fn default() -> Self {
-        Self {
-            key: Vec::new(),
-            version: Vec::new(),
-            last_seq: Vec::new(),
-            at: Vec::new(),
-            created_at: Vec::new(),
-            a: Vec::new(),
-            b: Vec::new(),
-            c: Vec::new(),
-            n: Vec::new(),
-            t: Vec::new(),
-            t2: Vec::new(),
-        }
-    }
-}
-
-/// Splits rows into (new, existing) column sets.
-fn columns<K: Clone>(rows: BTreeMap<K, Row>) -> (Cols<K>, Cols<K>) {
-    let (mut ins, mut upd) = (Cols::default(), Cols::default());
-    for (k, r) in rows {
-        let c: &mut Cols<K> = if r.new { &mut ins } else { &mut upd };
-        c.key.push(k);
-        c.version.push(r.version);
-        c.last_seq.push(r.last_seq);
-        c.at.push(r.at);
-        c.created_at.push(r.created_at);
-        c.a.push(r.a);
-        c.b.push(r.b);
-        c.c.push(r.c);
-        c.n.push(r.n);
-        c.t.push(r.t);
-        c.t2.push(r.t2);
-    }
-    (ins, upd)
+/// One column of `rows`, for an `UNNEST` argument.
+fn col<K, C, T>(rows: &[(K, RowChange<C>)], f: impl Fn(&K, &RowChange<C>) -> T) -> Vec<T> {
+    rows.iter().map(|(k, r)| f(k, r)).collect()
 }
 
 pub(crate) async fn write_countries(
     conn: &mut PgConnection,
     t: Tables,
-    rows: BTreeMap<String, Row>,
+    rows: BTreeMap<String, RowChange<CountryColumns>>,
 ) -> Result<(), sqlx::Error> {
-    let (ins, upd) = columns(rows);
+    let (ins, upd) = split(rows);
     let table = t.name("countries");
-    if !ins.key.is_empty() {
+    if !ins.is_empty() {
         let sql = format!(
             "INSERT INTO {table} (code, name, gdp_usd, version, last_seq, registered_at, updated_at)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[])"
         );
         sqlx::query(&sql)
-            .bind(ins.key)
-            .bind(ins.a)
-            .bind(ins.n)
-            .bind(ins.version)
-            .bind(ins.last_seq)
-            .bind(ins.created_at)
-            .bind(ins.at)
+            .bind(col(&ins, |k, _| k.clone()))
+            .bind(col(&ins, |_, r| r.columns.name.clone()))
+            .bind(col(&ins, |_, r| r.columns.gdp_usd))
+            .bind(col(&ins, |_, r| r.version))
+            .bind(col(&ins, |_, r| r.last_seq))
+            .bind(col(&ins, |_, r| r.created_at))
+            .bind(col(&ins, |_, r| r.updated_at))
             .execute(&mut *conn)
             .await?;
     }
-    if !upd.key.is_empty() {
+    if !upd.is_empty() {
         let sql = format!(
             "UPDATE {table} c SET name = COALESCE(u.name, c.name), gdp_usd = COALESCE(u.gdp, c.gdp_usd), version = u.version, last_seq = u.last_seq, updated_at = u.at
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[]) AS u(code, name, gdp, version, last_seq, at)
              WHERE c.code = u.code"
         );
         sqlx::query(&sql)
-            .bind(upd.key)
-            .bind(upd.a)
-            .bind(upd.n)
-            .bind(upd.version)
-            .bind(upd.last_seq)
-            .bind(upd.at)
+            .bind(col(&upd, |k, _| k.clone()))
+            .bind(col(&upd, |_, r| r.columns.name.clone()))
+            .bind(col(&upd, |_, r| r.columns.gdp_usd))
+            .bind(col(&upd, |_, r| r.version))
+            .bind(col(&upd, |_, r| r.last_seq))
+            .bind(col(&upd, |_, r| r.updated_at))
             .execute(&mut *conn)
             .await?;
     }
@@ -156,30 +138,30 @@ pub(crate) async fn write_history(
 pub(crate) async fn write_projects(
     conn: &mut PgConnection,
     t: Tables,
-    rows: BTreeMap<uuid::Uuid, Row>,
+    rows: BTreeMap<uuid::Uuid, RowChange<ProjectColumns>>,
 ) -> Result<(), sqlx::Error> {
-    let (ins, upd) = columns(rows);
+    let (ins, upd) = split(rows);
     let table = t.name("projects");
-    if !ins.key.is_empty() {
+    if !ins.is_empty() {
         let sql = format!(
             "INSERT INTO {table} (id, country_code, name, status, budget_usd, version, last_seq, created_at, updated_at, deleted_at)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])"
         );
         sqlx::query(&sql)
-            .bind(ins.key)
-            .bind(ins.a)
-            .bind(ins.b)
-            .bind(ins.c)
-            .bind(ins.n)
-            .bind(ins.version)
-            .bind(ins.last_seq)
-            .bind(ins.created_at)
-            .bind(ins.at)
-            .bind(ins.t)
+            .bind(col(&ins, |k, _| *k))
+            .bind(col(&ins, |_, r| r.columns.country_code.clone()))
+            .bind(col(&ins, |_, r| r.columns.name.clone()))
+            .bind(col(&ins, |_, r| r.columns.status.clone()))
+            .bind(col(&ins, |_, r| r.columns.budget_usd))
+            .bind(col(&ins, |_, r| r.version))
+            .bind(col(&ins, |_, r| r.last_seq))
+            .bind(col(&ins, |_, r| r.created_at))
+            .bind(col(&ins, |_, r| r.updated_at))
+            .bind(col(&ins, |_, r| r.columns.deleted_at))
             .execute(&mut *conn)
             .await?;
     }
-    if !upd.key.is_empty() {
+    if !upd.is_empty() {
         let sql = format!(
             "UPDATE {table} p SET name = COALESCE(u.name, p.name), status = COALESCE(u.status, p.status),
                  budget_usd = COALESCE(u.budget, p.budget_usd), deleted_at = COALESCE(u.deleted_at, p.deleted_at),
@@ -189,14 +171,14 @@ pub(crate) async fn write_projects(
              WHERE p.id = u.id"
         );
         sqlx::query(&sql)
-            .bind(upd.key)
-            .bind(upd.b)
-            .bind(upd.c)
-            .bind(upd.n)
-            .bind(upd.version)
-            .bind(upd.last_seq)
-            .bind(upd.at)
-            .bind(upd.t)
+            .bind(col(&upd, |k, _| *k))
+            .bind(col(&upd, |_, r| r.columns.name.clone()))
+            .bind(col(&upd, |_, r| r.columns.status.clone()))
+            .bind(col(&upd, |_, r| r.columns.budget_usd))
+            .bind(col(&upd, |_, r| r.version))
+            .bind(col(&upd, |_, r| r.last_seq))
+            .bind(col(&upd, |_, r| r.updated_at))
+            .bind(col(&upd, |_, r| r.columns.deleted_at))
             .execute(&mut *conn)
             .await?;
     }
@@ -206,29 +188,29 @@ pub(crate) async fn write_projects(
 pub(crate) async fn write_users(
     conn: &mut PgConnection,
     t: Tables,
-    rows: BTreeMap<uuid::Uuid, Row>,
+    rows: BTreeMap<uuid::Uuid, RowChange<UserColumns>>,
 ) -> Result<(), sqlx::Error> {
-    let (ins, upd) = columns(rows);
+    let (ins, upd) = split(rows);
     let table = t.name("users");
-    if !ins.key.is_empty() {
+    if !ins.is_empty() {
         let sql = format!(
             "INSERT INTO {table} (id, email, role, last_login_ip, version, last_seq, registered_at, last_login_at, last_logout_at)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])"
         );
         sqlx::query(&sql)
-            .bind(ins.key)
-            .bind(ins.a)
-            .bind(ins.b)
-            .bind(ins.c)
-            .bind(ins.version)
-            .bind(ins.last_seq)
-            .bind(ins.created_at)
-            .bind(ins.t)
-            .bind(ins.t2)
+            .bind(col(&ins, |k, _| *k))
+            .bind(col(&ins, |_, r| r.columns.email.clone()))
+            .bind(col(&ins, |_, r| r.columns.role.clone()))
+            .bind(col(&ins, |_, r| r.columns.last_login_ip.clone()))
+            .bind(col(&ins, |_, r| r.version))
+            .bind(col(&ins, |_, r| r.last_seq))
+            .bind(col(&ins, |_, r| r.created_at))
+            .bind(col(&ins, |_, r| r.columns.last_login_at))
+            .bind(col(&ins, |_, r| r.columns.last_logout_at))
             .execute(&mut *conn)
             .await?;
     }
-    if !upd.key.is_empty() {
+    if !upd.is_empty() {
         let sql = format!(
             "UPDATE {table} x SET role = COALESCE(u.role, x.role), last_login_ip = COALESCE(u.ip, x.last_login_ip),
                  last_login_at = COALESCE(u.login_at, x.last_login_at), last_logout_at = COALESCE(u.logout_at, x.last_logout_at),
@@ -238,13 +220,13 @@ pub(crate) async fn write_users(
              WHERE x.id = u.id"
         );
         sqlx::query(&sql)
-            .bind(upd.key)
-            .bind(upd.b)
-            .bind(upd.c)
-            .bind(upd.version)
-            .bind(upd.last_seq)
-            .bind(upd.t)
-            .bind(upd.t2)
+            .bind(col(&upd, |k, _| *k))
+            .bind(col(&upd, |_, r| r.columns.role.clone()))
+            .bind(col(&upd, |_, r| r.columns.last_login_ip.clone()))
+            .bind(col(&upd, |_, r| r.version))
+            .bind(col(&upd, |_, r| r.last_seq))
+            .bind(col(&upd, |_, r| r.columns.last_login_at))
+            .bind(col(&upd, |_, r| r.columns.last_logout_at))
             .execute(&mut *conn)
             .await?;
     }

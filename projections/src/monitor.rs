@@ -5,7 +5,7 @@ use async_nats::jetstream;
 use sqlx::PgPool;
 
 use crate::checkpoint::{self, PROJECTIONS};
-use crate::runner::consumer_name;
+use crate::projection::consumer_name;
 use crate::views::{self, Fund};
 
 /// One projection's position.

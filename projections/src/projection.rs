@@ -32,6 +32,11 @@ impl Tables {
     }
 }
 
+/// The durable consumer name of a projection (`projection-<name>`; never rename).
+pub fn consumer_name(projection: &str) -> String {
+    format!("projection-{projection}")
+}
+
 /// An event a projection skipped, and why.
 #[derive(Debug, Clone)]
 pub struct Skipped {

@@ -21,15 +21,10 @@ use tokio::sync::watch;
 
 use crate::checkpoint;
 use crate::event::ProjectedEvent;
-use crate::projection::{Applied, Gap, Projection, Tables};
+use crate::projection::{Applied, Gap, Projection, Tables, consumer_name};
 
 /// How long a batch waits for more buffered messages after its first one.
 const LINGER: Duration = Duration::from_millis(2);
-
-/// The durable consumer name of a projection.
-pub fn consumer_name(projection: &str) -> String {
-    format!("projection-{projection}")
-}
 
 /// Why the runner stopped.
 #[derive(Debug, thiserror::Error)]
