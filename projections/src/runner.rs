@@ -469,28 +469,26 @@ fn start(parent: &opentelemetry::Context, builder: opentelemetry::trace::SpanBui
     parent.with_span(builder.start_with_context(&tracer, parent))
 }
 
-/// The span context a W3C `traceparent` names (`version-traceid-spanid-flags`, in lower-case
-/// hex; a later version may append fields), if it is well formed and valid. Read here
-/// rather than through the propagator, which wants a map per event.
+/// The span context a W3C `traceparent` names, if it is well formed and valid, as the
+/// SDK's `TraceContextPropagator` reads it (the same propagator writes it on the command
+/// side).
 fn link_context(traceparent: &str) -> Option<opentelemetry::trace::SpanContext> {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-    let mut parts = traceparent.split('-');
-    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
-        return None;
+    use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+    use opentelemetry::trace::TraceContextExt as _;
+    /// The one header a stored event's trace context travels in.
+    struct Traceparent<'a>(&'a str);
+    impl Extractor for Traceparent<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
     }
-    if !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
-        return None;
-    }
-    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()? & TraceFlags::SAMPLED.to_u8());
-    let sc = SpanContext::new(
-        TraceId::from_hex(trace).ok()?,
-        SpanId::from_hex(span).ok()?,
-        flags,
-        true,
-        TraceState::default(),
-    );
+    static PROPAGATOR: std::sync::LazyLock<opentelemetry_sdk::propagation::TraceContextPropagator> =
+        std::sync::LazyLock::new(opentelemetry_sdk::propagation::TraceContextPropagator::new);
+    let cx = PROPAGATOR.extract(&Traceparent(traceparent));
+    let sc = cx.span().span_context().clone();
     sc.is_valid().then_some(sc)
 }
 
@@ -631,10 +629,13 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
             "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert!(link_context(bad).is_none(), "{bad:?}");
         }
+        // The SDK's propagator is lenient about one thing the W3C grammar forbids: a flags
+        // field of one hex digit. It still names the context the other fields give.
+        let lenient = link_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1").expect("accepted");
+        assert!(lenient.is_sampled());
     }
 }
