@@ -2,6 +2,44 @@
 
 use async_graphql::ErrorExtensions;
 
+/// The documented `extensions.code` values (README, "Errors"): every error the API answers
+/// carries exactly one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The request or an argument is not valid; nothing ran.
+    BadUserInput,
+    /// No valid bearer token where one is needed.
+    Unauthenticated,
+    /// The caller's role may not do this.
+    Forbidden,
+    /// Nothing with that id.
+    NotFound,
+    /// The aggregate kept changing concurrently, or the idempotency key is in use.
+    Conflict,
+    /// Over a rate limit (HTTP 429 with `Retry-After`).
+    RateLimited,
+    /// A dependency is down or a wait ran out.
+    Unavailable,
+    /// A bug; the cause is logged, never returned.
+    Internal,
+}
+
+impl Code {
+    /// The wire value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::NotFound => "NOT_FOUND",
+            Code::Conflict => "CONFLICT",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Internal => "INTERNAL",
+        }
+    }
+}
+
 /// Every way a GraphQL operation can fail, as clients see it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -21,12 +59,12 @@ pub enum ApiError {
 
 impl ApiError {
     /// The `extensions.code` value.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ApiError::BadInput(_) => "BAD_USER_INPUT",
-            ApiError::NotFound(_) => "NOT_FOUND",
-            ApiError::Unavailable(_) => "UNAVAILABLE",
-            ApiError::Internal(_) => "INTERNAL",
+            ApiError::BadInput(_) => Code::BadUserInput,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
         }
     }
 }
@@ -47,7 +85,7 @@ impl ErrorExtensions for ApiError {
         if let ApiError::Internal(cause) = self {
             tracing::error!(%cause, "internal error");
         }
-        async_graphql::Error::new(self.to_string()).extend_with(|_, e| e.set("code", self.code()))
+        async_graphql::Error::new(self.to_string()).extend_with(|_, e| e.set("code", self.code().as_str()))
     }
 }
 

@@ -456,7 +456,7 @@ fn const_value(v: &ConstValue) -> Result<(), Refusal> {
 /// `e` with `extensions.code = BAD_USER_INPUT`.
 fn bad_input(mut e: ServerError) -> ServerError {
     let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", "BAD_USER_INPUT");
+    ext.set("code", crate::error::Code::BadUserInput.as_str());
     e.extensions = Some(ext);
     e
 }
@@ -509,7 +509,7 @@ impl Extension for GuardExtension {
             tracing::error!(error = %e, "parsing a document failed on the blocking pool");
             let mut err = ServerError::new("internal error", None);
             let mut ext = async_graphql::ErrorExtensionValues::default();
-            ext.set("code", "INTERNAL");
+            ext.set("code", crate::error::Code::Internal.as_str());
             err.extensions = Some(ext);
             Err(err)
         })

@@ -15,6 +15,7 @@ use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
 
 use crate::AppState;
 use crate::auth;
+use crate::error::Code;
 use crate::graphql::mutation::ClientIp;
 
 /// `application/graphql-response+json`.
@@ -45,8 +46,8 @@ fn json_response(status: StatusCode, media: &'static str, body: Vec<u8>) -> Resp
     r
 }
 
-fn request_error(status: StatusCode, media: &'static str, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+fn request_error(status: StatusCode, media: &'static str, code: Code, message: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] });
     json_response(status, media, body.to_string().into_bytes())
 }
 
@@ -66,7 +67,7 @@ pub async fn graphql(
             } else {
                 "the request body could not be read".to_owned()
             };
-            return request_error(e.status(), media, "BAD_USER_INPUT", &message);
+            return request_error(e.status(), media, Code::BadUserInput, &message);
         }
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -74,7 +75,7 @@ pub async fn graphql(
         return request_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             media,
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             "Content-Type must be application/json",
         );
     }
@@ -83,7 +84,7 @@ pub async fn graphql(
         .and_then(|v| request_params(v, false));
     match params {
         Ok(request) => execute(&state, peer, &headers, media, request, false).await,
-        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &e),
+        Err(e) => request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, &e),
     }
 }
 
@@ -94,7 +95,12 @@ async fn graphql_get(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
     let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query_string) {
         Ok(p) => p,
         Err(e) => {
-            return request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &format!("bad query string: {e}"));
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                media,
+                Code::BadUserInput,
+                &format!("bad query string: {e}"),
+            );
         }
     };
     let mut params = serde_json::Map::new();
@@ -106,7 +112,7 @@ async fn graphql_get(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
                     return request_error(
                         StatusCode::BAD_REQUEST,
                         media,
-                        "BAD_USER_INPUT",
+                        Code::BadUserInput,
                         &format!("`{k}` is not JSON"),
                     );
                 }
@@ -117,7 +123,7 @@ async fn graphql_get(state: &AppState, peer: SocketAddr, headers: &HeaderMap, qu
     }
     match request_params(serde_json::Value::Object(params), true) {
         Ok(request) => execute(state, peer, headers, media, request, true).await,
-        Err(e) => request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &e),
+        Err(e) => request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, &e),
     }
 }
 
@@ -125,7 +131,7 @@ fn not_acceptable() -> Response {
     request_error(
         StatusCode::NOT_ACCEPTABLE,
         "application/json",
-        "BAD_USER_INPUT",
+        Code::BadUserInput,
         "Accept application/graphql-response+json or application/json",
     )
 }
@@ -166,14 +172,14 @@ async fn execute(
     // per nesting level; see `guard`).
     if let Err(refusal) = crate::guard::check_text(&request.query, &crate::guard::BOUNDS) {
         let status = if media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-        return request_error(status, media, "BAD_USER_INPUT", &refusal.to_string());
+        return request_error(status, media, Code::BadUserInput, &refusal.to_string());
     }
     let (kind, op_name) = operation_type(&request);
     if get && kind != "query" && kind != "invalid" {
         let mut r = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             media,
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             "only queries may be sent with GET; use POST",
         );
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
@@ -187,11 +193,11 @@ async fn execute(
                 return request_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     media,
-                    "UNAVAILABLE",
+                    Code::Unavailable,
                     "authentication unavailable",
                 );
             }
-            Err(e) => return request_error(StatusCode::UNAUTHORIZED, media, "UNAUTHENTICATED", &e.to_string()),
+            Err(e) => return request_error(StatusCode::UNAUTHORIZED, media, Code::Unauthenticated, &e.to_string()),
         },
     };
     if let Some(p) = &principal
@@ -211,7 +217,7 @@ async fn execute(
             return request_error(
                 StatusCode::BAD_REQUEST,
                 media,
-                "BAD_USER_INPUT",
+                Code::BadUserInput,
                 "Covenant-Min-Sequence must be a stream sequence number",
             );
         };
@@ -227,11 +233,11 @@ async fn execute(
                 "Covenant-Min-Sequence {seq} is beyond the stream's last sequence {}",
                 info.state.last_sequence
             );
-            return request_error(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", &message);
+            return request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, &message);
         }
         if let Err(e) = wait_for_sequence(&state.pool, &PROJECTIONS, seq, MIN_SEQUENCE_WAIT).await {
             let status = if media == GRAPHQL_RESPONSE { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-            return request_error(status, media, "UNAVAILABLE", &e.to_string());
+            return request_error(status, media, Code::Unavailable, &e.to_string());
         }
     }
     let operation = state.operations.label(op_name.as_deref());
@@ -259,7 +265,7 @@ async fn execute(
         return request_error(
             status,
             media,
-            "UNAVAILABLE",
+            Code::Unavailable,
             &format!("the operation did not finish within {} s", crate::GRAPHQL_TIME_BUDGET.as_secs()),
         );
     };
@@ -283,11 +289,12 @@ async fn execute(
     for e in &mut response.errors {
         let ext = e.extensions.get_or_insert_with(Default::default);
         if ext.get("code").is_none() {
-            ext.set("code", "BAD_USER_INPUT");
+            ext.set("code", Code::BadUserInput.as_str());
         }
     }
     let limited = response.errors.iter().any(|e| {
-        e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&async_graphql::Value::from("RATE_LIMITED"))
+        e.extensions.as_ref().and_then(|x| x.get("code"))
+            == Some(&async_graphql::Value::from(Code::RateLimited.as_str()))
     });
     let status = if limited {
         StatusCode::TOO_MANY_REQUESTS
@@ -304,7 +311,7 @@ async fn execute(
     };
     let mut reply = match body {
         Ok(body) => json_response(status, media, body),
-        Err(_) => return request_error(StatusCode::INTERNAL_SERVER_ERROR, media, "INTERNAL", "internal error"),
+        Err(_) => return request_error(StatusCode::INTERNAL_SERVER_ERROR, media, Code::Internal, "internal error"),
     };
     reply.headers_mut().extend(extra_headers);
     reply
@@ -371,7 +378,7 @@ fn rate_limited(wait: Duration, message: &str) -> Response {
     let mut r = request_error(
         StatusCode::TOO_MANY_REQUESTS,
         "application/json",
-        "RATE_LIMITED",
+        Code::RateLimited,
         &format!("{message}; retry in {secs} s"),
     );
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -169,7 +169,7 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
         .unwrap_or("(no message)");
     tracing::error!(panic = message, "a request handler panicked");
     metrics::counter!("covenant_http_panics_total").increment(1);
-    let body = serde_json::json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] });
+    let body = serde_json::json!({ "errors": [{ "message": "internal error", "extensions": { "code": error::Code::Internal.as_str() } }] });
     let mut r = (axum::http::StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response();
     r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     r

@@ -66,6 +66,8 @@ pub struct Principals {
     applied: watch::Sender<u64>,
     /// When an unknown `kid` last made the keys reload (held while that reload runs).
     miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// Held by each reload of the keys, so reloads apply in the order they read.
+    reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Principals {
@@ -78,6 +80,7 @@ impl Principals {
             rotated: Notify::new(),
             applied: watch::channel(0).0,
             miss_reload: tokio::sync::Mutex::new(None),
+            reload_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -113,6 +116,9 @@ impl Principals {
     /// # Errors
     /// When PostgreSQL cannot be read (the keys loaded before stay in force).
     pub async fn reload_keys(&self) -> Result<(), sqlx::Error> {
+        // One reload at a time: a read that began before a rotation committed must not
+        // overwrite one that began after it (a retired key would come back in force).
+        let _one = self.reload_lock.lock().await;
         let rows: Vec<(String, Vec<u8>)> =
             sqlx::query_as("SELECT kid, secret FROM jwt_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid")
                 .fetch_all(&self.pool)

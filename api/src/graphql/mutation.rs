@@ -32,12 +32,15 @@ const ENTITY_WAIT: Duration = Duration::from_secs(2);
 /// The caller, who must hold one of `roles` (admins may do everything).
 fn require(ctx: &Context<'_>, roles: &[Role]) -> ApiResult<Principal> {
     let Some(p) = ctx.data_opt::<Option<Principal>>().copied().flatten() else {
-        return Err(err("UNAUTHENTICATED", "sign in first (login mutation, then Authorization: Bearer <token>)"));
+        return Err(err(
+            crate::error::Code::Unauthenticated,
+            "sign in first (login mutation, then Authorization: Bearer <token>)",
+        ));
     };
     if p.role == Role::Admin || roles.contains(&p.role) {
         Ok(p)
     } else {
-        Err(err("FORBIDDEN", format!("role {} may not do this", p.role.as_str())))
+        Err(err(crate::error::Code::Forbidden, format!("role {} may not do this", p.role.as_str())))
     }
 }
 
@@ -54,7 +57,8 @@ fn context(p: Option<&Principal>, key: Option<String>) -> CommandContext {
 }
 
 fn side<'a>(ctx: &Context<'a>) -> ApiResult<&'a Arc<CommandSide>> {
-    ctx.data_opt::<Arc<CommandSide>>().ok_or_else(|| err("UNAVAILABLE", "this process does not accept commands"))
+    ctx.data_opt::<Arc<CommandSide>>()
+        .ok_or_else(|| err(crate::error::Code::Unavailable, "this process does not accept commands"))
 }
 
 fn pool<'a>(ctx: &Context<'a>) -> &'a PgPool {
@@ -66,7 +70,7 @@ fn principals<'a>(ctx: &Context<'a>) -> &'a crate::principals::Principals {
 }
 
 fn bad<E: std::fmt::Display>(e: E) -> async_graphql::Error {
-    err("BAD_USER_INPUT", e.to_string())
+    err(crate::error::Code::BadUserInput, e.to_string())
 }
 
 /// Whole US dollars from the scalar, within the domain's bounds.
@@ -153,19 +157,20 @@ impl Mutation {
         {
             let secs = crate::limits::retry_after_secs(wait);
             ctx.insert_http_header(axum::http::header::RETRY_AFTER, secs.to_string());
-            return Err(err("RATE_LIMITED", format!("too many login attempts; retry in {secs} s")));
+            return Err(err(crate::error::Code::RateLimited, format!("too many login attempts; retry in {secs} s")));
         }
         let id = auth::check_credentials(pool(ctx), &email, &password).await.map_err(|e| match e {
-            auth::AuthError::Database(_) => err("UNAVAILABLE", "authentication unavailable"),
-            other => err("UNAUTHENTICATED", other.to_string()),
+            auth::AuthError::Database(_) => err(crate::error::Code::Unavailable, "authentication unavailable"),
+            other => err(crate::error::Code::Unauthenticated, other.to_string()),
         })?;
         let s = side(ctx)?;
         s.users
             .execute(&id.to_string(), UserCommand::RecordLogin { ip }, &context(None, None))
             .await
             .map_err(command_error)?;
-        let (token, expires_at) =
-            auth::issue(principals(ctx), id).await.map_err(|_| err("UNAVAILABLE", "authentication unavailable"))?;
+        let (token, expires_at) = auth::issue(principals(ctx), id)
+            .await
+            .map_err(|_| err(crate::error::Code::Unavailable, "authentication unavailable"))?;
         let role = principals(ctx).role(id).await.ok().flatten().unwrap_or(Role::Viewer);
         Ok(Session {
             token,
@@ -209,7 +214,7 @@ impl Mutation {
             .await
             .map_err(gql)?;
         if exists.is_some() {
-            return Err(err("BAD_USER_INPUT", "a user with this email exists"));
+            return Err(err(crate::error::Code::BadUserInput, "a user with this email exists"));
         }
         let id = uuid::Uuid::new_v4();
         // Credentials first: a registration the stream holds always has them. If the event

@@ -185,7 +185,7 @@ impl Query {
         subject: Option<String>,
     ) -> ApiResult<Vec<AuditEvent>> {
         if ctx.data_opt::<Option<crate::auth::Principal>>().copied().flatten().is_none() {
-            return Err(super::errors::err("UNAUTHENTICATED", "sign in to read the audit trail"));
+            return Err(super::errors::err(crate::error::Code::Unauthenticated, "sign in to read the audit trail"));
         }
         let n = page_size(last)?;
         let rows = db!(
@@ -212,7 +212,7 @@ impl Country {
 }
 
 fn unavailable<E>(_: E) -> async_graphql::Error {
-    super::errors::err("UNAVAILABLE", "the event stream is not reachable")
+    super::errors::err(crate::error::Code::Unavailable, "the event stream is not reachable")
 }
 
 /// Awaits a read-model query, recording `db_client_operation_duration_seconds{operation}`

@@ -36,19 +36,20 @@ impl Subscription {
         after_sequence: Option<String>,
     ) -> async_graphql::Result<BoxStream<'static, ApiResult<AuditEvent>>> {
         if ctx.data_opt::<Option<crate::auth::Principal>>().copied().flatten().is_none() {
-            return Err(err("UNAUTHENTICATED", "sign in to follow the audit trail"));
+            return Err(err(crate::error::Code::Unauthenticated, "sign in to follow the audit trail"));
         }
         let deliver_policy = match after_sequence {
             None => consumer::DeliverPolicy::New,
             Some(s) => {
-                let seq: u64 = s
-                    .trim()
-                    .parse()
-                    .map_err(|_| err("BAD_USER_INPUT", "`afterSequence` must be a stream sequence number"))?;
+                let seq: u64 = s.trim().parse().map_err(|_| {
+                    err(crate::error::Code::BadUserInput, "`afterSequence` must be a stream sequence number")
+                })?;
                 consumer::DeliverPolicy::ByStartSequence { start_sequence: seq.saturating_add(1) }
             }
         };
-        let feed = ctx.data::<EventFeed>().map_err(|_| err("UNAVAILABLE", "the event feed is not available"))?;
+        let feed = ctx
+            .data::<EventFeed>()
+            .map_err(|_| err(crate::error::Code::Unavailable, "the event feed is not available"))?;
         let stream = feed.js.get_stream(&feed.stream).await.map_err(unavailable)?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig { deliver_policy, ..Default::default() })
@@ -59,9 +60,13 @@ impl Subscription {
             .map(|m| -> ApiResult<AuditEvent> {
                 let m = m.map_err(|e| {
                     tracing::warn!(error = %e, "event feed interrupted");
-                    err("UNAVAILABLE", "the event feed was interrupted; resubscribe with afterSequence")
+                    err(
+                        crate::error::Code::Unavailable,
+                        "the event feed was interrupted; resubscribe with afterSequence",
+                    )
                 })?;
-                let e = ProjectedEvent::from_message(&m).map_err(|_| err("INTERNAL", "internal error"))?;
+                let e = ProjectedEvent::from_message(&m)
+                    .map_err(|_| err(crate::error::Code::Internal, "internal error"))?;
                 Ok(AuditEvent::from(&e))
             })
             .filter(move |item| {
@@ -84,5 +89,5 @@ impl Subscription {
 }
 
 fn unavailable<E>(_: E) -> async_graphql::Error {
-    err("UNAVAILABLE", "the event feed is not available")
+    err(crate::error::Code::Unavailable, "the event feed is not available")
 }
