@@ -95,6 +95,18 @@ pub async fn status(js: &jetstream::Context, stream: &str, pool: &PgPool) -> Res
     Ok(())
 }
 
+/// A progress bar over replayed stream events (position, events/s, ETA).
+fn replay_bar(message: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}")
+            .expect("static progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
 /// `covenant projections rebuild NAME`: shadow rebuild with a progress bar, then swap.
 ///
 /// # Errors
@@ -104,13 +116,7 @@ pub async fn rebuild_cmd(js: &jetstream::Context, stream: &str, pool: &PgPool, n
         let names: Vec<&str> = covenant_projections::all().iter().map(|p| p.name()).collect();
         bail!("unknown projection `{name}` (known: {})", names.join(", "));
     };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}")
-            .expect("static progress template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!("rebuilding {name}"));
+    let bar = replay_bar(format!("rebuilding {name}"));
     let report = rebuild::rebuild(js, stream, pool, p.as_ref(), |done, target| {
         bar.set_length(target);
         bar.set_position(done);
@@ -151,13 +157,7 @@ pub async fn verify_cmd(js: &jetstream::Context, stream: &str, pool: &PgPool, na
     let mut equal = true;
     for p in projections {
         let name = p.name();
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}")
-                .expect("static progress template")
-                .progress_chars("=> "),
-        );
-        bar.set_message(format!("folding {name}"));
+        let bar = replay_bar(format!("folding {name}"));
         let report = verify::verify(js, stream, pool, p.as_ref(), |done, target| {
             bar.set_length(target);
             bar.set_position(done);

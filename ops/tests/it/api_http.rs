@@ -17,14 +17,8 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     let side = std::sync::Arc::new(crate::harness::side(&server.url(), &cfg).await);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_millis(200),
-        crate::harness::LEASE,
-    );
+    let tasks =
+        crate::harness::run_projections(side.log.jetstream(), &cfg.stream, &pool, &stop_rx, Duration::from_millis(200));
     let state = covenant_api::AppState::new(
         pool.clone(),
         crate::harness::client(&server.url()).await,
@@ -106,14 +100,8 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!pending.is_finished(), "the query waits for its sequence");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_millis(200),
-        crate::harness::LEASE,
-    );
+    let tasks =
+        crate::harness::run_projections(side.log.jetstream(), &cfg.stream, &pool, &stop_rx, Duration::from_millis(200));
     let (status, body) = pending.await.expect("query");
     assert_eq!((status, body["data"]["country"]["gdpUsd"].as_str()), (200, Some("111")), "{body}");
 

@@ -319,17 +319,9 @@ impl Rig {
         let caught_up = wait_for_sequence(&self.pool, &PROJECTIONS, last, Duration::from_secs(90)).await;
         let logs: String = self.instances.iter().map(Instance::log_text).collect();
         caught_up.unwrap_or_else(|e| panic!("{}: projections did not catch up: {e}\n{logs}", self.name));
-        let verify = Command::new(env!("CARGO_BIN_EXE_covenant"))
-            .args(["projections", "verify"])
-            .env("COVENANT_NATS_URL", &self.nats_url)
-            .env("COVENANT_DATABASE_URL", &self.db_url)
-            .env("COVENANT_STREAM", &self.cfg.stream)
-            .env("COVENANT_SUBJECT_PREFIX", &self.cfg.subject_prefix)
-            .env("RUST_LOG", "error")
-            .output()
-            .expect("covenant projections verify");
-        let out = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
-        assert_eq!(verify.status.code(), Some(0), "{}: projections verify: {out}", self.name);
+        let (code, out) =
+            crate::harness::covenant_cli(&["projections", "verify"], &self.nats_url, &self.db_url, &self.cfg);
+        assert_eq!(code, Some(0), "{}: projections verify: {out}", self.name);
         let bound = 2 + 2 * self.instances.len() as u64 + self.kills;
         let max = self.max_consumers.load(Ordering::Relaxed);
         assert!(max <= bound, "{}: {max} consumers on the event stream (bound {bound})", self.name);

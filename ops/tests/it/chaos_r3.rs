@@ -44,14 +44,7 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
     crate::harness::metrics();
     let (pg_cluster, pool) = pg().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        &js,
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_millis(200),
-        crate::harness::LEASE,
-    );
+    let tasks = crate::harness::run_projections(&js, &cfg.stream, &pool, &stop_rx, Duration::from_millis(200));
 
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -162,22 +155,9 @@ async fn r3_leader_kills_under_load_lose_nothing_and_projections_skip_nothing() 
         *v = e.version;
     }
     wait_for_sequence(&pool, &PROJECTIONS, last, Duration::from_secs(60)).await.expect("projections catch up");
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(["projections", "verify"])
-        .env("COVENANT_NATS_URL", cluster.url())
-        .env("COVENANT_DATABASE_URL", pg_cluster.url("covenant"))
-        .env("COVENANT_STREAM", &cfg.stream)
-        .env("COVENANT_SUBJECT_PREFIX", &cfg.subject_prefix)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("covenant projections verify");
-    assert_eq!(
-        verify.status.code(),
-        Some(0),
-        "projections verify after leader kills: {}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    let (code, out) =
+        crate::harness::covenant_cli(&["projections", "verify"], &cluster.url(), &pg_cluster.url("covenant"), &cfg);
+    assert_eq!(code, Some(0), "projections verify after leader kills: {out}");
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

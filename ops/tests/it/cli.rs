@@ -1,21 +1,10 @@
 //! The operator commands run against a live stream and database and say what they should.
 
-use std::process::Command;
-
 use crate::harness::{log_config, nats, pg, register_country};
 
 fn covenant(args: &[&str], nats_url: &str, db_url: &str, cfg: &covenant_commands::LogConfig) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(args)
-        .env("COVENANT_NATS_URL", nats_url)
-        .env("COVENANT_DATABASE_URL", db_url)
-        .env("COVENANT_STREAM", &cfg.stream)
-        .env("COVENANT_SUBJECT_PREFIX", &cfg.subject_prefix)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run covenant");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    let (code, out) = crate::harness::covenant_cli(args, nats_url, db_url, cfg);
+    (code == Some(0), out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,33 @@ use std::time::Duration;
 /// Projection lease time to live in tests: short, so a killed holder is replaced quickly.
 pub const LEASE: Duration = Duration::from_secs(2);
 
+/// Runs `covenant ARGS` against a stream and a database: (exit code, stdout + stderr).
+pub fn covenant_cli(args: &[&str], nats_url: &str, db_url: &str, cfg: &LogConfig) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(args)
+        .env("COVENANT_NATS_URL", nats_url)
+        .env("COVENANT_DATABASE_URL", db_url)
+        .env("COVENANT_STREAM", &cfg.stream)
+        .env("COVENANT_SUBJECT_PREFIX", &cfg.subject_prefix)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run covenant");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// Runs every projection in this process with the tests' lease (the monitor refreshing
+/// every `monitor_every`) until `stop` turns true.
+pub fn run_projections(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    pool: &sqlx::PgPool,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    monitor_every: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    covenant_ops::projections::spawn(js, stream, pool, stop, monitor_every, LEASE)
+}
+
 use covenant_commands::{CommandSide, EventLog, LogConfig, StoredEvent};
 use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 
@@ -251,14 +278,8 @@ pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
     let side = std::sync::Arc::new(side(&nats.url(), &cfg).await);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let metrics = metrics(); // before the projections, so their first figures are recorded
-    let mut tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &rx,
-        Duration::from_millis(200),
-        crate::harness::LEASE,
-    );
+    let mut tasks =
+        crate::harness::run_projections(side.log.jetstream(), &cfg.stream, &pool, &rx, Duration::from_millis(200));
     let state = covenant_api::AppState::new(
         pool.clone(),
         client(&nats.url()).await,

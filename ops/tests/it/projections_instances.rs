@@ -23,8 +23,8 @@ async fn two_instances_run_each_projection_once_and_the_standby_takes_over_a_dea
     let (stop_a, rx_a) = tokio::sync::watch::channel(false);
     let (stop_b, rx_b) = tokio::sync::watch::channel(false);
     let every = Duration::from_millis(200);
-    let a = covenant_ops::projections::spawn(&js, &cfg.stream, &pool, &rx_a, every, crate::harness::LEASE);
-    let b = covenant_ops::projections::spawn(&js, &cfg.stream, &pool, &rx_b, every, crate::harness::LEASE);
+    let a = crate::harness::run_projections(&js, &cfg.stream, &pool, &rx_a, every);
+    let b = crate::harness::run_projections(&js, &cfg.stream, &pool, &rx_b, every);
     let last = side.log.last_sequence().await.expect("info");
     wait_for_sequence(&pool, &PROJECTIONS, last, Duration::from_secs(30)).await.expect("caught up");
     let stream = js.get_stream(&cfg.stream).await.expect("stream");

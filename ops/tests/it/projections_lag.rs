@@ -23,14 +23,7 @@ async fn lag_gauges_count_exactly_the_unapplied_events_and_return_to_zero() {
     crate::harness::register_country(&side, "KE", "Kenya", 1).await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        &js,
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_millis(100),
-        crate::harness::LEASE,
-    );
+    let tasks = crate::harness::run_projections(&js, &cfg.stream, &pool, &stop_rx, Duration::from_millis(100));
     covenant_projections::checkpoint::wait_for_sequence(&pool, &["ledger", "audit"], 1, Duration::from_secs(20))
         .await
         .expect("caught up");
@@ -55,14 +48,7 @@ async fn lag_gauges_count_exactly_the_unapplied_events_and_return_to_zero() {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        &js,
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_millis(100),
-        crate::harness::LEASE,
-    );
+    let tasks = crate::harness::run_projections(&js, &cfg.stream, &pool, &stop_rx, Duration::from_millis(100));
     let back_to_zero = eventually(Duration::from_secs(20), async || {
         ["ledger", "audit"].iter().all(|p| {
             metric_value("covenant_projection_lag_events", &[&format!("projection=\"{p}\""), &stream]) == Some(0.0)

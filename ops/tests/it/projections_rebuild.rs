@@ -22,14 +22,7 @@ async fn a_rebuild_under_writes_swaps_without_query_errors_and_equals_the_fold()
     }
     let js = side.log.jetstream().clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        &js,
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_millis(200),
-        crate::harness::LEASE,
-    );
+    let tasks = crate::harness::run_projections(&js, &cfg.stream, &pool, &stop_rx, Duration::from_millis(200));
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {

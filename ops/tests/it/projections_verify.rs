@@ -1,7 +1,6 @@
 //! `covenant projections verify` proves the read models are the fold of the log while the
 //! runner keeps applying, and names every row changed by hand in PostgreSQL.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,18 +11,8 @@ use crate::harness::{log_config, nats, pg};
 use crate::workload;
 
 fn verify(args: &[&str], nats_url: &str, db_url: &str, cfg: &covenant_commands::LogConfig) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(["projections", "verify"])
-        .args(args)
-        .env("COVENANT_NATS_URL", nats_url)
-        .env("COVENANT_DATABASE_URL", db_url)
-        .env("COVENANT_STREAM", &cfg.stream)
-        .env("COVENANT_SUBJECT_PREFIX", &cfg.subject_prefix)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run covenant projections verify");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), text)
+    let args: Vec<&str> = ["projections", "verify"].into_iter().chain(args.iter().copied()).collect();
+    crate::harness::covenant_cli(&args, nats_url, db_url, cfg)
 }
 
 async fn recorded(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
@@ -45,14 +34,7 @@ async fn verify_is_exit_0_under_writes_and_names_rows_changed_by_hand() {
     }
     let js = side.log.jetstream().clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        &js,
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_millis(200),
-        crate::harness::LEASE,
-    );
+    let tasks = crate::harness::run_projections(&js, &cfg.stream, &pool, &stop_rx, Duration::from_millis(200));
     let (url, db) = (server.url(), cluster.url("covenant"));
 
     // Equal while writes go on and the runner keeps moving its checkpoint.

@@ -16,14 +16,8 @@ async fn a_write_is_visible_once_its_sequence_is_reached_every_time() {
     let cfg = log_config();
     let side = crate::harness::side(&server.url(), &cfg).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_secs(1),
-        crate::harness::LEASE,
-    );
+    let tasks =
+        crate::harness::run_projections(side.log.jetstream(), &cfg.stream, &pool, &stop_rx, Duration::from_secs(1));
     let ctx = CommandContext::system();
     let usd = |v| Usd::new(v).expect("usd");
     crate::harness::register_country(&side, "NO", "Norway", 1).await;
