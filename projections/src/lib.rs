@@ -5,11 +5,12 @@
 //! sides meet only through the stream.
 //!
 //! Modules:
-//! - [`event`]: a stream message as a [`ProjectedEvent`] (headers parsed, payload decoded).
+//! - [`event`]: a stream message as a [`ProjectedEvent`](event::ProjectedEvent) (headers parsed, payload decoded).
 //! - [`projection`]: the [`Projection`] trait and table sets (live / shadow).
 //! - [`ledger`]: countries, GDP history, projects, users and the covenant fund.
 //! - [`audit`]: every event, for the recent-events queries.
 //! - [`runner`]: batch → one transaction with the checkpoint → ack; back-off; shutdown.
+//! - [`apply`]: that transaction (shared by the runner, rebuilds and verifications).
 //! - [`checkpoint`]: checkpoints and read-your-writes (`wait_for_sequence`).
 //! - [`monitor`]: lag and business gauges.
 //! - [`rebuild`]: shadow rebuild and atomic swap.
@@ -23,6 +24,7 @@
 //! `projection_skipped_events`, which `covenant projections status` reports. The projection
 //! keeps going, so one bad event cannot stall every read model behind it.
 
+pub mod apply;
 pub mod audit;
 pub mod checkpoint;
 pub mod event;
@@ -33,6 +35,7 @@ pub mod monitor;
 pub mod projection;
 pub mod rebuild;
 pub mod runner;
+mod trace;
 pub mod verify;
 pub mod views;
 

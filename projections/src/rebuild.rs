@@ -12,10 +12,10 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
 
+use crate::apply::apply_batch;
 use crate::checkpoint;
 use crate::event::ProjectedEvent;
 use crate::projection::{Projection, Tables};
-use crate::runner::apply_batch;
 
 /// Events per rebuild transaction.
 const REBUILD_BATCH: usize = 2000;

@@ -19,10 +19,10 @@ use async_nats::jetstream;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
 
+use crate::apply::apply_batch;
 use crate::checkpoint;
 use crate::projection::{Projection, Tables};
 use crate::rebuild::{RebuildError, prepare_copy, read_range};
-use crate::runner::apply_batch;
 
 /// Differences kept (and printed) per table; all are counted.
 pub const SHOWN_PER_TABLE: i64 = 20;

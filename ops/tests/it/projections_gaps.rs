@@ -4,9 +4,9 @@
 //! fresh fold of the stream, every event applied exactly once.
 
 use covenant_projections::Tables;
+use covenant_projections::apply::apply_batch;
 use covenant_projections::event::ProjectedEvent;
 use covenant_projections::projection::Gap;
-use covenant_projections::runner::apply_batch;
 
 use crate::harness::{database, fold_until, log_config, nats, pg, read_models};
 
