@@ -81,9 +81,10 @@ pub enum CommandError<E: std::error::Error> {
         /// Whether the command may have been applied despite the error.
         outcome_unknown: bool,
     },
-    /// A stored event could not be read back, or the server answered something unexpected.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A stored event could not be read back, or the server answered something unexpected;
+    /// the log's error is the source (callers log the chain, never send it).
+    #[error("internal error")]
+    Internal(#[source] LogError),
 }
 
 impl<E: std::error::Error> From<LogError> for CommandError<E> {
@@ -92,7 +93,7 @@ impl<E: std::error::Error> From<LogError> for CommandError<E> {
             LogError::Conflict { .. } => CommandError::Conflict { attempts: 1 },
             LogError::Unavailable { reason, outcome_unknown } => CommandError::Unavailable { reason, outcome_unknown },
             LogError::Invalid(r) => CommandError::InvalidInput(r),
-            other => CommandError::Internal(other.to_string()),
+            other => CommandError::Internal(other),
         }
     }
 }

@@ -58,6 +58,6 @@ pub fn command_error<E: std::error::Error + RefusalCode>(e: CommandError<E>) -> 
         CommandError::Unavailable { .. } => {
             err(Code::Unavailable, "the event log is unavailable; retry (with an idempotency key, a retry is safe)")
         }
-        CommandError::Internal(m) => ApiError::Internal(m).extend(),
+        CommandError::Internal(_) => ApiError::Internal(crate::error::chain(&e)).extend(),
     }
 }
