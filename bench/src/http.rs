@@ -76,16 +76,8 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
         Duration::from_secs(5),
         Duration::from_secs(6),
     );
-    let state = covenant_api::AppState::new(
-        pool.clone(),
-        connect::client(&nats.url()).await?,
-        cfg.stream.clone(),
-        Some(covenant_ops::telemetry::install_metrics()),
-        Some(side.clone()),
-        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
-    );
-    state.follow(&cfg.subject_prefix, stop_rx.clone()).await;
-    let api = covenant_ops::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
+    let metrics = Some(covenant_ops::telemetry::install_metrics());
+    let api = api_in_process(&side, &pool, &nats.url(), metrics, &stop_rx).await?;
     let trivial = trivial_server().await?;
 
     for i in 0..COUNTRIES {
@@ -144,6 +136,28 @@ pub async fn admin_bearer(
     let principals = covenant_api::principals::Principals::new(pool.clone());
     let (token, _) = covenant_api::auth::issue(&principals, admin).await.context("issuing the benchmark token")?;
     Ok(format!("Bearer {token}").into())
+}
+
+/// The API as `covenant serve` runs it (rate limits off), in this process on a free port,
+/// following the stream's users and keys.
+pub(crate) async fn api_in_process(
+    side: &Arc<covenant_commands::CommandSide>,
+    pool: &sqlx::PgPool,
+    nats_url: &str,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<covenant_ops::http::HttpServer> {
+    let cfg = side.log.config();
+    let state = covenant_api::AppState::new(
+        pool.clone(),
+        connect::client(nats_url).await?,
+        cfg.stream.clone(),
+        metrics,
+        Some(side.clone()),
+        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
+    );
+    state.follow(&cfg.subject_prefix, stop.clone()).await;
+    covenant_ops::http::serve("127.0.0.1:0".parse()?, state, stop.clone()).await
 }
 
 /// A trivial axum server (the baseline): `GET /` answers `ok`.

@@ -348,16 +348,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         Duration::from_secs(120),
     )
     .await?;
-    let state = covenant_api::AppState::new(
-        pool.clone(),
-        connect::client(&w.nats).await?,
-        cfg.stream.clone(),
-        metrics,
-        Some(side.clone()),
-        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
-    );
-    state.follow(&cfg.subject_prefix, stop_rx.clone()).await;
-    let api = covenant_ops::http::serve("127.0.0.1:0".parse()?, state, stop_rx.clone()).await?;
+    let api = crate::http::api_in_process(&side, &pool, &w.nats, metrics, &stop_rx).await?;
     // The HTTP load updates the first COUNTRIES codes, all registered above.
     debug_assert!(codes.contains(&country(COUNTRIES - 1)));
     let token = admin_bearer(&side, &pool, "obs@covenant.local", Duration::from_secs(60)).await?;
