@@ -89,18 +89,8 @@ impl ErrorExtensions for ApiError {
     }
 }
 
-/// An error and its causes, outermost first, joined with ": " (how the server logs what it
-/// never sends).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
+/// An error and its causes, outermost first (how the server logs what it never sends).
+pub use covenant_commands::error::chain;
 
 /// Result of a resolver.
 pub type ApiResult<T> = Result<T, async_graphql::Error>;

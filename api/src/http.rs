@@ -18,6 +18,14 @@ use crate::auth;
 use crate::error::Code;
 use crate::graphql::mutation::ClientIp;
 
+mod graphiql;
+mod observe;
+mod operations;
+pub use graphiql::{graphiql_asset, graphiql_or_websocket};
+pub use observe::{describe, health, metrics_text, track};
+pub use operations::OperationLabels;
+use operations::operation_type;
+
 /// `application/graphql-response+json`.
 pub const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// Header asking for read-your-writes.
@@ -200,12 +208,11 @@ async fn execute(
             Err(e) => return request_error(StatusCode::UNAUTHORIZED, media, Code::Unauthenticated, &e.to_string()),
         },
     };
-    if let Some(p) = &principal
-        && let Some(span) = covenant_commands::trace::request_span()
-    {
+    if let Some(p) = &principal {
+        // The request's span (`track`): its log lines and its server span name the user.
+        let span = tracing::Span::current();
         span.record("user_id", tracing::field::display(p.user_id));
         span.record("role", p.role.as_str());
-        covenant_commands::trace::record(covenant_commands::trace::KeyValue::new("role", p.role.as_str()));
     }
     if let Some(p) = &principal
         && let Err(wait) = state.limits.per_user.check(&p.user_id)
@@ -244,18 +251,19 @@ async fn execute(
     let notes = crate::graphql::mutation::ReadModelNotes::default();
     let request = request.data(principal).data(ClientIp(peer.ip())).data(notes.clone());
     let started = Instant::now();
-    let gql_span = covenant_commands::trace::child(
-        || format!("{kind} {operation}"),
-        covenant_commands::trace::SpanKind::Internal,
-        || {
-            use covenant_commands::trace::KeyValue;
-            vec![
-                KeyValue::new("graphql.operation.name", operation.clone()),
-                KeyValue::new("graphql.operation.type", kind),
-            ]
-        },
-    );
-    let run = covenant_commands::trace::in_span(gql_span, state.schema.execute(request));
+    // Made only inside a sampled trace (see `covenant_telemetry::sampled`).
+    let gql_span = if covenant_telemetry::sampled() {
+        tracing::info_span!(
+            "graphql",
+            otel.name = %format_args!("{kind} {operation}"),
+            otel.kind = "internal",
+            graphql.operation.name = operation.as_str(),
+            graphql.operation.type = kind,
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let run = tracing::Instrument::instrument(state.schema.execute(request), gql_span);
     // Queries get a time budget. Mutations do not: one may already be stored in the
     // stream, and a stored command is never reported as failed (its own waits are bounded).
     let budget = if kind == "mutation" { crate::REQUEST_TIMEOUT } else { crate::GRAPHQL_TIME_BUDGET };
@@ -317,61 +325,6 @@ async fn execute(
     reply
 }
 
-/// The type of the operation `request` selects (`query`, `mutation`, `subscription`, or
-/// `invalid` when the document does not parse or names no such operation: the schema then
-/// reports why) and its name (`operationName`, else the document's own name for it).
-fn operation_type(request: &async_graphql::Request) -> (&'static str, Option<String>) {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return ("invalid", None) };
-    let (op, name) = match (&doc.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(op), given) => (Some(op), given.map(str::to_owned)),
-        (DocumentOperations::Multiple(ops), Some(name)) => (ops.get(name), Some(name.to_owned())),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            let (name, op) = ops.iter().next().map_or((None, None), |(n, o)| (Some(n.to_string()), Some(o)));
-            (op, name)
-        }
-        _ => (None, None),
-    };
-    let kind = match op.map(|o| o.node.ty) {
-        Some(OperationType::Query) => "query",
-        Some(OperationType::Mutation) => "mutation",
-        Some(OperationType::Subscription) => "subscription",
-        None => "invalid",
-    };
-    (kind, name)
-}
-
-/// Operation names as metric labels: client-chosen, so only well-formed names, and only
-/// the first [`OperationLabels::MAX`] distinct ones (later ones are `other`), keeping the
-/// series count bounded.
-#[derive(Default)]
-pub struct OperationLabels {
-    seen: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-impl OperationLabels {
-    /// Most distinct operation names labelled.
-    pub const MAX: usize = 200;
-
-    /// The label for `name`.
-    pub fn label(&self, name: Option<&str>) -> String {
-        let Some(name) = name else { return "anonymous".into() };
-        let well_formed = name.len() <= 64
-            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !well_formed {
-            return "other".into();
-        }
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.contains(name) || seen.len() < Self::MAX {
-            seen.insert(name.to_owned());
-            name.to_owned()
-        } else {
-            "other".into()
-        }
-    }
-}
-
 /// 429 with `Retry-After` and a `RATE_LIMITED` error.
 fn rate_limited(wait: Duration, message: &str) -> Response {
     let secs = crate::limits::retry_after_secs(wait);
@@ -400,283 +353,4 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-}
-
-/// `GET /api/graphql`: a WebSocket upgrade serves subscriptions (`graphql-transport-ws`,
-/// and the older `graphql-ws`); a `query` parameter runs that query (GraphQL over HTTP's
-/// GET); any other GET gets GraphiQL.
-///
-/// A WebSocket client signs in with `{"Authorization": "Bearer <token>"}` as the
-/// `connection_init` payload (browsers cannot set headers on a WebSocket); a bad token
-/// closes the connection.
-pub async fn graphiql_or_websocket(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    use axum::extract::FromRequestParts as _;
-    use axum::extract::ws::WebSocketUpgrade;
-
-    let upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !upgrade {
-        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        return match (req.uri().query(), peer) {
-            (Some(q), Some(peer)) if q.split('&').any(|p| p.starts_with("query=")) => {
-                graphql_get(&state, peer, req.headers(), q).await
-            }
-            _ => graphiql().into_response(),
-        };
-    }
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let (mut parts, _) = req.into_parts();
-    let protocol = match async_graphql_axum::GraphQLProtocol::from_request_parts(&mut parts, &state).await {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(ws) => ws,
-        Err(e) => return e.into_response(),
-    };
-    let schema = state.schema.clone();
-    let principals = state.principals.clone();
-    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
-        async_graphql_axum::GraphQLWebSocket::new(socket, schema, protocol)
-            .on_connection_init(move |payload| async move { connection_data(&principals, &payload, peer).await })
-            .serve()
-    })
-}
-
-/// The per-connection data of a WebSocket: the principal of the `connection_init` token.
-async fn connection_data(
-    principals: &crate::principals::Principals,
-    payload: &serde_json::Value,
-    peer: Option<std::net::IpAddr>,
-) -> async_graphql::Result<async_graphql::Data> {
-    let token = ["Authorization", "authorization"]
-        .iter()
-        .find_map(|k| payload.get(*k).and_then(serde_json::Value::as_str))
-        .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_owned());
-    let principal = match token {
-        None => None,
-        Some(t) => {
-            Some(auth::authenticate(principals, &t).await.map_err(|e| async_graphql::Error::new(e.to_string()))?)
-        }
-    };
-    let mut data = async_graphql::Data::default();
-    data.insert(principal);
-    if let Some(ip) = peer {
-        data.insert(ClientIp(ip));
-    }
-    Ok(data)
-}
-
-/// GraphiQL, with subscriptions over this server's WebSocket; its scripts and styles are
-/// served by [`graphiql_asset`], so it works without internet access.
-fn graphiql() -> Html<&'static str> {
-    Html(include_str!("../assets/graphiql.html"))
-}
-
-/// `GET /api/graphiql/{file}`: the vendored GraphiQL and React builds.
-pub async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
-    const JS: &str = "text/javascript; charset=utf-8";
-    let (body, media): (&'static [u8], &'static str) = match file.as_str() {
-        "graphiql.min.js" => (include_bytes!("../assets/graphiql/graphiql.min.js"), JS),
-        "graphiql.min.css" => (include_bytes!("../assets/graphiql/graphiql.min.css"), "text/css; charset=utf-8"),
-        "react.production.min.js" => (include_bytes!("../assets/graphiql/react.production.min.js"), JS),
-        "react-dom.production.min.js" => (include_bytes!("../assets/graphiql/react-dom.production.min.js"), JS),
-        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
-    };
-    let mut r = body.into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
-    r
-}
-
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    match &state.metrics {
-        Some(h) => {
-            crate::process::collect(&state.pool);
-            collect_nats_and_audit(&state).await;
-            let mut r = h.render().into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-            r
-        }
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response(),
-    }
-}
-
-/// Describes the series `/metrics` sets at scrape time.
-pub fn describe() {
-    metrics::describe_gauge!("covenant_nats_connected", "Whether the service is connected to NATS.");
-    metrics::describe_gauge!("covenant_audit_checkpoint_size", "Events covered by the latest signed checkpoint.");
-    metrics::describe_gauge!(
-        "covenant_audit_checkpoint_timestamp_seconds",
-        "When the latest checkpoint was appended (unix time; 0: none yet)."
-    );
-    metrics::describe_gauge!("covenant_audit_unsealed_events", "Events after the latest checkpoint.");
-}
-
-/// Read at scrape time: whether NATS is connected, and the audit trail's latest signed
-/// checkpoint (size, time) and unsealed tail, read from the checkpoint stream (so the
-/// sealer, a process of its own, needs no metrics endpoint). A trail that cannot be read
-/// leaves the audit gauges as they were.
-async fn collect_nats_and_audit(state: &AppState) {
-    let connected = state.nats.connection_state() == async_nats::connection::State::Connected;
-    metrics::gauge!("covenant_nats_connected").set(if connected { 1.0 } else { 0.0 });
-    if !connected {
-        return;
-    }
-    let js = async_nats::jetstream::new(state.nats.clone());
-    // A checkpoint that cannot be read counts as none: the gauges then show the sealer behind.
-    let read = async {
-        let trail = crate::trail::read(&js, &state.stream).await?;
-        let latest = trail.latest.ok().flatten();
-        let (size, at) = latest.map_or((0, 0.0), |l| (l.size, l.at.timestamp_nanos_opt().unwrap_or(0) as f64 / 1e9));
-        Some((trail.last_sequence, size, at))
-    };
-    if let Ok(Some((last, size, at))) = tokio::time::timeout(Duration::from_secs(2), read).await {
-        metrics::gauge!("covenant_audit_checkpoint_size").set(size as f64);
-        metrics::gauge!("covenant_audit_checkpoint_timestamp_seconds").set(at);
-        metrics::gauge!("covenant_audit_unsealed_events").set(last.saturating_sub(size) as f64);
-    }
-}
-
-/// `GET /api/healthcheck`: `{"status":"ok"}` with per-dependency checks; 503 when degraded.
-pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let nats_ok = state.nats.connection_state() == async_nats::connection::State::Connected;
-    let pg =
-        tokio::time::timeout(Duration::from_secs(2), sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool))
-            .await;
-    let pg_ok = matches!(pg, Ok(Ok(1)));
-    let monitor = covenant_projections::monitor::Monitor::new(
-        async_nats::jetstream::new(state.nats.clone()),
-        &state.stream,
-        state.pool.clone(),
-    );
-    let (lag_ok, lags) = match (nats_ok && pg_ok).then_some(()) {
-        Some(()) => match tokio::time::timeout(Duration::from_secs(2), monitor.tick()).await {
-            Ok(Ok(statuses)) => {
-                let ok = statuses.iter().all(|s| s.lag <= state.max_lag);
-                (
-                    ok,
-                    statuses.into_iter().map(|s| (s.name, serde_json::json!(s.lag))).collect::<serde_json::Map<_, _>>(),
-                )
-            }
-            _ => (false, serde_json::Map::new()),
-        },
-        None => (false, serde_json::Map::new()),
-    };
-    let word = |ok: bool| if ok { "ok" } else { "down" };
-    let healthy = nats_ok && pg_ok && lag_ok;
-    let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "degraded" },
-        "checks": {
-            "nats": word(nats_ok),
-            "postgres": word(pg_ok),
-            "projections": { "status": if lag_ok { "ok" } else { "lagging" }, "lag_events": lags, "max_lag": state.max_lag },
-        }
-    });
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(body)).into_response()
-}
-
-/// The request's span (`HTTP <method> <route>`, kind server, parented on an incoming
-/// W3C `traceparent`), `http_server_request_duration_seconds{method,route,status}` (route =
-/// the matched path pattern, never the raw URI) and one log line per request with its
-/// `request_id`, `status`, `duration_ms` and, once signed in, `user_id` and `role` (the
-/// fields of its `tracing` span).
-pub async fn track(req: Request, next: Next) -> Response {
-    use covenant_commands::trace::{self, KeyValue};
-    use opentelemetry::trace::TraceContextExt as _;
-    let started = Instant::now();
-    let method = req.method().to_string();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let log_span = tracing::info_span!(
-        "http",
-        http.request.method = method.as_str(),
-        http.route = route.as_str(),
-        request_id = request_id.as_str(),
-        user_id = tracing::field::Empty,
-        role = tracing::field::Empty,
-    );
-    let cx = if trace::enabled() {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-        let attributes = vec![
-            KeyValue::new("http.request.method", method.clone()),
-            KeyValue::new("http.route", route.clone()),
-            KeyValue::new("request_id", request_id),
-        ];
-        trace::start(&parent, server_span_name(&method, &route), trace::SpanKind::Server, attributes, Vec::new())
-    } else {
-        opentelemetry::Context::new()
-    };
-    let response = trace::in_request(log_span.clone(), cx.clone(), next.run(req)).await;
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    if cx.has_active_span() {
-        cx.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-    }
-    // The line names its span instead of entering it (an enter and an exit in every layer),
-    // inside the request's trace (its ids).
-    let ms = elapsed.as_secs_f64() * 1e3;
-    trace::within(&cx, || {
-        if status >= 500 {
-            tracing::error!(parent: &log_span, status, duration_ms = ms, "request failed");
-        } else {
-            tracing::info!(parent: &log_span, status, duration_ms = ms, "request finished");
-        }
-    });
-    metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route, "status" => status.to_string())
-        .record(elapsed.as_secs_f64());
-    response
-}
-
-/// `HTTP <method> <route>`, the server span's name: made once for each standard method and
-/// route pattern (both few), and kept; formatted each time for any other method.
-fn server_span_name(method: &str, route: &str) -> std::borrow::Cow<'static, str> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, PoisonError};
-    const METHODS: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
-    /// Per route pattern, the name for each method of `METHODS`.
-    type Names = HashMap<String, [Option<&'static str>; 9]>;
-    static NAMES: Mutex<Option<Names>> = Mutex::new(None);
-    let Some(m) = METHODS.iter().position(|s| *s == method) else {
-        return format!("HTTP {method} {route}").into();
-    };
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    let map = names.get_or_insert_with(HashMap::new);
-    if let Some(Some(name)) = map.get(route).map(|n| n[m]) {
-        return name.into();
-    }
-    let name: &'static str = Box::leak(format!("HTTP {method} {route}").into_boxed_str());
-    map.entry(route.to_owned()).or_default()[m] = Some(name);
-    name.into()
-}
-
-/// Reads W3C trace context from HTTP headers.
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(axum::http::HeaderName::as_str).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn server_span_names_are_method_and_route_whether_kept_or_formatted() {
-        for _ in 0..2 {
-            assert_eq!(super::server_span_name("POST", "/api/graphql"), "HTTP POST /api/graphql");
-            assert_eq!(super::server_span_name("GET", "/api/graphql"), "HTTP GET /api/graphql");
-            assert_eq!(super::server_span_name("BREW", "unmatched"), "HTTP BREW unmatched");
-        }
-        assert!(matches!(super::server_span_name("GET", "/metrics"), std::borrow::Cow::Borrowed(_)));
-        assert!(matches!(super::server_span_name("BREW", "/metrics"), std::borrow::Cow::Owned(_)));
-    }
 }

@@ -11,16 +11,17 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::{hash_from_b64, hash_to_b64};
-use crate::entry::{Hash, payload_hash};
-use crate::scan;
-use crate::verify::{self, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
+use crate::entry::payload_hash;
+use crate::hash::{hash_from_b64, hash_to_b64};
+use crate::verify::{self, Checked, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
 
 /// The bundle format name.
 pub const FORMAT: &str = "covenant-audit-bundle/1";
@@ -169,55 +170,48 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
     let config = verify::check_config(&manifest.config);
     let path = dir.join("events.ndjson");
     let file = std::fs::File::open(&path).map_err(|e| BundleError::Io(path.display().to_string(), e))?;
+    let mut blocks = Blocks { file, path: path.display().to_string(), buf: Vec::new(), filled: 0 };
+    let origin = manifest.origin.as_str();
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-    let block = if threads <= 1 { BLOCK } else { PARALLEL_BLOCK };
-    let mut blocks = Blocks { file, path: path.display().to_string(), block, buf: Vec::new(), filled: 0, eof: false };
     let mut read_so_far = 0u64;
-    let mut take = |batch: &[verify::Checked]| {
-        read_so_far += batch.len() as u64;
-        verifier.push_all(batch);
-        progress(read_so_far);
-    };
     if threads <= 1 {
-        // One thread does everything: the per-core figure. A few lines at a time, so their
-        // results are still in the processor's cache when the sequential checks read them.
-        let origin = manifest.origin.as_str();
-        let mut checked: Vec<verify::Checked> = std::iter::repeat_with(Default::default).take(CHUNK).collect();
-        let mut lanes: [Lane; 2] = Default::default();
-        let mut scanner = scan::Scanner::default();
+        // Everything on this thread: the per-core figure.
         blocks.each(|text| {
-            let mut chunk = Vec::with_capacity(CHUNK);
-            let mut lines = lines(text).peekable();
-            while lines.peek().is_some() {
-                chunk.clear();
-                chunk.extend(lines.by_ref().take(CHUNK));
-                let slots = &mut checked[..chunk.len()];
-                check_chunk(slots, &chunk, &mut scanner, origin, &mut lanes)?;
-                take(slots);
+            for line in lines(text) {
+                verifier.push_checked(&check_line(origin, line)?);
+                read_so_far += 1;
             }
+            progress(read_so_far);
             Ok(())
         })?;
     } else {
-        // A reader thread reads, parses and hashes (on `threads` threads) the next blocks
-        // while this one runs the sequential checks.
+        // A reader thread reads each block and has the pool parse and hash its lines
+        // (`collect` keeps their order) while this thread runs the sequential checks on the
+        // block before.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| BundleError::Malformed(format!("starting {threads} verifier threads: {e}")))?;
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let origin = manifest.origin.as_str();
             s.spawn(move || {
                 let read = blocks.each(|text| {
                     let lines: Vec<&str> = lines(text).collect();
-                    let checked = check_lines(origin, &lines, threads)?;
+                    let checked = pool.install(|| lines.par_iter().map(|l| check_line(origin, l)).collect());
                     // A send fails once the receiver hung up (it found a malformed block):
                     // stop reading; nobody reads this error.
-                    tx.send(Ok(checked)).map_err(|_| BundleError::Malformed("the verifier stopped reading".into()))
+                    tx.send(checked).map_err(|_| BundleError::Malformed("the verifier stopped reading".into()))
                 });
                 if let Err(e) = read {
                     let _ = tx.send(Err(e));
                 }
             });
-            for next in rx {
-                take(&next?);
+            for block in rx {
+                let block: Vec<Checked> = block?;
+                read_so_far += block.len() as u64;
+                verifier.push_all(&block);
+                progress(read_so_far);
             }
             Ok::<(), BundleError>(())
         })?;
@@ -229,7 +223,7 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut progress: impl FnMut(u64
     Ok(report)
 }
 
-/// A line of `events.ndjson`, borrowed from the line (the verifier's hot path).
+/// A line of `events.ndjson`, its strings borrowed from the line where they hold no escape.
 #[derive(Deserialize)]
 struct LineRef<'a> {
     seq: u64,
@@ -243,30 +237,7 @@ struct LineRef<'a> {
     payload: Option<Cow<'a, str>>,
 }
 
-impl LineRef<'_> {
-    /// The line as the fast reader gives it.
-    fn view(&self) -> scan::Line<'_> {
-        let h = &self.headers;
-        scan::Line {
-            seq: self.seq,
-            subject: &self.subject,
-            headers: verify::Fields {
-                audit_v: h.audit_v.as_deref(),
-                prev: h.prev.as_deref(),
-                hash: h.hash.as_deref(),
-                event_id: h.event_id.as_deref(),
-                event_type: h.event_type.as_deref(),
-                version: h.version.as_deref(),
-                occurred_at: h.occurred_at.as_deref(),
-                actor: h.actor.as_deref(),
-                content_type: h.content_type.as_deref(),
-            },
-            payload_sha256: &self.payload_sha256,
-            payload: self.payload.as_deref(),
-        }
-    }
-}
-
+/// The audit headers of a line (any other header is ignored).
 #[derive(Deserialize)]
 struct HeadersRef<'a> {
     #[serde(rename = "Audit-V", borrow, default)]
@@ -289,185 +260,92 @@ struct HeadersRef<'a> {
     content_type: Option<Cow<'a, str>>,
 }
 
-/// What a checking thread reuses from line to line, for each of the two lines it checks
-/// side by side: the decoded payload and the entry hash's input.
-#[derive(Default)]
-struct Lane {
-    payload: Vec<u8>,
-    input: crate::sha::Assembly,
-}
-
-/// Parses and hashes `lines` into `slots` (one each), two at a time (see
-/// [`check_lines_into`]).
-fn check_chunk(
-    slots: &mut [verify::Checked],
-    lines: &[&str],
-    scanner: &mut scan::Scanner,
-    origin: &str,
-    lanes: &mut [Lane; 2],
-) -> Result<(), BundleError> {
-    let [l0, l1] = lanes;
-    for (slot, line) in slots.chunks_mut(2).zip(lines.chunks(2)) {
-        match (slot, line) {
-            ([a, b], [la, lb]) => check_lines_into([a, b], [la, lb], scanner, origin, [l0, &mut *l1])?,
-            ([a, ..], [la]) => check_lines_into([a], [la], scanner, origin, [l0])?,
-            _ => {}
+impl HeadersRef<'_> {
+    fn fields(&self) -> verify::Fields<'_> {
+        verify::Fields {
+            audit_v: self.audit_v.as_deref(),
+            prev: self.prev.as_deref(),
+            hash: self.hash.as_deref(),
+            event_id: self.event_id.as_deref(),
+            event_type: self.event_type.as_deref(),
+            version: self.version.as_deref(),
+            occurred_at: self.occurred_at.as_deref(),
+            actor: self.actor.as_deref(),
+            content_type: self.content_type.as_deref(),
         }
     }
-    Ok(())
 }
 
-/// Parses and hashes one or two lines into `outs`, their payload and entry hashes worked
-/// out side by side (see [`crate::sha::sha256_n`]).
-fn check_lines_into<const N: usize>(
-    outs: [&mut verify::Checked; N],
-    lines: [&str; N],
-    scanner: &mut scan::Scanner,
-    origin: &str,
-    lanes: [&mut Lane; N],
-) -> Result<(), BundleError> {
-    let (mut started, mut written, mut redacted) = ([false; N], [[0u8; 32]; N], [true; N]);
-    for k in 0..N {
-        let lane = &mut *lanes[k];
-        let slow: LineRef<'_>;
-        let l = match scanner.scan(lines[k]) {
-            Some(l) => l,
-            // Outside the fast reader's subset: serde_json reads it, or says what is wrong.
-            None => {
-                slow = serde_json::from_str(lines[k])
-                    .map_err(|e| BundleError::Malformed(format!("events.ndjson: a line is not an event: {e}")))?;
-                slow.view()
-            }
-        };
-        written[k] = hash_from_b64(l.payload_sha256).map_err(|_| {
-            BundleError::Malformed(format!("sequence {}: payload_sha256 is not a base64 SHA-256", l.seq))
-        })?;
-        if let Some(p) = l.payload {
-            crate::encoding::decode_into(p.as_bytes(), &mut lane.payload)
+/// Parses and hashes one line. A redacted line (no payload) is checked against the
+/// payload hash it keeps.
+fn check_line(origin: &str, line: &str) -> Result<Checked, BundleError> {
+    let l: LineRef<'_> = serde_json::from_str(line)
+        .map_err(|e| BundleError::Malformed(format!("events.ndjson: a line is not an event: {e}")))?;
+    let written = hash_from_b64(&l.payload_sha256)
+        .map_err(|_| BundleError::Malformed(format!("sequence {}: payload_sha256 is not a base64 SHA-256", l.seq)))?;
+    thread_local! {
+        /// The decoded payload, its allocation reused from line to line.
+        static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let actual = match &l.payload {
+        Some(p) => PAYLOAD.with_borrow_mut(|buf| {
+            buf.clear();
+            STANDARD
+                .decode_vec(p.as_bytes(), buf)
                 .map_err(|_| BundleError::Malformed(format!("sequence {}: the payload is not base64", l.seq)))?;
-            redacted[k] = false;
-        }
-        started[k] = verify::check_start(&mut *outs[k], &mut lane.input, origin, l.seq, l.subject, &l.headers);
-    }
-    // A redacted line's payload hash is the one it keeps.
-    let actual: [Hash; N] = if redacted.iter().all(|r| !r) {
-        crate::sha::sha256_n(std::array::from_fn(|k| &lanes[k].payload[..]))
-    } else {
-        std::array::from_fn(|k| if redacted[k] { written[k] } else { payload_hash(&lanes[k].payload) })
+            Ok(payload_hash(buf))
+        })?,
+        None => written,
     };
-    let written = std::array::from_fn(|k| (!redacted[k]).then_some(written[k]));
-    verify::check_finish(outs, lanes.map(|l| &mut l.input), started, actual, written);
-    Ok(())
+    let written = l.payload.is_some().then_some(written);
+    Ok(verify::check_fields(origin, l.seq, &l.subject, &l.headers.fields(), actual, written))
 }
 
-/// Bytes of `events.ndjson` read at a time on one thread: small enough that a block is
-/// still in the processor's cache when it is parsed after the read copied it in.
-const BLOCK: usize = 256 << 10;
+/// Bytes of `events.ndjson` read at a time.
+const BLOCK: usize = 4 << 20;
 
-/// Bytes read at a time when several threads parse (each block is split among them).
-const PARALLEL_BLOCK: usize = 8 << 20;
-
-/// Lines checked at a time on one thread before the sequential checks take them.
-const CHUNK: usize = 128;
-
-/// `events.ndjson` read a block at a time, split into whole lines in place (no allocation
-/// per line).
+/// `events.ndjson` read a block at a time, split into whole lines in place.
 struct Blocks {
     file: std::fs::File,
     path: String,
-    /// Bytes read at a time.
-    block: usize,
-    /// The partial last line of the previous block, then the new block (zeroed once, when
-    /// it grows; reads overwrite it).
+    /// The partial last line of the previous block, then the new block.
     buf: Vec<u8>,
     /// Bytes of `buf` holding file contents.
     filled: usize,
-    eof: bool,
 }
 
 impl Blocks {
     /// Calls `f` with each block of whole lines in turn (the last line of a block may
     /// continue into the next one, so it waits for it), until the file ends or `f` fails.
     fn each(&mut self, mut f: impl FnMut(&str) -> Result<(), BundleError>) -> Result<(), BundleError> {
-        while !self.eof {
-            let start = self.filled;
-            if self.buf.len() < start + self.block {
-                self.buf.resize(start + self.block, 0);
-            }
-            let n = read_full(&mut self.file, &mut self.buf[start..start + self.block])
-                .map_err(|e| BundleError::Io(self.path.clone(), e))?;
+        loop {
+            self.buf.resize(self.filled + BLOCK, 0);
+            let n = match self.file.read(&mut self.buf[self.filled..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => read.map_err(|e| BundleError::Io(self.path.clone(), e))?,
+            };
             self.filled += n;
-            self.eof = n == 0;
-            let end = if self.eof {
+            let eof = n == 0;
+            let end = if eof {
                 self.filled
             } else {
-                memchr::memrchr(b'\n', &self.buf[..self.filled]).map_or(0, |p| p + 1)
+                self.buf[..self.filled].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
             };
-            if end == 0 {
-                continue;
+            if end > 0 {
+                let text = std::str::from_utf8(&self.buf[..end])
+                    .map_err(|_| BundleError::Malformed("events.ndjson is not UTF-8".into()))?;
+                f(text)?;
+                self.buf.copy_within(end..self.filled, 0);
+                self.filled -= end;
             }
-            let text = std::str::from_utf8(&self.buf[..end])
-                .map_err(|_| BundleError::Malformed("events.ndjson is not UTF-8".into()))?;
-            f(text)?;
-            self.buf.copy_within(end..self.filled, 0);
-            self.filled -= end;
+            if eof {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }
 
-/// The lines of `text` that are not blank, as `str::lines` splits them (a `\r` before the
-/// `\n` is not part of the line), found with SIMD.
+/// The lines of `text` that are not blank.
 fn lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut start = 0;
-    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain((!text.ends_with('\n')).then_some(text.len()));
-    ends.filter_map(move |end| {
-        let line = &text[start..end];
-        start = end + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        (!line.trim().is_empty()).then_some(line)
-    })
-}
-
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read as _;
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// Parses and hashes `lines` on `threads` threads, keeping their order.
-fn check_lines(origin: &str, lines: &[&str], threads: usize) -> Result<Vec<verify::Checked>, BundleError> {
-    let part = |slots: &mut [verify::Checked], chunk: &[&str]| {
-        let mut lanes: [Lane; 2] = Default::default();
-        check_chunk(slots, chunk, &mut scan::Scanner::default(), origin, &mut lanes)
-    };
-    let mut out: Vec<verify::Checked> = std::iter::repeat_with(Default::default).take(lines.len()).collect();
-    if threads <= 1 || lines.len() < 1024 {
-        part(&mut out, lines)?;
-        return Ok(out);
-    }
-    let per = lines.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        // This thread checks the first part itself.
-        let mut parts = out.chunks_mut(per).zip(lines.chunks(per));
-        let first = parts.next();
-        let handles: Vec<_> = parts.map(|(slots, chunk)| s.spawn(move || part(slots, chunk))).collect();
-        if let Some((slots, chunk)) = first {
-            part(slots, chunk)?;
-        }
-        for h in handles {
-            h.join().map_err(|_| BundleError::Malformed("a verifier thread panicked".into()))??;
-        }
-        Ok::<(), BundleError>(())
-    })?;
-    Ok(out)
+    text.lines().filter(|l| !l.trim().is_empty())
 }

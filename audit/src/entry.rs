@@ -1,10 +1,7 @@
 //! The per-aggregate hash chain: `h_0` (genesis) and `h_k` (entry hash), byte for byte as
 //! `DESIGN.md` section 5 states them.
 
-use crate::sha::{Assembly, sha256, sha256_concat};
-
-/// A SHA-256 digest.
-pub type Hash = [u8; 32];
+use crate::hash::{Hash, sha256};
 
 /// The origin of the event log: the first length-prefixed field of every hash.
 pub const ORIGIN: &str = "covenant/COVENANT_EVENTS";
@@ -50,9 +47,6 @@ pub enum AuditError {
         /// Its length in bytes.
         len: usize,
     },
-    /// A header hash is not base64 of 32 bytes.
-    #[error("hash is not base64 of 32 bytes")]
-    BadHashEncoding,
 }
 
 /// The hashed fields of one event (everything but the payload bytes themselves).
@@ -88,12 +82,12 @@ fn lp(field: &'static str, value: &str) -> Result<[u8; 2], AuditError> {
 /// [`AuditError::FieldTooLong`] if origin or subject exceed 65535 bytes.
 pub fn genesis(origin: &str, subject: &str) -> Result<Hash, AuditError> {
     let (o, s) = (lp("origin", origin)?, lp("subject", subject)?);
-    Ok(sha256_concat(&[GENESIS_TAG, &o, origin.as_bytes(), &s, subject.as_bytes()]))
+    Ok(sha256(&[GENESIS_TAG, &o, origin.as_bytes(), &s, subject.as_bytes()]))
 }
 
 /// SHA-256 of the exact payload bytes as stored.
 pub fn payload_hash(payload: &[u8]) -> Hash {
-    sha256(payload)
+    sha256(&[payload])
 }
 
 /// `h_k` from the fields, the previous hash and the payload's SHA-256 (so a redacted export,
@@ -103,18 +97,7 @@ pub fn payload_hash(payload: &[u8]) -> Hash {
 /// [`AuditError::FieldTooLong`] if a length-prefixed field exceeds 65535 bytes.
 pub fn entry_hash(f: &EntryFields<'_>, prev: &Hash, payload_sha256: &Hash) -> Result<Hash, AuditError> {
     let p = Prefixes::of(f)?;
-    Ok(sha256_concat(&p.parts(f, prev, payload_sha256)))
-}
-
-/// `h_k`'s input but its last 32 bytes (the payload's SHA-256), appended to `out`: the
-/// verifier assembles it while it reads an event and hashes it once the payload is hashed.
-///
-/// # Errors
-/// [`AuditError::FieldTooLong`] if a length-prefixed field exceeds 65535 bytes.
-pub fn entry_input(f: &EntryFields<'_>, prev: &Hash, out: &mut Assembly) -> Result<(), AuditError> {
-    let p = Prefixes::of(f)?;
-    out.extend(&p.parts(f, prev, &[]));
-    Ok(())
+    Ok(sha256(&p.parts(f, prev, payload_sha256)))
 }
 
 /// The length prefixes and the version bytes of an entry's fields.
@@ -139,9 +122,8 @@ impl Prefixes {
         })
     }
 
-    /// The bytes of `h_k` in order (DESIGN section 5), with `payload_sha256` at the end
-    /// (empty for [`entry_input`]).
-    fn parts<'a>(&'a self, f: &EntryFields<'a>, prev: &'a Hash, payload_sha256: &'a [u8]) -> [&'a [u8]; 18] {
+    /// The bytes of `h_k` in order (DESIGN section 5).
+    fn parts<'a>(&'a self, f: &EntryFields<'a>, prev: &'a Hash, payload_sha256: &'a Hash) -> [&'a [u8]; 18] {
         let l = &self.lens;
         [
             &[0x00, 0x01],

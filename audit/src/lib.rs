@@ -1,4 +1,4 @@
-//! Covenant audit format v1: the bytes auditors re-implement.
+//! Covenant audit format v1: the bytes auditors re-implement, and the verifier.
 //!
 //! Every event appended to `COVENANT_EVENTS` carries `Audit-Prev` and `Audit-Hash` headers
 //! that chain it to the previous event of the same aggregate ([`entry`]); the sealer binds
@@ -11,27 +11,24 @@
 //! files.
 //!
 //! Modules:
+//! - [`hash`]: SHA-256 and the base64 form of hashes.
 //! - [`entry`]: genesis and entry hashes (`h_0`, `h_k`), header names.
 //! - [`merkle`]: the Merkle tree hash over entry hashes, and its O(log n) incremental form.
 //! - [`proof`]: RFC 9162 inclusion and consistency proofs.
 //! - [`note`]: checkpoints as C2SP signed notes (Ed25519).
-//! - [`encoding`]: base64 helpers for hashes as they appear in headers.
 //! - [`verify`]: the verifier and its failure classes.
 //! - [`bundle`]: exported bundles and their offline verification.
-//! - [`scan`]: the fast reader of bundle lines (the verifier's hot path).
-//! - [`sha`]: SHA-256 of short messages in one pass of the compression function.
 
 pub mod bundle;
-pub mod encoding;
 pub mod entry;
+pub mod hash;
 pub mod merkle;
 pub mod note;
 pub mod proof;
-pub mod scan;
-pub mod sha;
 pub mod verify;
 
-pub use entry::{AuditError, EntryFields, Hash, ORIGIN, entry_hash, genesis, payload_hash};
+pub use entry::{AuditError, EntryFields, ORIGIN, entry_hash, genesis, payload_hash};
+pub use hash::{Hash, hash_from_b64, hash_to_b64};
 
 /// The audit origin of event stream `events`: `covenant/<stream>`.
 pub fn origin(events: &str) -> String {

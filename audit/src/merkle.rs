@@ -6,11 +6,11 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::entry::Hash;
+use crate::hash::{Hash, sha256};
 
 /// `SHA-256(0x01 || left || right)`.
 pub fn node(left: &Hash, right: &Hash) -> Hash {
-    crate::sha::node(left, right)
+    sha256(&[&[0x01], left, right])
 }
 
 /// The largest power of two strictly smaller than `n` (n ≥ 2).
@@ -28,36 +28,6 @@ pub fn root(leaves: &[Hash]) -> Hash {
             let k = split_point(n);
             node(&root(&leaves[..k]), &root(&leaves[k..]))
         }
-    }
-}
-
-/// The root of a perfect tree over `leaves` (a power of two of them), a level at a time:
-/// the nodes of a level are hashed two by two ([`crate::sha::node2`]), so the processor
-/// works on two independent hashes at once.
-pub fn perfect_root(leaves: &[Hash]) -> Hash {
-    debug_assert!(leaves.len().is_power_of_two());
-    if leaves.len() == 1 {
-        return leaves[0];
-    }
-    let mut level: Vec<Hash> = Vec::with_capacity(leaves.len() / 2);
-    let mut below = leaves;
-    let mut next = Vec::with_capacity(leaves.len() / 4);
-    loop {
-        level.clear();
-        let mut quads = below.chunks_exact(4);
-        for q in &mut quads {
-            let (a, b) = crate::sha::node2([&q[0], &q[1]], [&q[2], &q[3]]);
-            level.push(a);
-            level.push(b);
-        }
-        if let [l, r] = quads.remainder() {
-            level.push(node(l, r));
-        }
-        if level.len() == 1 {
-            return level[0];
-        }
-        std::mem::swap(&mut level, &mut next);
-        below = &next;
     }
 }
 
@@ -80,40 +50,18 @@ impl CompactTree {
         self.size
     }
 
-    /// Appends a leaf.
+    /// Appends a leaf: each trailing 1 bit of the old size is a perfect subtree of the
+    /// same height as the new one, merged into it.
     pub fn push(&mut self, leaf: Hash) {
-        self.push_subtree(leaf, 0);
-    }
-
-    /// Appends `leaves`, as [`CompactTree::push`] would one by one. Whole perfect subtrees
-    /// where the size allows are hashed a level at a time ([`perfect_root`]), where the
-    /// node hashes of a level are independent and the processor overlaps them.
-    pub fn extend(&mut self, mut leaves: &[Hash]) {
-        while !leaves.is_empty() {
-            // The largest perfect subtree that can start at this size: aligned to it, and
-            // no more leaves than there are.
-            let room = if self.size == 0 { u32::MAX } else { self.size.trailing_zeros() };
-            let height = room.min(leaves.len().ilog2());
-            let (subtree, rest) = leaves.split_at(1 << height);
-            self.push_subtree(perfect_root(subtree), height);
-            leaves = rest;
-        }
-    }
-
-    /// Appends the root of a perfect subtree of `2^height` leaves (the size must be a
-    /// multiple of that).
-    fn push_subtree(&mut self, root: Hash, height: u32) {
-        debug_assert_eq!(self.size % (1 << height), 0);
-        let mut h = root;
-        let mut n = self.size >> height;
-        // Each trailing 1 bit of the old size is a perfect subtree of equal height to merge.
+        let mut h = leaf;
+        let mut n = self.size;
         while n & 1 == 1 {
             let left = self.peaks.pop().expect("one peak per set bit of the size");
             h = node(&left, &h);
             n >>= 1;
         }
         self.peaks.push(h);
-        self.size += 1 << height;
+        self.size += 1;
     }
 
     /// Rebuilds a tree from its size and peaks (as [`CompactTree::peaks`] gave them);
@@ -150,36 +98,6 @@ mod tests {
             t.push(*l);
             assert_eq!(t.root(), root(&leaves[..=i]), "size {}", i + 1);
             assert_eq!(t.peaks.len() as u32, t.size().count_ones());
-        }
-    }
-
-    /// Leaves appended in runs of every length from every size give the tree of the
-    /// same leaves appended one by one.
-    #[test]
-    fn runs_of_leaves_extend_the_tree_as_single_leaves_do() {
-        let leaves: Vec<Hash> = (0u32..300).map(|i| Sha256::digest(i.to_be_bytes()).into()).collect();
-        for start in [0usize, 1, 2, 3, 5, 8, 64, 100, 127, 128] {
-            for run in [1usize, 2, 3, 4, 7, 8, 64, 100, 128, 129] {
-                let mut one = CompactTree::new();
-                let mut runs = CompactTree::new();
-                for l in &leaves[..start] {
-                    one.push(*l);
-                    runs.push(*l);
-                }
-                let mut at = start;
-                while at + run <= leaves.len().min(start + 3 * run) {
-                    for l in &leaves[at..at + run] {
-                        one.push(*l);
-                    }
-                    runs.extend(&leaves[at..at + run]);
-                    at += run;
-                    assert_eq!(runs, one, "from {start}, runs of {run}, at {at}");
-                    assert_eq!(runs.root(), root(&leaves[..at]));
-                }
-            }
-        }
-        for n in [1usize, 2, 4, 8, 64, 256] {
-            assert_eq!(perfect_root(&leaves[..n]), root(&leaves[..n]), "{n} leaves");
         }
     }
 

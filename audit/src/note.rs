@@ -11,8 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::encoding::{hash_from_b64, hash_to_b64};
-use crate::entry::Hash;
+use crate::hash::{Hash, hash_from_b64, hash_to_b64};
 
 /// The signature algorithm byte of Ed25519 in C2SP notes.
 pub const ALG_ED25519: u8 = 0x01;

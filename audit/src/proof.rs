@@ -4,7 +4,7 @@
 //! Verification follows the RFC's algorithms step by step; every malformed proof (too
 //! long, truncated, wrong sizes, wrong hashes) is rejected with [`ProofError`].
 
-use crate::entry::Hash;
+use crate::hash::Hash;
 use crate::merkle::{node, root, split_point};
 
 /// Why a proof does not verify.
@@ -236,7 +236,7 @@ impl ProofFile {
     /// # Errors
     /// What is wrong, in words.
     pub fn check(&self) -> Result<(String, u64, Hash), String> {
-        use crate::encoding::hash_from_b64;
+        use crate::hash::hash_from_b64;
         let hashes = |p: &[String]| {
             p.iter().map(|h| hash_from_b64(h).map_err(|e| format!("proof hash: {e}"))).collect::<Result<Vec<_>, _>>()
         };

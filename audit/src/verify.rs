@@ -25,206 +25,27 @@
 //! After a failure the verifier continues from the event's own claims, so one edit gives
 //! one finding rather than a cascade.
 //!
-//! Submodules: `check` (the parallel side: headers read and hashes worked out),
-//! `checkpoints` (signatures, key handovers, sizes and roots of the log's checkpoints and of
-//! a trusted one) and `tables` (the sequential pass's compact tables and small parsers).
+//! Submodules: `record` (an event as read, and [`check`], the part that may run on any
+//! thread), `checkpoints` (signatures, key handovers, sizes and roots of the log's
+//! checkpoints and of a trusted one) and `config` (the stream's append-only settings).
 
-mod check;
 mod checkpoints;
-mod tables;
-pub use check::{Checked, Fields, Record, check, check_fields, check_finish, check_start};
-use tables::{Aggregate, Aggregates, EventIds, Known, format_uuid};
+mod config;
+mod record;
+mod report;
+pub use checkpoints::{CheckpointText, KeyRegistry, RegistryKey};
+use checkpoints::{ParsedCheckpoint, Source, Target};
+pub use config::{MIN_RETENTION_SECS, StreamFacts, check_config};
+pub use record::{Checked, Fields, Record, check, check_fields};
+pub use report::{Class, Finding, Report};
 
-use serde::Serialize;
+use hashbrown::{HashMap, HashSet};
+use uuid::Uuid;
 
-use crate::encoding::hash_to_b64;
-use crate::entry::{Hash, genesis};
+use crate::entry::genesis;
+use crate::hash::Hash;
 use crate::merkle::CompactTree;
 use crate::note::NoteVerifier;
-
-/// What a finding is (DESIGN section 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Class {
-    /// A payload differs from the one hashed.
-    PayloadEdit,
-    /// A hashed header differs from the one hashed.
-    HeaderEdit,
-    /// Stream sequences are missing (deleted messages).
-    Gap,
-    /// An aggregate's events are out of version order.
-    Reorder,
-    /// An event that does not belong: a foreign chain, a duplicate, or a change under a
-    /// signed root with the hashes recomputed.
-    ForgedInsertion,
-    /// Events a checkpoint covers are missing at the end.
-    Truncation,
-    /// A checkpoint signature that does not verify, or by a key not authorised then.
-    BadSignature,
-    /// A checkpoint signed by no key of the registry.
-    UnknownKey,
-    /// Two different roots for one tree size, or a log inconsistent with a trusted
-    /// checkpoint.
-    Fork,
-    /// The log presents an older signed state than a trusted checkpoint.
-    Rollback,
-    /// The stream is configured so that history could be rewritten.
-    Config,
-}
-
-impl Class {
-    /// The class name as printed.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PayloadEdit => "PAYLOAD_EDIT",
-            Self::HeaderEdit => "HEADER_EDIT",
-            Self::Gap => "GAP",
-            Self::Reorder => "REORDER",
-            Self::ForgedInsertion => "FORGED_INSERTION",
-            Self::Truncation => "TRUNCATION",
-            Self::BadSignature => "BAD_SIGNATURE",
-            Self::UnknownKey => "UNKNOWN_KEY",
-            Self::Fork => "FORK",
-            Self::Rollback => "ROLLBACK",
-            Self::Config => "CONFIG",
-        }
-    }
-}
-
-/// One problem found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Its class.
-    pub class: Class,
-    /// The first stream sequence concerned, when there is one.
-    pub sequence: Option<u64>,
-    /// The subject concerned, when there is one.
-    pub subject: Option<String>,
-    /// What exactly.
-    pub detail: String,
-}
-
-/// A public key the auditor trusts to sign checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RegistryKey {
-    /// The C2SP verifier key, `<name>+<hex id>+<base64 key>`.
-    pub vkey: String,
-    /// `active` or `retired` (informational: authority follows the handovers).
-    #[serde(default)]
-    pub status: String,
-}
-
-/// The key registry file (`keys.json`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct KeyRegistry {
-    /// The log these keys seal.
-    #[serde(default)]
-    pub origin: String,
-    /// Every sealer key, oldest first.
-    pub keys: Vec<RegistryKey>,
-}
-
-/// The stream settings that keep the log append-only, as the verifier checks them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct StreamFacts {
-    /// Deleting messages is refused.
-    pub deny_delete: bool,
-    /// Purging is refused.
-    pub deny_purge: bool,
-    /// Rollup headers are refused.
-    pub allow_rollup: bool,
-    /// Messages kept per subject (-1 = no limit).
-    pub max_msgs_per_subject: i64,
-    /// Messages kept in all (-1 = no limit).
-    pub max_msgs: i64,
-    /// Bytes kept (-1 = no limit).
-    pub max_bytes: i64,
-    /// Longest a message is kept, in seconds (0 = for ever).
-    pub max_age_secs: u64,
-}
-
-/// Shortest retention accepted: seven years (the seed's compliance figure).
-pub const MIN_RETENTION_SECS: u64 = 7 * 365 * 24 * 3600;
-
-/// Findings about a stream's configuration.
-pub fn check_config(f: &StreamFacts) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut bad = |detail: String| out.push(Finding { class: Class::Config, sequence: None, subject: None, detail });
-    if !f.deny_delete {
-        bad("deny_delete is off: messages can be deleted".into());
-    }
-    if !f.deny_purge {
-        bad("deny_purge is off: the stream can be purged".into());
-    }
-    if f.allow_rollup {
-        bad("allow_rollup is on: a rollup message can erase a subject's history".into());
-    }
-    if f.max_msgs_per_subject > 0 {
-        bad(format!("max_msgs_per_subject is {}: old events of an aggregate are dropped", f.max_msgs_per_subject));
-    }
-    if f.max_msgs > 0 || f.max_bytes > 0 {
-        bad(format!(
-            "a size limit is set (max_msgs {}, max_bytes {}): old events are dropped",
-            f.max_msgs, f.max_bytes
-        ));
-    }
-    if f.max_age_secs != 0 && f.max_age_secs < MIN_RETENTION_SECS {
-        bad(format!("max_age is {} s, under the seven years required", f.max_age_secs));
-    }
-    out
-}
-
-/// A checkpoint as stored, with where it was read from.
-#[derive(Debug, Clone)]
-pub struct CheckpointText {
-    /// Position in the checkpoint log (1-based), for messages.
-    pub index: u64,
-    /// The signed note.
-    pub text: String,
-}
-
-/// The verdict.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Log origin.
-    pub origin: String,
-    /// Events read.
-    pub events: u64,
-    /// Last stream sequence read.
-    pub last_sequence: u64,
-    /// Checkpoints read.
-    pub checkpoints: u64,
-    /// Size of the latest valid checkpoint.
-    pub sealed_size: u64,
-    /// Events after it.
-    pub unsealed_tail: u64,
-    /// Size of the trusted checkpoint, if one was given.
-    pub trusted_size: Option<u64>,
-    /// Problems, most important first within each check, in stream order.
-    pub findings: Vec<Finding>,
-    /// Things worth knowing that are not tampering.
-    pub warnings: Vec<String>,
-    /// Distinct findings dropped after the cap.
-    pub findings_dropped: u64,
-}
-
-impl Report {
-    /// The exit code DESIGN section 5 states: 0 pass, 1 tampered, 2 warnings only.
-    pub fn exit_code(&self) -> i32 {
-        if !self.findings.is_empty() {
-            1
-        } else if !self.warnings.is_empty() {
-            2
-        } else {
-            0
-        }
-    }
-
-    /// The first finding with a sequence (the "first bad sequence"), if any.
-    pub fn first_bad(&self) -> Option<&Finding> {
-        self.findings.iter().filter(|f| f.sequence.is_some()).min_by_key(|f| f.sequence)
-    }
-}
 
 /// Most events [`Verifier::reserve`] makes room for up front (about 150 MB of tables).
 pub const MAX_RESERVE: usize = 1 << 22;
@@ -232,24 +53,28 @@ pub const MAX_RESERVE: usize = 1 << 22;
 /// Most findings kept (the rest are counted).
 pub const MAX_FINDINGS: usize = 1000;
 
-struct ParsedCheckpoint {
-    index: u64,
-    size: u64,
-    root: Hash,
-    /// Whether its signature is valid and authorised.
-    signed: bool,
+/// The last event seen of an aggregate.
+struct Tip {
+    version: u64,
+    hash: Hash,
 }
 
-/// The streaming verifier.
+/// The streaming verifier: records go in, in stream order; [`Verifier::finish`] gives the
+/// report. Its tables (hashbrown with foldhash, seeded per process, so a log's author
+/// cannot prepare colliding keys) hold every aggregate's tip, every event id and every
+/// hash of the log.
 pub struct Verifier {
     origin: String,
     next_seq: u64,
-    aggregates: Aggregates,
-    event_ids: EventIds,
-    known: Known,
+    tips: HashMap<String, Tip>,
+    event_ids: HashMap<Uuid, u64>,
+    /// Every `h_0` and `h_k` of the log (their first 8 bytes: a quarter of the memory, and
+    /// a chance match of a forged hash is 2^-64 per event), to tell a foreign `Audit-Prev`
+    /// from an edited one.
+    known: HashSet<u64>,
     tree: CompactTree,
-    /// Checkpoint sizes to compare the tree with, ascending, with their roots.
-    targets: Vec<(u64, Hash, &'static str, u64)>,
+    /// The checkpoint sizes the tree's root is compared at, ascending.
+    targets: Vec<Target>,
     target_at: usize,
     /// The first leaf position that is not trustworthy (after a gap): roots past it are
     /// not compared again.
@@ -265,7 +90,8 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier for the log `origin` with its checkpoints (oldest first), the auditor's key
-    /// registry and, optionally, a checkpoint the auditor trusts (a signed note).
+    /// registry, optionally a checkpoint the auditor trusts (a signed note), and the
+    /// stream's first sequence (events before it are reported as a gap).
     pub fn new(
         origin: &str,
         checkpoints: &[CheckpointText],
@@ -276,9 +102,9 @@ impl Verifier {
         let mut v = Self {
             origin: origin.to_owned(),
             next_seq: first_seq.max(1),
-            aggregates: Aggregates::default(),
-            event_ids: EventIds::default(),
-            known: Known::default(),
+            tips: HashMap::new(),
+            event_ids: HashMap::new(),
+            known: HashSet::new(),
             tree: CompactTree::new(),
             targets: Vec::new(),
             target_at: 0,
@@ -318,14 +144,7 @@ impl Verifier {
         if let Some(text) = trusted {
             v.read_trusted(text, &verifiers);
         }
-        let mut targets: Vec<(u64, Hash, &'static str, u64)> =
-            v.checkpoints.iter().filter(|c| c.signed).map(|c| (c.size, c.root, "checkpoint", c.index)).collect();
-        if let Some((size, root)) = v.trusted {
-            targets.push((size, root, "trusted", 0));
-        }
-        targets.sort_by_key(|t| t.0);
-        v.targets = targets;
-        v.check_empty_targets();
+        v.set_targets();
         v
     }
 
@@ -349,79 +168,33 @@ impl Verifier {
 
     /// Checks one record (hashing on this thread).
     pub fn push(&mut self, record: Record) {
-        let checked = check(&self.origin, &record);
-        self.push_checked(&checked);
+        self.push_checked(&check(&self.origin, &record));
     }
 
-    /// Checks records whose hashes [`check`] worked out, in stream order, as
-    /// [`Verifier::push_checked`] does one by one. The tables' entries for each group of
-    /// records are looked up first, all at once: independent reads the processor overlaps,
-    /// where one record after another would wait for each in turn.
+    /// Takes records [`check`] worked out, in stream order.
     pub fn push_all(&mut self, batch: &[Checked]) {
-        const GROUP: usize = 64;
-        for group in batch.chunks(GROUP) {
-            for c in group {
-                std::hint::black_box(self.aggregates.touch(c.key));
-                if let Ok(claims) = &c.claims {
-                    std::hint::black_box(self.event_ids.touch(claims.event_id));
-                }
-            }
-            if self.in_order(group) {
-                // The group's leaves go into the tree at once (its perfect subtrees hashed a
-                // level at a time); no checkpoint's size falls inside it.
-                let mut leaves = [[0u8; 32]; GROUP];
-                for (leaf, c) in leaves.iter_mut().zip(group) {
-                    *leaf = c.claims.as_ref().map_or([0; 32], |c| c.hash);
-                }
-                self.tree.extend(&leaves[..group.len()]);
-                self.events += group.len() as u64;
-                self.next_seq += group.len() as u64;
-                self.compare_roots();
-                for c in group {
-                    self.check_chain(c);
-                }
-            } else {
-                for c in group {
-                    self.push_checked(c);
-                }
-            }
+        for c in batch {
+            self.push_checked(c);
         }
     }
 
-    /// Whether `group` continues the log without a gap or a repeat, and no checkpoint to
-    /// compare falls before its last leaf.
-    fn in_order(&self, group: &[Checked]) -> bool {
-        let (first, len) = (self.next_seq, group.len() as u64);
-        group.iter().zip(first..).all(|(c, seq)| c.seq == seq)
-            && self.targets.get(self.target_at).is_none_or(|t| t.0 >= self.tree.size() + len)
-    }
-
-    /// Checks one record whose hashes [`check`] worked out; records must come in stream
-    /// order.
+    /// Takes one record [`check`] worked out; records must come in stream order.
     pub fn push_checked(&mut self, c: &Checked) {
-        let (seq, subject) = (c.seq, c.subject.as_str());
+        let seq = c.seq;
         self.events += 1;
         if seq < self.next_seq {
-            self.finding(
-                Class::Reorder,
-                Some(seq),
-                Some(subject),
-                format!("sequence {seq} comes after {}", self.next_seq - 1),
-            );
+            let detail = format!("sequence {seq} comes after {}", self.next_seq - 1);
+            self.finding(Class::Reorder, Some(seq), Some(&c.subject), detail);
             return;
         }
         if seq > self.next_seq {
             let (from, to) = (self.next_seq, seq - 1);
-            self.finding(
-                Class::Gap,
-                Some(from),
-                None,
-                if from == to {
-                    format!("sequence {from} is missing")
-                } else {
-                    format!("sequences {from}..={to} are missing")
-                },
-            );
+            let detail = if from == to {
+                format!("sequence {from} is missing")
+            } else {
+                format!("sequences {from}..={to} are missing")
+            };
+            self.finding(Class::Gap, Some(from), None, detail);
             self.tree_broken_at.get_or_insert(self.tree.size());
             // Keep leaf positions aligned with sequences.
             for _ in from..=to {
@@ -429,8 +202,7 @@ impl Verifier {
             }
         }
         self.next_seq = seq + 1;
-        let leaf = c.claims.as_ref().map_or([0; 32], |c| c.hash);
-        self.tree.push(leaf);
+        self.tree.push(c.claims.as_ref().map_or([0; 32], |c| c.hash));
         self.compare_roots();
         self.check_chain(c);
     }
@@ -438,53 +210,49 @@ impl Verifier {
     /// The checks of one record after its place in the log: its claims, its event id and
     /// its link to the previous event of its aggregate.
     fn check_chain(&mut self, c: &Checked) {
-        let Checked { seq, ref subject, key, genesis: first_genesis, ref claims, content_ok, payload_differs } = *c;
-        let subject = subject.as_str();
-        let claims = match claims {
-            Ok(c) => *c,
+        let (seq, subject) = (c.seq, c.subject.as_str());
+        let claims = match &c.claims {
+            Ok(claims) => *claims,
             Err(why) => {
                 self.finding(Class::HeaderEdit, Some(seq), Some(subject), why.clone());
                 return;
             }
         };
-        if let Some(first) = self.event_ids.insert(claims.event_id, seq) {
-            self.finding(
-                Class::ForgedInsertion,
-                Some(seq),
-                Some(subject),
-                format!("event id {} already appeared at sequence {first}", format_uuid(claims.event_id)),
-            );
+        if let Some(first) = self.event_ids.get(&claims.event_id) {
+            let detail = format!("event id {} already appeared at sequence {first}", claims.event_id);
+            self.finding(Class::ForgedInsertion, Some(seq), Some(subject), detail);
             return;
         }
+        self.event_ids.insert(claims.event_id, seq);
         let (origin, known) = (&self.origin, &mut self.known);
-        let agg: &mut Aggregate = self.aggregates.entry(key, || {
-            let g = first_genesis.or_else(|| genesis(origin, subject).ok()).unwrap_or([0; 32]);
-            known.insert(&g);
-            g
+        let tip = self.tips.entry_ref(subject).or_insert_with(|| {
+            let g = c.genesis.or_else(|| genesis(origin, subject).ok()).unwrap_or([0; 32]);
+            known.insert(prefix(&g));
+            Tip { version: 0, hash: g }
         });
-        let next_version = claims.version == agg.version + 1;
-        let link_ok = next_version && claims.prev == agg.hash;
-        let verdict = match (content_ok, link_ok) {
+        let next_version = claims.version == tip.version + 1;
+        let link_ok = next_version && claims.prev == tip.hash;
+        let verdict = match (c.content_ok, link_ok) {
             // The payload is the one hashed, but the hash written beside it (the bundle's
             // `payload_sha256`, or `Audit-Payload-Sha256`) is not its hash: an edited record.
-            (true, true) if payload_differs => Some((
+            (true, true) if c.payload_differs => Some((
                 Class::PayloadEdit,
                 "the payload is the one hashed, but the payload hash written beside it is not its hash".into(),
             )),
             (true, true) => None,
             (true, false) if !next_version => Some((
                 Class::Reorder,
-                format!("version {} follows version {} of its aggregate", claims.version, agg.version),
+                format!("version {} follows version {} of its aggregate", claims.version, tip.version),
             )),
             (true, false) => Some((
                 Class::ForgedInsertion,
-                format!("version {} does not chain to the aggregate's version {}", claims.version, agg.version),
+                format!("version {} does not chain to the aggregate's version {}", claims.version, tip.version),
             )),
-            (false, true) if payload_differs => {
+            (false, true) if c.payload_differs => {
                 Some((Class::PayloadEdit, "the payload differs from the one hashed".into()))
             }
             (false, true) => Some((Class::HeaderEdit, "a hashed header differs from the one hashed".into())),
-            (false, false) if !self.known.contains(&claims.prev) => Some((
+            (false, false) if !known.contains(&prefix(&claims.prev)) => Some((
                 Class::ForgedInsertion,
                 "Audit-Prev is no hash of this log and Audit-Hash does not recompute: an event from another log, \
                  or forged"
@@ -494,18 +262,17 @@ impl Verifier {
         };
         // Continue from the event's own claims (one edit, one finding), but never move an
         // aggregate backwards.
-        if claims.version > agg.version {
-            agg.version = claims.version;
-            agg.hash = claims.hash;
+        if claims.version > tip.version {
+            *tip = Tip { version: claims.version, hash: claims.hash };
         }
-        self.known.insert(&claims.hash);
+        known.insert(prefix(&claims.hash));
         if let Some((class, detail)) = verdict {
             self.finding(class, Some(seq), Some(subject), detail);
         }
     }
 
     fn compare_roots(&mut self) {
-        while let Some(&(size, root, what, index)) = self.targets.get(self.target_at) {
+        while let Some(&Target { size, root, source }) = self.targets.get(self.target_at) {
             if size != self.tree.size() {
                 break;
             }
@@ -517,17 +284,18 @@ impl Verifier {
                 self.last_good_size = size;
                 continue;
             }
-            let (class, detail) = if what == "trusted" {
-                (Class::Fork, format!("the log's first {size} events do not match the trusted checkpoint"))
-            } else {
-                (
+            let (class, detail) = match source {
+                Source::Trusted => {
+                    (Class::Fork, format!("the log's first {size} events do not match the trusted checkpoint"))
+                }
+                Source::Checkpoint(index) => (
                     Class::ForgedInsertion,
                     format!(
                         "the events up to sequence {size} do not match signed checkpoint #{index}: changed after \
                          sequence {} with every later hash recomputed",
                         self.last_good_size
                     ),
-                )
+                ),
             };
             self.finding(class, Some(self.last_good_size + 1), None, detail);
             self.tree_broken_at = Some(self.last_good_size);
@@ -537,14 +305,9 @@ impl Verifier {
     /// Ends the run: truncation against the checkpoints, the unsealed tail, the report.
     pub fn finish(mut self) -> Report {
         let len = self.next_seq - 1;
-        while let Some(&(size, _, what, index)) = self.targets.get(self.target_at) {
+        while let Some(&Target { size, source, .. }) = self.targets.get(self.target_at) {
             self.target_at += 1;
             if size > len {
-                let source = if what == "trusted" {
-                    "the trusted checkpoint".to_owned()
-                } else {
-                    format!("checkpoint #{index}")
-                };
                 self.finding(
                     Class::Truncation,
                     Some(len + 1),
@@ -560,9 +323,6 @@ impl Verifier {
         let sealed = self.checkpoints.iter().filter(|c| c.signed).map(|c| c.size).max().unwrap_or(0);
         if self.checkpoints.is_empty() && len > 0 {
             self.warnings.push("no checkpoint: nothing in this log is sealed yet".into());
-        }
-        if self.event_ids.full {
-            self.warnings.push(format!("event ids after the first {} events were not checked for repeats", u32::MAX));
         }
         self.findings.sort_by_key(|f| (f.sequence.is_some(), f.sequence));
         Report {
@@ -580,7 +340,7 @@ impl Verifier {
     }
 }
 
-/// The root hash as it appears in checkpoints.
-pub fn root_b64(root: &Hash) -> String {
-    hash_to_b64(root)
+/// The first 8 bytes of a hash, as a number (a key of [`Verifier`]'s `known` set).
+fn prefix(h: &Hash) -> u64 {
+    u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
 }

@@ -8,7 +8,12 @@ use covenant_audit::note::{Checkpoint, NoteSigner, SignedNote};
 use covenant_audit::verify::{
     CheckpointText, Class, KeyRegistry, Record, RegistryKey, Report, StreamFacts, Verifier, check_config,
 };
-use covenant_audit::{Hash, encoding::hash_to_b64};
+use covenant_audit::{Hash, hash_to_b64};
+
+#[path = "tamper/bundles.rs"]
+mod bundles;
+#[path = "tamper/checkpoints.rs"]
+mod checkpoints;
 
 const ORIGIN: &str = "covenant/COVENANT_EVENTS";
 const SUBJECTS: [&str; 3] = ["covenant.events.country.AA", "covenant.events.country.BB", "covenant.events.project.CC"];
@@ -91,10 +96,7 @@ fn chain(events: &[Event]) -> Vec<Record> {
 }
 
 fn leaves(records: &[Record]) -> Vec<Hash> {
-    records
-        .iter()
-        .map(|r| covenant_audit::encoding::hash_from_b64(r.hash.as_deref().expect("hash")).expect("b64"))
-        .collect()
+    records.iter().map(|r| covenant_audit::hash_from_b64(r.hash.as_deref().expect("hash")).expect("b64")).collect()
 }
 
 fn note(records: &[Record], size: usize, signers: &[&NoteSigner]) -> String {
@@ -324,98 +326,6 @@ fn a_full_rewrite_without_the_signing_key() {
     assert_eq!(first(&r), (Class::BadSignature, Some(30)), "{r:#?}");
 }
 
-#[test]
-fn two_checkpoints_of_one_size_with_different_roots_are_a_fork() {
-    let k = signer("sealer-1", 1);
-    let records = chain(&events(30));
-    let mut other = events(30);
-    other[2].payload = b"{}".to_vec();
-    let other = chain(&other);
-    let cps = texts(vec![note(&records, 20, &[&k]), note(&other, 20, &[&k])]);
-    let r = verify(records.clone(), &cps, &registry(&[&k]), None);
-    assert_eq!(first(&r), (Class::Fork, Some(20)), "{r:#?}");
-    // And a trusted checkpoint from another history.
-    let cps = texts(vec![note(&records, 30, &[&k])]);
-    let r = verify(records, &cps, &registry(&[&k]), Some(&note(&other, 25, &[&k])));
-    assert_eq!(first(&r).0, Class::Fork, "{r:#?}");
-}
-
-#[test]
-fn key_rotation_with_a_handover_verifies() {
-    let (a, b) = (signer("sealer-a", 1), signer("sealer-b", 2));
-    let records = chain(&events(40));
-    let cps = texts(vec![
-        note(&records, 10, &[&a]),
-        note(&records, 20, &[&a, &b]), // handover
-        note(&records, 30, &[&b]),
-        note(&records, 40, &[&b]),
-    ]);
-    let r = verify(records, &cps, &registry(&[&a, &b]), None);
-    assert!(r.findings.is_empty(), "{r:#?}");
-}
-
-#[test]
-fn the_old_key_after_retirement_fails() {
-    let (a, b) = (signer("sealer-a", 1), signer("sealer-b", 2));
-    let records = chain(&events(40));
-    let cps = texts(vec![note(&records, 10, &[&a]), note(&records, 20, &[&a, &b]), note(&records, 30, &[&a])]);
-    let r = verify(records, &cps, &registry(&[&a, &b]), None);
-    assert_eq!(first(&r), (Class::BadSignature, Some(30)), "{r:#?}");
-    assert!(r.findings[0].detail.contains("retired"), "{r:#?}");
-}
-
-#[test]
-fn a_new_key_without_a_handover_fails() {
-    let (a, b) = (signer("sealer-a", 1), signer("sealer-b", 2));
-    let records = chain(&events(40));
-    let cps = texts(vec![note(&records, 10, &[&a]), note(&records, 20, &[&b])]);
-    let r = verify(records, &cps, &registry(&[&a, &b]), None);
-    assert_eq!(first(&r), (Class::BadSignature, Some(20)), "{r:#?}");
-    assert!(r.findings[0].detail.contains("handover"), "{r:#?}");
-}
-
-#[test]
-fn an_unknown_key_fails() {
-    let (a, x) = (signer("sealer-a", 1), signer("stranger", 9));
-    let records = chain(&events(20));
-    let cps = texts(vec![note(&records, 10, &[&a]), note(&records, 20, &[&x])]);
-    let r = verify(records, &cps, &registry(&[&a]), None);
-    assert_eq!(first(&r), (Class::UnknownKey, Some(20)), "{r:#?}");
-}
-
-#[test]
-fn a_duplicate_event_id() {
-    let (mut records, cps, reg) = sealed(30, &[]);
-    let mut dup = records[4].clone();
-    dup.seq = 31;
-    records.push(dup);
-    let r = verify(records, &cps, &reg, None);
-    assert_eq!(first(&r), (Class::ForgedInsertion, Some(31)), "{r:#?}");
-    assert!(r.findings[0].detail.contains("sequence 5"), "{r:#?}");
-}
-
-#[test]
-fn a_message_copied_in_from_another_stream() {
-    let (mut records, cps, reg) = sealed(30, &[]);
-    let mut foreign = chain_in("covenant/OTHER_EVENTS", &events(40)).remove(33);
-    foreign.seq = 31;
-    foreign.event_id = Some("00000000-0000-4000-8000-777777777777".into());
-    records.push(foreign);
-    let r = verify(records, &cps, &reg, None);
-    assert_eq!(first(&r), (Class::ForgedInsertion, Some(31)), "{r:#?}");
-    assert!(r.findings[0].detail.contains("another log"), "{r:#?}");
-}
-
-#[test]
-fn a_checkpoint_of_another_log_is_refused() {
-    let k = signer("sealer-1", 1);
-    let records = chain(&events(10));
-    let body = Checkpoint { origin: "covenant/OTHER", size: 10, root: root(&leaves(&records)) }.body();
-    let text = SignedNote { body: body.clone(), signatures: vec![k.sign(&body)] }.to_text();
-    let r = verify(records, &texts(vec![text]), &registry(&[&k]), None);
-    assert_eq!(first(&r).0, Class::ForgedInsertion, "{r:#?}");
-}
-
 /// A stream configured as the log needs: append-only, kept seven years.
 fn append_only() -> StreamFacts {
     StreamFacts {
@@ -453,186 +363,4 @@ fn no_checkpoint_is_a_warning_exit_2() {
     let (records, cps, reg) = sealed(5, &[]);
     let r = verify(records, &cps, &reg, None);
     assert_eq!(r.exit_code(), 2, "{r:#?}");
-}
-
-/// Writes `records` (with `payloads`) as a bundle; `line` may rewrite each exported line.
-fn write_bundle(
-    dir: &std::path::Path,
-    records: &[Record],
-    payloads: &[Vec<u8>],
-    cps: &[CheckpointText],
-    reg: &KeyRegistry,
-    line: impl Fn(u64, String) -> String,
-) {
-    use covenant_audit::bundle::{BundleEvent, FORMAT, Manifest, join_checkpoints};
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        origin: ORIGIN.into(),
-        stream: "COVENANT_EVENTS".into(),
-        exported_at: "2026-12-04T00:00:00Z".into(),
-        first_seq: 1,
-        last_seq: records.len() as u64,
-        events: records.len() as u64,
-        config: append_only(),
-        redacted_types: vec![],
-    };
-    let mut text = String::new();
-    for (r, p) in records.iter().zip(payloads) {
-        let json = serde_json::to_string(&BundleEvent::new(r, None, p, false)).expect("json");
-        text.push_str(&line(r.seq, json));
-        text.push('\n');
-    }
-    std::fs::write(dir.join("events.ndjson"), text).expect("events");
-    std::fs::write(dir.join("manifest.json"), serde_json::to_string(&manifest).expect("json")).expect("manifest");
-    std::fs::write(dir.join("keys.json"), serde_json::to_string(reg).expect("json")).expect("keys");
-    std::fs::write(dir.join("checkpoints.txt"), join_checkpoints(cps.iter().map(|c| c.text.as_str()))).expect("cps");
-}
-
-/// Lines the fast reader declines (escapes, tabs, other key order) are read by serde_json
-/// and verified alike: a clean bundle of both kinds passes, and an edited payload in
-/// either kind of line is a PAYLOAD_EDIT at its sequence.
-#[test]
-fn bundle_lines_outside_the_fast_reader_verify_the_same() {
-    use covenant_audit::bundle::{VerifyOptions, verify_dir};
-    let evs = events(12);
-    let payloads: Vec<Vec<u8>> = evs.iter().map(|e| e.payload.clone()).collect();
-    let records = chain(&evs);
-    let k = signer("sealer-1", 1);
-    let cps = texts(vec![note(&records, 12, &[&k])]);
-    let reg = registry(&[&k]);
-    // Odd lines: the subject's dots escaped, a tab after the first comma, headers first.
-    let slow = |seq: u64, json: String| {
-        if seq.is_multiple_of(2) {
-            return json;
-        }
-        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
-        let subject = v["subject"].as_str().expect("subject").replace('.', "\\u002e");
-        format!(
-            "{{\"headers\":{},\t\"seq\":{seq},\"subject\":\"{subject}\",\"payload_sha256\":{},\"payload\":{}}}",
-            v["headers"], v["payload_sha256"], v["payload"]
-        )
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_bundle(dir.path(), &records, &payloads, &cps, &reg, slow);
-    let text = std::fs::read_to_string(dir.path().join("events.ndjson")).expect("read");
-    assert!(text.lines().nth(1).is_some_and(|l| covenant_audit::scan::scan(l).is_some()), "seq 2 in the fast form");
-    assert!(text.lines().next().is_some_and(|l| covenant_audit::scan::scan(l).is_none()), "seq 1 in the slow form");
-    for threads in [1, 2] {
-        let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
-        assert_eq!((r.exit_code(), r.events), (0, 12), "{r:#?}");
-    }
-    // A manifest's event count is the bundle's own claim: an absurd one costs nothing.
-    let manifest = dir.path().join("manifest.json");
-    let claimed = std::fs::read_to_string(&manifest)
-        .expect("manifest")
-        .replace("\"events\":12", "\"events\":4611686018427387904");
-    assert!(claimed.contains("4611686018427387904"), "{claimed}");
-    std::fs::write(&manifest, claimed).expect("manifest");
-    let r = verify_dir(dir.path(), &VerifyOptions::default(), |_| {}).expect("bundle");
-    assert_eq!((r.exit_code(), r.events), (0, 12), "{r:#?}");
-    for edited in [4u64, 7] {
-        let mut changed = payloads.clone();
-        changed[edited as usize - 1] = br#"{"i":999}"#.to_vec();
-        // The bundle keeps the original payload hash beside the edited payload.
-        let tampered = |seq: u64, json: String| {
-            let json = if seq == edited {
-                let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
-                v["payload_sha256"] = hash_to_b64(&payload_hash(&payloads[seq as usize - 1])).into();
-                v.to_string()
-            } else {
-                json
-            };
-            slow(seq, json)
-        };
-        write_bundle(dir.path(), &records, &changed, &cps, &reg, tampered);
-        let r = verify_dir(dir.path(), &VerifyOptions::default(), |_| {}).expect("bundle");
-        assert_eq!(first(&r), (Class::PayloadEdit, Some(edited)), "{r:#?}");
-    }
-}
-
-/// Lines are checked two at a time: a bundle whose payloads are redacted here and there
-/// (a redacted line beside a whole one, an odd count of lines) verifies on one thread and
-/// on two, and an edit beside a redacted line is found at its sequence.
-#[test]
-fn a_bundle_with_some_payloads_redacted_verifies_and_its_edits_are_found() {
-    use covenant_audit::bundle::{VerifyOptions, verify_dir};
-    let evs = events(13);
-    let payloads: Vec<Vec<u8>> = evs.iter().map(|e| e.payload.clone()).collect();
-    let records = chain(&evs);
-    let k = signer("sealer-1", 1);
-    let cps = texts(vec![note(&records, 13, &[&k])]);
-    let reg = registry(&[&k]);
-    let redact = |seq: u64, json: String| {
-        if [3, 4, 8, 13].contains(&seq) {
-            json.split(",\"payload\":").next().expect("a payload").to_owned() + ",\"redacted\":true}"
-        } else {
-            json
-        }
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_bundle(dir.path(), &records, &payloads, &cps, &reg, redact);
-    let text = std::fs::read_to_string(dir.path().join("events.ndjson")).expect("read");
-    assert!(text.lines().nth(7).is_some_and(|l| l.ends_with("\"redacted\":true}")), "seq 8 redacted");
-    for threads in [1, 2] {
-        let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
-        assert_eq!((r.exit_code(), r.events), (0, 13), "{r:#?}");
-    }
-    // Seq 7 (beside redacted 8): its payload edited, its hash kept. Seq 13 (redacted, last
-    // and alone): its kept payload hash changed.
-    let mut changed = payloads.clone();
-    changed[6] = br#"{"i":999}"#.to_vec();
-    let tampered = |seq: u64, json: String| {
-        let written = hash_to_b64(&payload_hash(&changed[seq as usize - 1]));
-        let json = match seq {
-            7 => json.replace(&written, &hash_to_b64(&payload_hash(&payloads[6]))),
-            13 => json.replace(&written, &hash_to_b64(&payload_hash(b"{}"))),
-            _ => json,
-        };
-        redact(seq, json)
-    };
-    write_bundle(dir.path(), &records, &changed, &cps, &reg, tampered);
-    for threads in [1, 2] {
-        let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
-        let found: Vec<(Class, Option<u64>)> = r.findings.iter().map(|f| (f.class, f.sequence)).collect();
-        assert!(found.contains(&(Class::PayloadEdit, Some(7))), "{r:#?}");
-        assert!(found.iter().any(|(c, s)| *s == Some(13) && *c != Class::PayloadEdit), "{r:#?}");
-    }
-}
-
-/// The bundle's `payload_sha256` beside an intact payload is advisory, but a bundle whose
-/// advisory hash was changed is an edited bundle: `PAYLOAD_EDIT` at that sequence, exit 1,
-/// never "nothing was altered" (on one thread and on two, in both line readers).
-#[test]
-fn an_advisory_payload_hash_that_disagrees_with_its_intact_payload_is_a_payload_edit() {
-    use covenant_audit::bundle::{VerifyOptions, verify_dir};
-    let evs = events(9);
-    let payloads: Vec<Vec<u8>> = evs.iter().map(|e| e.payload.clone()).collect();
-    let records = chain(&evs);
-    let k = signer("sealer-1", 1);
-    let cps = texts(vec![note(&records, 9, &[&k])]);
-    let reg = registry(&[&k]);
-    for (edited, reorder_keys) in [(5u64, false), (6, true)] {
-        let tampered = |seq: u64, json: String| {
-            if seq != edited {
-                return json;
-            }
-            let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
-            v["payload_sha256"] = hash_to_b64(&payload_hash(b"something else")).into();
-            if reorder_keys {
-                // serde_json's own order (alphabetical) is outside the fast reader's form.
-                v.to_string()
-            } else {
-                let (old, new) = (v["payload_sha256"].take(), hash_to_b64(&payload_hash(&payloads[seq as usize - 1])));
-                json.replace(&new, old.as_str().unwrap_or_default())
-            }
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_bundle(dir.path(), &records, &payloads, &cps, &reg, tampered);
-        for threads in [1, 2] {
-            let r = verify_dir(dir.path(), &VerifyOptions { threads, ..Default::default() }, |_| {}).expect("bundle");
-            assert_eq!(r.exit_code(), 1, "{r:#?}");
-            assert_eq!(first(&r), (Class::PayloadEdit, Some(edited)), "{r:#?}");
-            assert!(r.findings[0].detail.contains("written beside it"), "{r:#?}");
-        }
-    }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use covenant_audit::encoding::{hash_from_b64, hash_to_b64};
 use covenant_audit::{EntryFields, Hash, entry_hash, genesis, merkle, payload_hash};
+use covenant_audit::{hash_from_b64, hash_to_b64};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -104,7 +104,7 @@ fn a_changed_payload_byte_changes_the_entry_hash() {
 fn the_format_documents_signed_checkpoint_example() {
     use covenant_audit::note::{Checkpoint, NoteSigner, NoteVerifier, SignedNote};
     let signer = NoteSigner::new("covenant-sealer-1", &[7; 32]).expect("signer");
-    let root = covenant_audit::encoding::hash_from_b64("hTuBo9YH0F531f3e5l/68BY+tF179hgLT+1eBpe+2+A=").expect("root");
+    let root = covenant_audit::hash_from_b64("hTuBo9YH0F531f3e5l/68BY+tF179hgLT+1eBpe+2+A=").expect("root");
     let body = Checkpoint { origin: "covenant/COVENANT_EVENTS", size: 5, root }.body();
     let text = SignedNote { body: body.clone(), signatures: vec![signer.sign(&body)] }.to_text();
     let vkey = signer.verifier().to_vkey();

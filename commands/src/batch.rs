@@ -63,7 +63,7 @@ pub async fn publish_atomic(
             client
                 .publish_with_headers(subject.to_owned(), headers, payload)
                 .await
-                .map_err(|e| LogError::unavailable(format!("batch publish: {e}")))?;
+                .map_err(|e| LogError::unavailable_from("batch publish", e))?;
         }
     }
     unreachable_empty()
@@ -84,7 +84,11 @@ async fn request(
     let req = async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
     client.send_request(subject.to_owned(), req).await.map_err(|e| {
         // Once the commit is out, the batch may have been stored although we saw no answer.
-        LogError::Unavailable { reason: format!("batch request: {e}"), outcome_unknown: is_commit }
+        LogError::Unavailable {
+            reason: "batch request".into(),
+            outcome_unknown: is_commit,
+            cause: Some(std::sync::Arc::new(e)),
+        }
     })
 }
 
@@ -92,7 +96,7 @@ fn server_error(subject: &str, expected: u64, error: async_nats::jetstream::Erro
     if error.error_code().0 == ERR_WRONG_LAST_SEQUENCE {
         LogError::Conflict { subject: subject.to_owned(), expected }
     } else {
-        LogError::Server(error.to_string())
+        LogError::server(format!("atomic batch on {subject}"), error)
     }
 }
 
@@ -114,6 +118,6 @@ fn parse_commit(subject: &str, expected: u64, reply: &async_nats::Message) -> Re
     match serde_json::from_slice::<Response<PublishAck>>(&reply.payload) {
         Ok(Response::Ok(ack)) => Ok(ack),
         Ok(Response::Err { error }) => Err(server_error(subject, expected, error)),
-        Err(e) => Err(LogError::Server(format!("unexpected batch commit reply: {e}"))),
+        Err(e) => Err(LogError::server("unexpected batch commit reply", e)),
     }
 }

@@ -9,6 +9,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use rand::Rng;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::error::{CommandError, LogError};
 use crate::idempotency::{Begin, IdempotencyStore, Receipt, Reservation, digest};
@@ -86,21 +87,21 @@ where
     /// [`CommandError::InProgress`] for a key held by a concurrent request.
     pub async fn execute(&self, id: &str, command: A::Command, ctx: &CommandContext) -> Result<Receipt, A> {
         let name = A::command_name(&command);
-        // A span only inside a sampled trace (see `trace::child`).
-        let span = crate::trace::child(
-            || format!("command {}.{name}", A::TYPE),
-            crate::trace::SpanKind::Internal,
-            || {
-                use crate::trace::KeyValue;
-                vec![
-                    KeyValue::new("aggregate", A::TYPE),
-                    KeyValue::new("aggregate_id", id.to_owned()),
-                    KeyValue::new("command", name),
-                ]
-            },
-        );
+        // Made only inside a sampled trace (see `covenant_telemetry::sampled`).
+        let span = if covenant_telemetry::sampled() {
+            tracing::info_span!(
+                "command",
+                otel.name = %format_args!("command {}.{name}", A::TYPE),
+                otel.kind = "internal",
+                aggregate = A::TYPE,
+                aggregate_id = id,
+                command = name,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let started = std::time::Instant::now();
-        let result = crate::trace::in_span(span, self.execute_inner(id, command, ctx)).await;
+        let result = self.execute_inner(id, command, ctx).instrument(span).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(CommandError::Refused(_)) => "refused",

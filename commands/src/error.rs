@@ -4,6 +4,10 @@
 //! maps the first to a 4xx, [`CommandError::Conflict`] to a retryable conflict, and
 //! [`CommandError::Unavailable`] to a 503.
 
+/// The error underneath a [`LogError`] (the client's or the server's), shared so the error
+/// stays `Clone`; logged as the error's chain, never sent to clients.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why the event log could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
@@ -23,6 +27,9 @@ pub enum LogError {
         reason: String,
         /// Whether an append may have been stored despite the error.
         outcome_unknown: bool,
+        /// The client's error, when there is one.
+        #[source]
+        cause: Option<Cause>,
     },
     /// The request itself is not valid (subject, sizes).
     #[error("invalid request: {0}")]
@@ -44,15 +51,50 @@ pub enum LogError {
         problems: String,
     },
     /// Anything else the server answered.
-    #[error("JetStream error: {0}")]
-    Server(String),
+    #[error("JetStream error: {what}")]
+    Server {
+        /// What was being done.
+        what: String,
+        /// The client's error, when there is one.
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl LogError {
-    /// An unavailable error whose append surely did not happen.
+    /// An unavailable error whose append surely did not happen, with no error underneath.
     pub fn unavailable(reason: impl std::fmt::Display) -> Self {
-        LogError::Unavailable { reason: reason.to_string(), outcome_unknown: false }
+        LogError::Unavailable { reason: reason.to_string(), outcome_unknown: false, cause: None }
     }
+
+    /// An unavailable error whose append surely did not happen: `what` was being done when
+    /// `cause` happened.
+    pub fn unavailable_from(what: impl Into<String>, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        LogError::Unavailable { reason: what.into(), outcome_unknown: false, cause: Some(std::sync::Arc::new(cause)) }
+    }
+
+    /// An unexpected answer of the server: `what` was being done when `cause` happened.
+    pub fn server(what: impl Into<String>, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        LogError::Server { what: what.into(), cause: Some(std::sync::Arc::new(cause)) }
+    }
+
+    /// An unexpected answer of the server that is no error value (`what` says what).
+    pub fn server_msg(what: impl Into<String>) -> Self {
+        LogError::Server { what: what.into(), cause: None }
+    }
+}
+
+/// `error` and its causes, outermost first, joined by `: ` (for logs and for the reason a
+/// [`CommandError::Unavailable`] carries).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
 }
 
 /// Why a command did not produce an acknowledged result.
@@ -91,7 +133,13 @@ impl<E: std::error::Error> From<LogError> for CommandError<E> {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Conflict { .. } => CommandError::Conflict { attempts: 1 },
-            LogError::Unavailable { reason, outcome_unknown } => CommandError::Unavailable { reason, outcome_unknown },
+            LogError::Unavailable { reason, outcome_unknown, cause } => CommandError::Unavailable {
+                reason: match cause {
+                    Some(c) => format!("{reason}: {}", chain(c.as_ref())),
+                    None => reason,
+                },
+                outcome_unknown,
+            },
             LogError::Invalid(r) => CommandError::InvalidInput(r),
             other => CommandError::Internal(other),
         }

@@ -113,9 +113,9 @@ impl IdempotencyStore {
         match self.kv.create(digest, encode(&pending)).await {
             Ok(_) => return Ok(Begin::Fresh(reservation)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(LogError::unavailable(format!("idempotency key: {e}"))),
+            Err(e) => return Err(LogError::unavailable_from("idempotency key", e)),
         }
-        let entry = self.kv.entry(digest).await.map_err(LogError::unavailable)?;
+        let entry = self.kv.entry(digest).await.map_err(|e| LogError::unavailable_from("idempotency key", e))?;
         let Some(entry) = entry else { return Ok(Begin::InProgress) };
         match serde_json::from_slice::<Entry>(&entry.value) {
             Ok(Entry::Done { fingerprint: f, .. }) | Ok(Entry::Pending { fingerprint: f, .. }) if f != fingerprint => {
@@ -163,7 +163,11 @@ impl IdempotencyStore {
     /// the stream on the next retry).
     pub async fn complete(&self, r: &Reservation, receipt: &Receipt) -> Result<(), LogError> {
         let done = Entry::Done { fingerprint: r.fingerprint.clone(), receipt: receipt.clone() };
-        self.kv.put(&r.digest, encode(&done)).await.map(|_| ()).map_err(LogError::unavailable)
+        self.kv
+            .put(&r.digest, encode(&done))
+            .await
+            .map(|_| ())
+            .map_err(|e| LogError::unavailable_from("idempotency receipt", e))
     }
 
     /// Releases a reservation whose command was refused, so a corrected retry may run.
@@ -171,7 +175,7 @@ impl IdempotencyStore {
     /// # Errors
     /// [`LogError::Unavailable`].
     pub async fn release(&self, r: &Reservation) -> Result<(), LogError> {
-        self.kv.delete(&r.digest).await.map_err(LogError::unavailable)
+        self.kv.delete(&r.digest).await.map_err(|e| LogError::unavailable_from("idempotency key release", e))
     }
 }
 

@@ -26,7 +26,6 @@ pub mod log;
 pub mod record;
 pub mod snapshot;
 pub mod store;
-pub mod trace;
 
 use std::sync::Arc;
 

@@ -6,6 +6,7 @@
 //! `Nats-Expected-Last-Subject-Sequence` on its own subject.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use async_nats::HeaderMap;
 use async_nats::connection::State;
@@ -61,7 +62,7 @@ pub struct EventLog {
 async fn wait_for_leader(stream: &mut Stream, patience: Duration) -> Result<jetstream::stream::Info, LogError> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        let info = stream.info().await.map_err(LogError::unavailable)?.clone();
+        let info = stream.info().await.map_err(|e| LogError::unavailable_from("stream info", e))?.clone();
         let led = info.cluster.as_ref().is_none_or(|c| c.leader.is_some());
         if led {
             return Ok(info);
@@ -90,12 +91,14 @@ impl EventLog {
                     Ok(s) => s,
                     // Another instance created it between our get and create.
                     Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(je) if je.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST) => {
-                        js.get_stream(&cfg.stream).await.map_err(LogError::unavailable)?
+                        js.get_stream(&cfg.stream)
+                            .await
+                            .map_err(|e| LogError::unavailable_from(format!("looking up stream {}", cfg.stream), e))?
                     }
-                    Err(e) => return Err(LogError::Server(format!("creating stream {}: {e}", cfg.stream))),
+                    Err(e) => return Err(LogError::server(format!("creating stream {}", cfg.stream), e)),
                 }
             }
-            Err(e) => return Err(LogError::unavailable(format!("looking up stream {}: {e}", cfg.stream))),
+            Err(e) => return Err(LogError::unavailable_from(format!("looking up stream {}", cfg.stream), e)),
         };
         let info = wait_for_leader(&mut stream, cfg.request_timeout).await?;
         let problems = check_stream_config(&info.config, &cfg);
@@ -163,25 +166,22 @@ impl EventLog {
         // The producer span; its W3C context travels in the messages' headers (unhashed),
         // so the projection that applies them links back to it.
         let destination = subject.rsplit_once('.').map_or(subject, |(d, _)| d);
-        let span = crate::trace::child(
-            || format!("send {destination}"),
-            crate::trace::SpanKind::Producer,
-            || {
-                use crate::trace::KeyValue;
-                vec![
-                    KeyValue::new("messaging.system", "nats"),
-                    KeyValue::new("messaging.destination.name", destination.to_owned()),
-                    KeyValue::new("messaging.batch.message_count", events.len() as i64),
-                ]
-            },
-        );
+        // Made only inside a sampled trace (see `covenant_telemetry::sampled`).
+        let span = if covenant_telemetry::sampled() {
+            tracing::info_span!(
+                "send",
+                otel.name = %format_args!("send {destination}"),
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = destination,
+                messaging.batch.message_count = events.len() as i64,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let mut extra = extra.to_vec();
-        if let Some(cx) = &span {
-            crate::trace::inject(cx, &mut extra);
-        }
-        // A leaf span: it ends when the append returns (its context travels in the headers).
-        let _open = span;
-        self.append_inner(subject, tip, events, &extra).await
+        covenant_telemetry::propagation::inject(&span, &mut extra);
+        self.append_inner(subject, tip, events, &extra).instrument(span).await
     }
 
     async fn append_inner(
@@ -215,8 +215,8 @@ impl EventLog {
         };
         let last_seq = match result {
             Ok(seq) => seq,
-            Err(LogError::Unavailable { outcome_unknown: true, reason }) => {
-                self.confirm_lost_ack(subject, &last_id, reason).await?
+            Err(LogError::Unavailable { outcome_unknown: true, reason, cause }) => {
+                self.confirm_lost_ack(subject, &last_id, reason, cause).await?
             }
             Err(e) => return Err(e),
         };
@@ -288,13 +288,13 @@ impl EventLog {
                             _ if server_code(&e) == Some(ERR_RETRYABLE_AFTER_ACK) => {
                                 format!("publish to {subject}: {e}")
                             }
-                            _ => return Err(LogError::Server(format!("publish to {subject}: {e}"))),
+                            _ => return Err(LogError::server(format!("publish to {subject}"), e)),
                         },
                     }
                 }
             };
             if !failover.pause().await {
-                return Err(LogError::Unavailable { reason, outcome_unknown: sent_any });
+                return Err(LogError::Unavailable { reason, outcome_unknown: sent_any, cause: None });
             }
         }
     }
@@ -313,31 +313,12 @@ impl EventLog {
             let attempt = messages.clone();
             match batch::publish_atomic(&self.client, subject, expected, attempt, failover.attempt_timeout()).await {
                 Ok(ack) => return Ok(ack.sequence),
-                Err(LogError::Unavailable { reason, outcome_unknown: false }) => {
+                Err(LogError::Unavailable { reason, outcome_unknown: false, cause }) => {
                     if !failover.pause().await {
-                        return Err(LogError::Unavailable { reason, outcome_unknown: false });
+                        return Err(LogError::Unavailable { reason, outcome_unknown: false, cause });
                     }
                 }
                 Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// After a lost ack: if the subject's last message is ours, the append happened (a
-    /// later write on top of it would have needed our tip). Otherwise the outcome stays
-    /// unknown: the client may still flush a buffered publish after a reconnect.
-    async fn confirm_lost_ack(&self, subject: &str, last_event_id: &str, reason: String) -> Result<u64, LogError> {
-        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout * 2;
-        loop {
-            match self.last_event(subject).await {
-                Ok(Some(e)) if e.event_id == last_event_id => return Ok(e.seq),
-                Ok(_) => return Err(LogError::Unavailable { reason, outcome_unknown: true }),
-                Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => {
-                    return Err(LogError::Unavailable { reason: format!("{reason}; then {e}"), outcome_unknown: true });
-                }
             }
         }
     }
@@ -367,7 +348,7 @@ impl EventLog {
                 ..Default::default()
             })
             .await
-            .map_err(|e| LogError::unavailable(format!("KV bucket {bucket}: {e}")))
+            .map_err(|e| LogError::unavailable_from(format!("KV bucket {bucket}"), e))
     }
 
     /// The stream's last sequence (0 when empty).
@@ -376,7 +357,7 @@ impl EventLog {
     /// [`LogError::Unavailable`].
     pub async fn last_sequence(&self) -> Result<u64, LogError> {
         let mut s = self.stream.clone();
-        let info = s.info().await.map_err(LogError::unavailable)?;
+        let info = s.info().await.map_err(|e| LogError::unavailable_from("stream info", e))?;
         Ok(info.state.last_sequence)
     }
 }

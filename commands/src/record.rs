@@ -3,9 +3,9 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use covenant_audit::encoding::{hash_from_b64, hash_to_b64};
 use covenant_audit::entry::headers as h;
 use covenant_audit::{EntryFields, Hash, entry_hash, genesis, payload_hash};
+use covenant_audit::{hash_from_b64, hash_to_b64};
 
 use crate::error::LogError;
 

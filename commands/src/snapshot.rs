@@ -6,7 +6,7 @@
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use covenant_audit::encoding::{hash_from_b64, hash_to_b64};
+use covenant_audit::{hash_from_b64, hash_to_b64};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,10 @@ impl Snapshots {
     /// # Errors
     /// [`LogError::Unavailable`].
     pub async fn get<S: DeserializeOwned>(&self, key: &str) -> Result<Option<(S, ChainTip)>, LogError> {
-        let Some(bytes) = self.kv.get(key).await.map_err(LogError::unavailable)? else { return Ok(None) };
+        let Some(bytes) = self.kv.get(key).await.map_err(|e| LogError::unavailable_from("reading a snapshot", e))?
+        else {
+            return Ok(None);
+        };
         let Ok(s) = serde_json::from_slice::<Stored<S>>(&bytes) else { return Ok(None) };
         let Ok(hash) = hash_from_b64(&s.hash) else { return Ok(None) };
         Ok(Some((s.state, ChainTip { last_seq: s.seq, version: s.version, hash })))
@@ -62,7 +65,11 @@ impl Snapshots {
     pub async fn put<S: Serialize>(&self, key: &str, state: &S, tip: &ChainTip) -> Result<(), LogError> {
         let s = Stored { seq: tip.last_seq, version: tip.version, hash: hash_to_b64(&tip.hash), state };
         let bytes = serde_json::to_vec(&s).map_err(|e| LogError::Invalid(e.to_string()))?;
-        self.kv.put(key, Bytes::from(bytes)).await.map(|_| ()).map_err(LogError::unavailable)
+        self.kv
+            .put(key, Bytes::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| LogError::unavailable_from("writing a snapshot", e))
     }
 }
 

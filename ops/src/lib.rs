@@ -21,6 +21,7 @@ pub mod managed;
 pub mod projections;
 pub mod seed;
 pub mod settings;
+pub mod streams;
 pub mod telemetry;
 pub mod users;
 

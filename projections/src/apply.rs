@@ -5,16 +5,15 @@
 use std::time::Instant;
 
 use sqlx::PgPool;
+use tracing::Instrument as _;
 
 use crate::checkpoint;
 use crate::event::ProjectedEvent;
 use crate::projection::{Applied, Gap, Projection, Tables};
-use crate::trace::start;
 
 /// One transaction: lock the checkpoint, apply the events above it, record skipped
-/// events, advance the checkpoint. Returns the new checkpoint and what was applied. With
-/// `trace` (the context holding the batch's consumer span), the transaction is a client
-/// span under it.
+/// events, advance the checkpoint. Returns the new checkpoint and what was applied. Under
+/// `trace` (the batch's consumer span, when it has one), the transaction is a client span.
 ///
 /// # Errors
 /// Database errors (nothing is then committed).
@@ -23,24 +22,23 @@ pub async fn apply_batch(
     projection: &dyn Projection,
     tables: Tables,
     events: &[ProjectedEvent],
-    trace: Option<&opentelemetry::Context>,
+    trace: Option<&tracing::Span>,
 ) -> Result<(u64, Applied), sqlx::Error> {
-    use opentelemetry::KeyValue;
-    use opentelemetry::trace::{SpanBuilder, SpanKind};
-    // The transaction's client span, a child of the batch's consumer span; it ends with the
-    // transaction.
-    let _span = trace.map(|parent| {
-        let builder = SpanBuilder::from_name(format!("{} transaction", projection.name()))
-            .with_kind(SpanKind::Client)
-            .with_attributes([
-                KeyValue::new("db.system.name", "postgresql"),
-                KeyValue::new("db.operation.name", "projection_batch"),
-                KeyValue::new("db.collection.name", projection.name()),
-            ]);
-        start(parent, builder)
-    });
+    let span = match trace {
+        None => tracing::Span::none(),
+        Some(trace) if trace.is_none() => tracing::Span::none(),
+        Some(trace) => tracing::info_span!(
+            parent: trace,
+            "transaction",
+            otel.name = %format_args!("{} transaction", projection.name()),
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = "projection_batch",
+            db.collection.name = projection.name(),
+        ),
+    };
     let started = Instant::now();
-    let result = apply_batch_tx(pool, projection, tables, events).await;
+    let result = apply_batch_tx(pool, projection, tables, events).instrument(span).await;
     metrics::histogram!("db_client_operation_duration_seconds", "operation" => "projection_batch", "projection" => projection.name())
         .record(started.elapsed().as_secs_f64());
     result
@@ -94,6 +92,8 @@ async fn apply_batch_tx(
     }
     checkpoint::advance(&mut tx, &name, last).await?;
     tx.commit().await?;
+    // This process's read-your-writes waits wake now; other instances' on the NOTIFY.
+    checkpoint::announce(pool, &name, last);
     Ok((last, applied))
 }
 

@@ -1,6 +1,10 @@
 //! Projection checkpoints and read-your-writes.
 
+mod watch;
+
 use std::time::Duration;
+
+pub use watch::{CHANNEL, announce};
 
 use sqlx::{PgConnection, PgPool};
 
@@ -24,16 +28,21 @@ pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<u64, sqlx::Erro
     Ok(seq as u64)
 }
 
-/// Advances a locked checkpoint.
+/// Advances a locked checkpoint, and announces it on [`CHANNEL`] (PostgreSQL delivers the
+/// notification when the transaction commits, to every instance listening).
 ///
 /// # Errors
 /// Database errors.
 pub async fn advance(conn: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE projection_checkpoints SET seq = $2, updated_at = now() WHERE name = $1")
-        .bind(name)
-        .bind(seq as i64)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "WITH moved AS (UPDATE projection_checkpoints SET seq = $2, updated_at = now() WHERE name = $1 RETURNING name, seq) \
+         SELECT pg_notify($3, name || ' ' || seq) FROM moved",
+    )
+    .bind(name)
+    .bind(seq as i64)
+    .bind(CHANNEL)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -79,28 +88,54 @@ pub enum WaitError {
     Database(#[from] sqlx::Error),
 }
 
-/// Waits until every projection in `names` has applied stream sequence `seq`, polling every
-/// 5 ms, for at most `timeout`.
+/// Waits until every projection in `names` has applied stream sequence `seq`, for at most
+/// `timeout`. It wakes when a projection announces a commit ([`watch`]: in-process from the
+/// runner, or PostgreSQL's NOTIFY from another instance), and reads the checkpoints itself
+/// at first and then every 100 ms in case an announcement was lost (every 5 ms outside a
+/// tokio runtime's reach of a listener).
 ///
 /// # Errors
 /// [`WaitError::Timeout`] with the reached sequence; [`WaitError::Database`].
 pub async fn wait_for_sequence(pool: &PgPool, names: &[&str], seq: u64, timeout: Duration) -> Result<(), WaitError> {
     let start = tokio::time::Instant::now();
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let watch = watch::of(pool);
+    // Subscribed before the first read, so a commit between the two still wakes us.
+    let mut changed = watch.as_ref().map(|w| w.subscribe());
+    let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut last_read: Option<tokio::time::Instant> = None;
     loop {
-        let reached: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(COALESCE(c.seq, 0)) FROM UNNEST($1::text[]) AS n(name) LEFT JOIN projection_checkpoints c ON c.name = n.name",
-        )
-        .bind(&names)
-        .fetch_one(pool)
-        .await?;
-        let reached = reached.unwrap_or(0) as u64;
-        if reached >= seq {
+        if watch.as_ref().is_some_and(|w| w.reached(names) >= seq) {
             return Ok(());
         }
-        if start.elapsed() >= timeout {
-            return Err(WaitError::Timeout { wanted: seq, reached, waited: start.elapsed() });
+        let recheck = if changed.is_some() { watch::RECHECK } else { Duration::from_millis(5) };
+        let waited = start.elapsed();
+        if waited >= timeout || last_read.is_none_or(|t| t.elapsed() >= recheck) {
+            last_read = Some(tokio::time::Instant::now());
+            let reached = lowest(pool, &owned).await?;
+            if reached >= seq {
+                return Ok(());
+            }
+            if waited >= timeout {
+                return Err(WaitError::Timeout { wanted: seq, reached, waited });
+            }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let nap = (timeout - waited).min(recheck);
+        match &mut changed {
+            Some(rx) => {
+                let _ = tokio::time::timeout(nap, rx.changed()).await;
+            }
+            None => tokio::time::sleep(nap).await,
+        }
     }
+}
+
+/// The lowest checkpoint among `names` (0 for one that never ran).
+async fn lowest(pool: &PgPool, names: &[String]) -> Result<u64, sqlx::Error> {
+    let reached: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(COALESCE(c.seq, 0)) FROM UNNEST($1::text[]) AS n(name) LEFT JOIN projection_checkpoints c ON c.name = n.name",
+    )
+    .bind(names)
+    .fetch_one(pool)
+    .await?;
+    Ok(reached.unwrap_or(0) as u64)
 }

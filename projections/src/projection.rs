@@ -46,7 +46,7 @@ pub struct Skipped {
     pub subject: String,
     /// Event type.
     pub event_type: String,
-    /// Reason.
+    /// Why it could not be applied (an unknown type, a payload that does not decode).
     pub reason: String,
 }
 

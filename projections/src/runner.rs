@@ -25,6 +25,8 @@ use crate::event::ProjectedEvent;
 use crate::projection::{Applied, Gap, Projection, Tables, consumer_name};
 use crate::trace::process_span;
 
+mod consumer;
+
 /// How long a batch waits for more buffered messages after its first one.
 const LINGER: Duration = Duration::from_millis(2);
 
@@ -128,34 +130,6 @@ impl Runner {
         self.projection.name()
     }
 
-    /// Whether this runner may consume: no lease, or the lease held (renewed every third
-    /// of its time to live; a standby asks at that pace too).
-    async fn active(&mut self) -> bool {
-        let name = self.projection.name();
-        let Some((lease, held, checked)) = &mut self.lease else { return true };
-        if *held && checked.elapsed() < lease.ttl() / 3 {
-            return true;
-        }
-        let now = match lease.acquire().await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(projection = name, error = %e, "the projection lease cannot be read");
-                false
-            }
-        };
-        if now != *held {
-            if now {
-                tracing::info!(projection = name, "took the projection lease: this instance runs it");
-            } else {
-                tracing::info!(projection = name, "another instance holds the projection lease: standing by");
-            }
-        }
-        *held = now;
-        *checked = Instant::now();
-        metrics::gauge!("covenant_projection_active", "projection" => name).set(if now { 1.0 } else { 0.0 });
-        now
-    }
-
     fn stopping(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -166,43 +140,6 @@ impl Runner {
             _ = tokio::time::sleep(d) => self.stopping(),
             _ = self.shutdown.changed() => true,
         }
-    }
-
-    /// Reads the checkpoint (waiting out a PostgreSQL outage) and recreates the durable
-    /// consumer to deliver from the next sequence.
-    async fn start_consumer(&mut self) -> Result<PullConsumer, RunnerError> {
-        let mut backoff = Duration::from_millis(100);
-        let cp = loop {
-            match checkpoint::get(&self.pool, self.name()).await {
-                Ok(cp) => break cp,
-                Err(e) => {
-                    tracing::warn!(projection = self.name(), error = %e, "read models unavailable; retrying");
-                    if self.pause(backoff).await {
-                        return Err(RunnerError::Shutdown);
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        let stream = self.js.get_stream(&self.cfg.stream).await.map_err(|e| RunnerError::Nats(e.to_string()))?;
-        let name = consumer_name(self.name());
-        let _ = stream.delete_consumer(&name).await;
-        let deliver_policy =
-            if cp == 0 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: cp + 1 } };
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("Covenant projection {}", self.name())),
-                deliver_policy,
-                ack_policy: AckPolicy::All,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: 100_000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| RunnerError::Nats(format!("creating consumer {name}: {e}")))?;
-        tracing::info!(projection = self.name(), checkpoint = cp, "projection consumer ready");
-        Ok(consumer)
     }
 
     /// Fetches and applies one batch (the step that tests drive one at a time).
@@ -362,7 +299,7 @@ impl Runner {
         let span = process_span(self.name(), events);
         loop {
             let started = Instant::now();
-            let applied = apply_batch(&self.pool, self.projection.as_ref(), Tables::LIVE, events, span.as_ref()).await;
+            let applied = apply_batch(&self.pool, self.projection.as_ref(), Tables::LIVE, events, Some(&span)).await;
             match applied {
                 Ok((cp, applied)) => {
                     self.record(&applied, events.len(), started.elapsed());

@@ -82,7 +82,7 @@ pub struct VerifyReport {
     pub projection: String,
     /// The checkpoint the model was compared at.
     pub checkpoint: u64,
-    /// Per table.
+    /// Rows compared and rows differing, per table of the projection.
     pub tables: Vec<TableReport>,
     /// The first [`SHOWN_PER_TABLE`] differences of each table.
     pub differences: Vec<Difference>,

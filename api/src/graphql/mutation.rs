@@ -21,6 +21,10 @@ use super::types::*;
 use crate::auth::{self, Principal};
 use crate::error::{ApiResult, gql};
 
+mod read_back;
+pub use read_back::ReadModelNotes;
+use read_back::entity;
+
 /// The client's address, for `user.login` events.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
@@ -77,65 +81,6 @@ fn bad<E: std::fmt::Display>(e: E) -> async_graphql::Error {
 fn dollars(u: Usd) -> ApiResult<covenant_domain::Usd> {
     covenant_domain::Usd::new(u.0).map_err(bad)
 }
-
-/// Why some mutation answers lack their entity: collected per request and returned in the
-/// response's `extensions.readModels`, so a stored write is never reported as failed and
-/// never silently answered with null.
-#[derive(Clone, Default)]
-pub struct ReadModelNotes(Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
-
-impl ReadModelNotes {
-    fn push(&self, note: serde_json::Value) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(note);
-    }
-
-    /// The notes taken, if any.
-    pub fn take(&self) -> Vec<serde_json::Value> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-}
-
-/// Records that `r`'s entity is not in the answer, and why.
-fn note(ctx: &Context<'_>, r: &Receipt, reason: &str) {
-    if let Some(n) = ctx.data_opt::<ReadModelNotes>() {
-        let path = ctx.path_node.map(|p| p.to_string()).unwrap_or_default();
-        n.push(serde_json::json!({ "path": path, "sequence": seq(r), "reason": reason }));
-    }
-}
-
-/// The entity written by `r`, read by `read` once the projections have applied `r`, when
-/// the answer selects `field`. A write is stored once `r` exists: if the read models cannot
-/// answer in time, the entity is null and the response says why (`extensions.readModels`).
-async fn entity<T, F>(ctx: &Context<'_>, field: &str, r: &Receipt, read: F) -> Option<T>
-where
-    F: Future<Output = Result<Option<T>, sqlx::Error>>,
-{
-    if !ctx.look_ahead().field(field).exists() {
-        return None;
-    }
-    let waited = tokio::time::timeout(ENTITY_WAIT, wait_for_sequence(pool(ctx), &PROJECTIONS, r.sequence, ENTITY_WAIT));
-    let reason = match waited.await {
-        Ok(Ok(())) => match tokio::time::timeout(ENTITY_WAIT, read).await {
-            Ok(Ok(v)) => return v,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, sequence = r.sequence, "a stored write's entity could not be read");
-                UNAVAILABLE_NOTE
-            }
-            Err(_) => UNAVAILABLE_NOTE,
-        },
-        Ok(Err(WaitError::Database(e))) => {
-            tracing::warn!(error = %e, sequence = r.sequence, "a stored write's entity could not be read");
-            UNAVAILABLE_NOTE
-        }
-        Ok(Err(WaitError::Timeout { .. })) | Err(_) => PENDING_NOTE,
-    };
-    note(ctx, r, reason);
-    None
-}
-
-const UNAVAILABLE_NOTE: &str =
-    "the write is stored at this sequence; the read models are unavailable, so the entity is not in this answer";
-const PENDING_NOTE: &str = "the write is stored at this sequence; the read models had not applied it within 2 s (query with Covenant-Min-Sequence to read it)";
 
 /// A stream sequence as a decimal string (sequences outgrow GraphQL's 32-bit `Int`).
 fn seq(r: &Receipt) -> String {

@@ -167,7 +167,7 @@ impl Query {
             last_sequence: i64::try_from(last).unwrap_or(i64::MAX),
             projected_sequence: i64::try_from(projected).unwrap_or(i64::MAX),
             checkpoint_size: i64::try_from(size).unwrap_or(i64::MAX),
-            checkpoint_root: latest.as_ref().map(|l| covenant_audit::encoding::hash_to_b64(&l.root)),
+            checkpoint_root: latest.as_ref().map(|l| covenant_audit::hash_to_b64(&l.root)),
             checkpoint_at: latest.as_ref().map(|l| l.at),
             checkpoint_signers: latest.map(|l| l.signers).unwrap_or_default(),
             unsealed_tail: i64::try_from(last.saturating_sub(size)).unwrap_or(i64::MAX),
@@ -218,16 +218,19 @@ fn unavailable<E>(_: E) -> async_graphql::Error {
 /// Awaits a read-model query, recording `db_client_operation_duration_seconds{operation}`
 /// inside a client span (`name`, `SELECT <operation>`) when the request's trace is sampled.
 async fn select<T>(operation: &'static str, name: &'static str, query: impl std::future::Future<Output = T>) -> T {
-    use covenant_commands::trace::{self, KeyValue};
-    let span = trace::child(
-        || name,
-        trace::SpanKind::Client,
-        || vec![KeyValue::new("db.system.name", "postgresql"), KeyValue::new("db.operation.name", operation)],
-    );
+    let span = if covenant_telemetry::sampled() {
+        tracing::info_span!(
+            "sql",
+            otel.name = name,
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = operation,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let started = std::time::Instant::now();
-    let out = query.await;
-    // A leaf span: it ends with the query.
-    drop(span);
+    let out = tracing::Instrument::instrument(query, span).await;
     metrics::histogram!("db_client_operation_duration_seconds", "operation" => operation)
         .record(started.elapsed().as_secs_f64());
     out

@@ -3,10 +3,76 @@
 
 use std::collections::HashMap;
 
-use super::{CheckpointText, Class, ParsedCheckpoint, Verifier};
-use crate::entry::Hash;
+use serde::{Deserialize, Serialize};
+
+use super::{Class, Verifier};
+use crate::hash::Hash;
 use crate::merkle::CompactTree;
 use crate::note::{Checkpoint, NoteVerifier, SignedNote};
+
+/// A public key the auditor trusts to sign checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryKey {
+    /// The C2SP verifier key, `<name>+<hex id>+<base64 key>`.
+    pub vkey: String,
+    /// `active` or `retired` (informational: authority follows the handovers).
+    #[serde(default)]
+    pub status: String,
+}
+
+/// The key registry file (`keys.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRegistry {
+    /// The log these keys seal.
+    #[serde(default)]
+    pub origin: String,
+    /// Every sealer key, oldest first.
+    pub keys: Vec<RegistryKey>,
+}
+
+/// A checkpoint as stored, with where it was read from.
+#[derive(Debug, Clone)]
+pub struct CheckpointText {
+    /// Position in the checkpoint log (1-based), for messages.
+    pub index: u64,
+    /// The signed note.
+    pub text: String,
+}
+
+/// A checkpoint of the log as read: where, its size and root, and whether its signature
+/// is valid and authorised.
+pub(super) struct ParsedCheckpoint {
+    pub(super) index: u64,
+    pub(super) size: u64,
+    pub(super) root: Hash,
+    pub(super) signed: bool,
+}
+
+/// What the tree is compared with when it reaches `size` leaves.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target {
+    pub(super) size: u64,
+    pub(super) root: Hash,
+    pub(super) source: Source,
+}
+
+/// Where a [`Target`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The log's checkpoint at this position in the checkpoint log.
+    Checkpoint(u64),
+    /// The auditor's trusted checkpoint.
+    Trusted,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Checkpoint(index) => write!(f, "checkpoint #{index}"),
+            Self::Trusted => f.write_str("the trusted checkpoint"),
+        }
+    }
+}
 
 impl Verifier {
     pub(super) fn read_checkpoints(&mut self, checkpoints: &[CheckpointText], keys: &[NoteVerifier]) {
@@ -176,13 +242,23 @@ impl Verifier {
         }
     }
 
-    pub(super) fn check_empty_targets(&mut self) {
-        while let Some(&(size, root, what, index)) = self.targets.get(self.target_at) {
-            if size != 0 {
-                break;
-            }
+    /// The signed checkpoints and the trusted one, smallest first: the sizes at which the
+    /// tree's root is compared. Those of size 0 are compared now.
+    pub(super) fn set_targets(&mut self) {
+        let mut targets: Vec<Target> = self
+            .checkpoints
+            .iter()
+            .filter(|c| c.signed)
+            .map(|c| Target { size: c.size, root: c.root, source: Source::Checkpoint(c.index) })
+            .collect();
+        if let Some((size, root)) = self.trusted {
+            targets.push(Target { size, root, source: Source::Trusted });
+        }
+        targets.sort_by_key(|t| t.size);
+        self.targets = targets;
+        while let Some(&Target { size: 0, root, source }) = self.targets.get(self.target_at) {
             if root != CompactTree::new().root() {
-                self.finding(Class::Fork, Some(0), None, format!("{what} #{index} of size 0 has a non-empty root"));
+                self.finding(Class::Fork, Some(0), None, format!("{source} of size 0 has a non-empty root"));
             }
             self.target_at += 1;
         }

@@ -1,10 +1,12 @@
-//! Retrying leader requests while a replicated stream elects a new leader.
+//! Retrying leader requests while a replicated stream elects a new leader, and settling an
+//! append whose acknowledgement was lost.
 
 use std::time::Duration;
 
 use async_nats::connection::State;
 
 use super::EventLog;
+use crate::error::LogError;
 
 /// Retries of one leader request through a stream leader's failover: each attempt waits
 /// longer (0.75 s, 1.5 s, … up to the request timeout, so a new leader is noticed within a
@@ -43,5 +45,42 @@ impl<'a> Failover<'a> {
         self.attempt += 1;
         metrics::counter!("covenant_leader_retries_total").increment(1);
         true
+    }
+}
+
+impl EventLog {
+    /// After a lost ack: if the subject's last message is ours, the append happened (a
+    /// later write on top of it would have needed our tip). Otherwise the outcome stays
+    /// unknown: the client may still flush a buffered publish after a reconnect.
+    pub(super) async fn confirm_lost_ack(
+        &self,
+        subject: &str,
+        last_event_id: &str,
+        reason: String,
+        cause: Option<crate::error::Cause>,
+    ) -> Result<u64, LogError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout * 2;
+        loop {
+            match self.last_event(subject).await {
+                Ok(Some(e)) if e.event_id == last_event_id => return Ok(e.seq),
+                Ok(_) => return Err(LogError::Unavailable { reason, outcome_unknown: true, cause }),
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => {
+                    // The read-back's failure is the latest cause; the first is in the reason.
+                    let reason = match &cause {
+                        Some(c) => format!("{reason}: {c}"),
+                        None => reason,
+                    };
+                    let cause: crate::error::Cause = std::sync::Arc::new(e);
+                    return Err(LogError::Unavailable {
+                        reason: format!("{reason}; then reading {subject} back"),
+                        outcome_unknown: true,
+                        cause: Some(cause),
+                    });
+                }
+            }
+        }
     }
 }

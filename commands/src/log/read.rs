@@ -84,7 +84,7 @@ impl EventLog {
                     .next_by_subject(subject.to_owned())
                     .send()
                     .await
-                    .map_err(|e| LogError::unavailable(format!("reading {subject} from {from}: {e}")))?;
+                    .map_err(|e| LogError::unavailable_from(format!("reading {subject} from {from}"), e))?;
                 got.push(StoredEvent::parse(m.sequence, &m.subject, m.headers, m.payload)?);
             }
             for e in got {
@@ -140,7 +140,7 @@ impl EventLog {
             let seq = headers
                 .get("Nats-Sequence")
                 .and_then(|v| v.as_str().parse::<u64>().ok())
-                .ok_or_else(|| LogError::Server(format!("a direct-get reply on {subject} has no Nats-Sequence")))?;
+                .ok_or_else(|| LogError::server_msg(format!("a direct-get reply on {subject} has no Nats-Sequence")))?;
             let msg_subject = headers.get("Nats-Subject").map_or(subject, |v| v.as_str()).to_owned();
             out.push(StoredEvent::parse(seq, &msg_subject, headers, m.payload)?);
             if seq >= up_to || out.len() >= DIRECT_BATCH {
@@ -174,10 +174,10 @@ impl EventLog {
                 .map_err(|_| LogError::unavailable(format!("reading {filter}: no message for {deadline:?}")))?;
             let m = match next {
                 Some(Ok(m)) => m,
-                Some(Err(e)) => return Err(LogError::unavailable(format!("reading {filter}: {e}"))),
+                Some(Err(e)) => return Err(LogError::unavailable_from(format!("reading {filter}"), e)),
                 None => return Err(LogError::unavailable(format!("reading {filter}: consumer closed"))),
             };
-            let seq = m.info().map_err(|e| LogError::Server(e.to_string()))?.stream_sequence;
+            let seq = m.info().map_err(|e| LogError::server_msg(format!("reading {filter}: {e}")))?.stream_sequence;
             let headers = m.message.headers.clone().unwrap_or_default();
             each(StoredEvent::parse(seq, &m.message.subject, headers, m.message.payload.clone())?);
             if seq >= to_seq {
@@ -230,6 +230,7 @@ impl EventLog {
                 return Err(LogError::Unavailable {
                     reason: format!("reading {subject} after {after}: {reason}"),
                     outcome_unknown: true,
+                    cause: None,
                 });
             }
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use covenant_audit::encoding::hash_to_b64;
+use covenant_audit::hash_to_b64;
 use covenant_audit::note::{Checkpoint, NoteVerifier, SignedNote};
 use covenant_audit::proof::{ProofFile, consistency_proof, inclusion_proof};
 use covenant_audit::verify::{KeyRegistry, Report};
@@ -14,6 +14,11 @@ use super::sealer::{self, Sealed, Sealer};
 use super::{AuditPaths, export, source};
 use crate::connect;
 use crate::settings::Settings;
+
+mod prove;
+mod verify;
+use prove::{check_proof, sealed_leaves};
+use verify::{progress_bar, verify};
 
 /// `covenant audit` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -355,184 +360,4 @@ async fn seal_loop(sealer: &mut Sealer, interval: Duration, once: bool, key_path
             }
         }
     }
-}
-
-/// The latest checkpoint (note text, size) and the leaves it covers.
-async fn sealed_leaves(
-    js: &async_nats::jetstream::Context,
-    events: &str,
-) -> Result<(String, u64, Vec<covenant_audit::Hash>)> {
-    let cps = source::checkpoints(js, events).await?;
-    let latest = cps.last().context("no checkpoint yet: run `covenant audit seal`")?;
-    let note = SignedNote::parse(&latest.text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cp = Checkpoint::parse(&note.body).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let size = cp.size;
-    let stream = js.get_stream(events).await.context("event stream")?;
-    let mut leaves = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let mut bad = None;
-    source::scan(&stream, 1, size, true, |seq, m, _| {
-        if seq != leaves.len() as u64 + 1 {
-            bad.get_or_insert(seq);
-        }
-        leaves.push(source::leaf(&m).unwrap_or([0; 32]));
-    })
-    .await?;
-    if bad.is_some() || leaves.len() as u64 != size || covenant_audit::merkle::root(&leaves) != cp.root {
-        bail!("the stream does not match its latest checkpoint: run `covenant audit verify`");
-    }
-    Ok((latest.text.clone(), size, leaves))
-}
-
-fn check_proof(registry_path: &std::path::Path, file: &std::path::Path) -> Result<u8> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-    };
-    let proof: ProofFile = serde_json::from_str(&text).context("not a proof printed by `covenant audit prove`")?;
-    let registry = keys::load_registry(registry_path)?;
-    let checkpoint = match &proof {
-        ProofFile::Inclusion { checkpoint, .. } | ProofFile::Consistency { checkpoint, .. } => checkpoint,
-    };
-    let signed = signed_by_registry(checkpoint, &registry);
-    match (proof.check(), signed) {
-        (Ok((origin, size, root)), Some(key)) => {
-            println!(
-                "valid: proof leads to checkpoint {origin} size {size} root {} signed by {key}",
-                hash_to_b64(&root)
-            );
-            Ok(0)
-        }
-        (Ok(_), None) => {
-            println!("INVALID: the checkpoint is not signed by a key of {}", registry_path.display());
-            Ok(1)
-        }
-        (Err(e), _) => {
-            println!("INVALID: {e}");
-            Ok(1)
-        }
-    }
-}
-
-/// The name of a registry key whose signature on `note` verifies.
-fn signed_by_registry(note: &str, registry: &KeyRegistry) -> Option<String> {
-    let note = SignedNote::parse(note).ok()?;
-    registry.keys.iter().filter_map(|k| NoteVerifier::parse(&k.vkey).ok()).find_map(|v| {
-        note.signatures.iter().any(|s| s.key_id == v.id() && v.verify(&note.body, s)).then(|| v.name().to_owned())
-    })
-}
-
-async fn verify(
-    s: &Settings,
-    registry_path: &std::path::Path,
-    explicit_registry: Option<PathBuf>,
-    bundle: Option<PathBuf>,
-    trusted: Option<PathBuf>,
-    json: bool,
-    threads: usize,
-) -> Result<u8> {
-    let trusted = match trusted {
-        Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
-    };
-    let started = Instant::now();
-    let bar = if json { indicatif::ProgressBar::hidden() } else { progress_bar("verifying") };
-    let report = match &bundle {
-        Some(dir) => {
-            // An auditor's own registry (--keys) wins over the bundle's copy.
-            let registry = match &explicit_registry {
-                Some(p) => Some(keys::load_registry(p)?),
-                None => None,
-            };
-            let opts = covenant_audit::bundle::VerifyOptions { registry, trusted, threads };
-            let dir = dir.clone();
-            let b = bar.clone();
-            tokio::task::spawn_blocking(move || covenant_audit::bundle::verify_dir(&dir, &opts, |n| b.set_position(n)))
-                .await??
-        }
-        None => {
-            let registry = keys::load_registry(registry_path)?;
-            let nats = connect::nats(s).await?;
-            let js = async_nats::jetstream::new(connect::client(&nats.url).await?);
-            source::verify_stream(&js, &s.stream, &registry, trusted.as_deref(), threads, |n, total| {
-                bar.set_length(total);
-                bar.set_position(n);
-            })
-            .await?
-        }
-    };
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let rate = report.events as f64 / secs.max(1e-9);
-    if json {
-        let mut v = serde_json::to_value(&report)?;
-        v["verdict"] = verdict(&report).into();
-        v["exit_code"] = report.exit_code().into();
-        v["first_bad"] = serde_json::to_value(report.first_bad())?;
-        v["events_per_second"] = rate.round().into();
-        v["source"] = bundle
-            .as_ref()
-            .map_or_else(|| format!("stream {}", s.stream), |b| format!("bundle {}", b.display()))
-            .into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print_report(&report, bundle.as_deref(), &s.stream, rate);
-    }
-    Ok(u8::try_from(report.exit_code()).unwrap_or(1))
-}
-
-fn verdict(r: &Report) -> &'static str {
-    match r.exit_code() {
-        0 => "ok",
-        1 => "tampered",
-        _ => "warnings",
-    }
-}
-
-fn print_report(r: &Report, bundle: Option<&std::path::Path>, stream: &str, rate: f64) {
-    let source = bundle.map_or_else(|| format!("stream {stream}"), |b| format!("bundle {}", b.display()));
-    println!("audit verify: {source} ({})", r.origin);
-    println!("  events        {} (to sequence {}), {:.0} events/s", r.events, r.last_sequence, rate);
-    println!(
-        "  checkpoints   {} (sealed to {}; unsealed tail {} events){}",
-        r.checkpoints,
-        r.sealed_size,
-        r.unsealed_tail,
-        r.trusted_size.map(|t| format!("; trusted checkpoint of size {t}")).unwrap_or_default()
-    );
-    for w in &r.warnings {
-        println!("  warning       {w}");
-    }
-    if r.findings.is_empty() {
-        println!(
-            "  result        {}",
-            if r.warnings.is_empty() { "OK: nothing was altered" } else { "OK with warnings" }
-        );
-        return;
-    }
-    println!("  result        TAMPERED: {} finding(s)", r.findings.len() as u64 + r.findings_dropped);
-    if let Some(f) = r.first_bad() {
-        println!(
-            "  first bad     sequence {} {} {}: {}",
-            f.sequence.unwrap_or_default(),
-            f.subject.as_deref().unwrap_or("-"),
-            f.class.as_str(),
-            f.detail
-        );
-    }
-    for f in &r.findings {
-        let at = f.sequence.map(|s| format!("sequence {s}")).unwrap_or_else(|| "stream".into());
-        println!("  - {:<16} {at} {}: {}", f.class.as_str(), f.subject.as_deref().unwrap_or(""), f.detail);
-    }
-}
-
-fn progress_bar(what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{what} {{bar:40}} {{pos}}/{{len}} events, {{per_sec}}, ETA {{eta}}"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, kv, stream};
-use covenant_audit::encoding::{hash_from_b64, hash_to_b64};
 use covenant_audit::merkle::CompactTree;
 use covenant_audit::note::{Checkpoint, SignedNote};
+use covenant_audit::{hash_from_b64, hash_to_b64};
 use serde::{Deserialize, Serialize};
 
 use super::keys::SealerKey;

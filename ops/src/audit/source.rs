@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, consumer, stream};
 use covenant_audit::entry::{headers as h, payload_hash};
-use covenant_audit::sha::{Assembly, sha256_n};
 use covenant_audit::verify::{self, CheckpointText, KeyRegistry, Record, Report, StreamFacts, Verifier};
 use futures::StreamExt as _;
 
@@ -124,11 +123,26 @@ pub async fn verify_stream(
     if info.state.messages > 0 {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(u64, jetstream::Message)>>();
         let origin_c = origin.clone();
-        // Parsing, hashing and checking run on other threads while this one reads the
-        // next batch.
+        // With one checking thread, it parses, hashes and checks each batch itself; with
+        // more, a pool parses and hashes (`collect` keeps the order) and this thread runs
+        // the sequential checks. Either way, this task reads the next batch meanwhile.
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            Some(pool.with_context(|| format!("starting {threads} verifier threads"))?)
+        } else {
+            None
+        };
         let checker = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
             while let Some(batch) = rx.blocking_recv() {
-                verifier.push_all(&check_messages(&origin_c, &batch, threads));
+                match &pool {
+                    Some(pool) => {
+                        let checked: Vec<verify::Checked> = pool
+                            .install(|| batch.par_iter().map(|(seq, m)| check_message(&origin_c, *seq, m)).collect());
+                        verifier.push_all(&checked);
+                    }
+                    None => batch.iter().for_each(|(seq, m)| verifier.push_checked(&check_message(&origin_c, *seq, m))),
+                }
             }
             verifier
         });
@@ -169,7 +183,7 @@ fn audit_fields(m: &jetstream::Message) -> (verify::Fields<'_>, Option<covenant_
         let Some(value) = values.first() else { continue };
         let name: &str = name.as_ref();
         if name == h::AUDIT_PAYLOAD {
-            written = covenant_audit::encoding::hash_from_b64(value.as_str()).ok();
+            written = covenant_audit::hash_from_b64(value.as_str()).ok();
         } else {
             fields.set(name, value.as_str());
         }
@@ -177,57 +191,10 @@ fn audit_fields(m: &jetstream::Message) -> (verify::Fields<'_>, Option<covenant_
     (fields, written)
 }
 
-/// Checks one or two stored messages into `outs`, their hashes worked out side by side
-/// (see `covenant_audit::sha::sha256_n`).
-fn check_into<const N: usize>(
-    outs: [&mut verify::Checked; N],
-    origin: &str,
-    messages: [&(u64, jetstream::Message); N],
-    inputs: [&mut Assembly; N],
-) {
-    let mut started = [false; N];
-    let mut written = [None; N];
-    for k in 0..N {
-        let (seq, m) = messages[k];
-        let (fields, w) = audit_fields(m);
-        written[k] = w;
-        started[k] = verify::check_start(&mut *outs[k], &mut *inputs[k], origin, *seq, &m.message.subject, &fields);
-    }
-    let payloads: [covenant_audit::Hash; N] = sha256_n(messages.map(|(_, m)| &m.message.payload[..]));
-    verify::check_finish(outs, inputs, started, payloads, written);
-}
-
-/// Checks `messages` on `threads` threads, in order, two at a time on each.
-pub fn check_messages(origin: &str, messages: &[(u64, jetstream::Message)], threads: usize) -> Vec<verify::Checked> {
-    let part = |slots: &mut [verify::Checked], chunk: &[(u64, jetstream::Message)]| {
-        let (mut a, mut b) = (Assembly::default(), Assembly::default());
-        for (slot, pair) in slots.chunks_mut(2).zip(chunk.chunks(2)) {
-            match (slot, pair) {
-                ([x, y], [mx, my]) => check_into([x, y], origin, [mx, my], [&mut a, &mut b]),
-                ([x, ..], [mx]) => check_into([x], origin, [mx], [&mut a]),
-                _ => {}
-            }
-        }
-    };
-    let mut out: Vec<verify::Checked> = std::iter::repeat_with(Default::default).take(messages.len()).collect();
-    if threads <= 1 || messages.len() < 1024 {
-        part(&mut out, messages);
-        return out;
-    }
-    let per = messages.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        // This thread checks the first part itself.
-        let mut parts = out.chunks_mut(per).zip(messages.chunks(per));
-        let first = parts.next();
-        let handles: Vec<_> = parts.map(|(slots, chunk)| s.spawn(move || part(slots, chunk))).collect();
-        if let Some((slots, chunk)) = first {
-            part(slots, chunk);
-        }
-        for h in handles {
-            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        }
-    });
-    out
+/// Parses and hashes one stored message.
+fn check_message(origin: &str, seq: u64, m: &jetstream::Message) -> verify::Checked {
+    let (fields, written) = audit_fields(m);
+    verify::check_fields(origin, seq, &m.message.subject, &fields, payload_hash(&m.message.payload), written)
 }
 
 /// The `Audit-Hash` leaf of a message, if it has one.
@@ -236,5 +203,5 @@ pub fn leaf(m: &async_nats::jetstream::Message) -> Option<covenant_audit::Hash> 
         .headers
         .as_ref()
         .and_then(|hm| hm.get(h::AUDIT_HASH))
-        .and_then(|v| covenant_audit::encoding::hash_from_b64(v.as_str()).ok())
+        .and_then(|v| covenant_audit::hash_from_b64(v.as_str()).ok())
 }

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-use covenant_audit::encoding::{hash_from_b64, hash_to_b64};
 use covenant_audit::{EntryFields, Hash, entry_hash, genesis, payload_hash};
+use covenant_audit::{hash_from_b64, hash_to_b64};
 use futures::StreamExt;
 
 use crate::harness::{log_config, nats, side};

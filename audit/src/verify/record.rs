@@ -1,10 +1,11 @@
-//! The parallel side of verification: each stored event's audit headers read and its
-//! hashes worked out ([`Checked`]), on any thread, before the sequential checks.
+//! One stored event as the verifier reads it ([`Record`] owned, [`Fields`] borrowed), and
+//! [`check`]: its headers parsed and its hashes worked out, on any thread, before the
+//! verifier's sequential checks take it in stream order.
 
-use super::tables::{Subject, parse_uuid, subject_key};
-use crate::encoding::hash_from_b64;
-use crate::entry::{EntryFields, Hash, entry_input, genesis, headers as h};
-use crate::sha::{Assembly, sha256, sha256_n};
+use uuid::Uuid;
+
+use crate::entry::{EntryFields, entry_hash, genesis, headers as h};
+use crate::hash::{Hash, hash_from_b64};
 
 /// One stored event as the verifier reads it: its stream position, subject, audit headers
 /// as stored, and its payload's SHA-256 (computed from the payload, or the value an export
@@ -85,8 +86,7 @@ impl Record {
     }
 }
 
-/// The audit headers of one message, borrowed (the verifier's hot path allocates only
-/// the subject).
+/// The audit headers of one message, borrowed from where they were read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fields<'a> {
     /// `Audit-V`.
@@ -110,27 +110,23 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The slot of audit header `name` (exact name) with its position (0..9, distinct per
-    /// header, for callers that refuse repeats); `None` for any other name.
-    pub fn slot(&mut self, name: &str) -> Option<(u8, &mut Option<&'a str>)> {
-        Some(match name {
-            h::AUDIT_V => (0, &mut self.audit_v),
-            h::AUDIT_PREV => (1, &mut self.prev),
-            h::AUDIT_HASH => (2, &mut self.hash),
-            h::EVENT_ID => (3, &mut self.event_id),
-            h::EVENT_TYPE => (4, &mut self.event_type),
-            h::AGGREGATE_VERSION => (5, &mut self.version),
-            h::OCCURRED_AT => (6, &mut self.occurred_at),
-            h::ACTOR => (7, &mut self.actor),
-            h::CONTENT_TYPE => (8, &mut self.content_type),
-            _ => return None,
-        })
-    }
-
-    /// Takes `value` when `name` is an audit header, for a source that walks its headers
-    /// once rather than looking each one up; `false` for any other name.
+    /// Takes `value` when `name` is an audit header (exact name), for a source that walks
+    /// its headers once rather than looking each one up; `false` for any other name.
     pub fn set(&mut self, name: &str, value: &'a str) -> bool {
-        self.slot(name).map(|(_, slot)| *slot = Some(value)).is_some()
+        let slot = match name {
+            h::AUDIT_V => &mut self.audit_v,
+            h::AUDIT_PREV => &mut self.prev,
+            h::AUDIT_HASH => &mut self.hash,
+            h::EVENT_ID => &mut self.event_id,
+            h::EVENT_TYPE => &mut self.event_type,
+            h::AGGREGATE_VERSION => &mut self.version,
+            h::OCCURRED_AT => &mut self.occurred_at,
+            h::ACTOR => &mut self.actor,
+            h::CONTENT_TYPE => &mut self.content_type,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
     }
 }
 
@@ -151,15 +147,13 @@ impl Record {
     }
 }
 
-/// A message with its hashes worked out (the part that runs in parallel): only what the
-/// sequential checks need. The default is an empty slot for [`check_start`].
-#[derive(Debug)]
+/// A record with its headers parsed and its hashes worked out: what the sequential checks
+/// need of it.
+#[derive(Debug, Clone)]
 pub struct Checked {
     pub(super) seq: u64,
-    pub(super) subject: Subject,
-    /// The subject's key in the verifier's aggregate table.
-    pub(super) key: [u64; 2],
-    /// `h_0` of the subject, worked out here for a first event (version 1).
+    pub(super) subject: String,
+    /// `h_0` of the subject when this is a first event (version 1).
     pub(super) genesis: Option<Hash>,
     /// The parsed claims, or why they do not parse.
     pub(super) claims: Result<Claims, String>,
@@ -169,30 +163,17 @@ pub struct Checked {
     pub(super) payload_differs: bool,
 }
 
-impl Default for Checked {
-    fn default() -> Self {
-        Self {
-            seq: 0,
-            subject: Subject::default(),
-            key: [0; 2],
-            genesis: None,
-            claims: Err(String::new()),
-            content_ok: false,
-            payload_differs: false,
-        }
-    }
-}
-
+/// What an event's headers claim about its place in the chain.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Claims {
     pub(super) prev: Hash,
     pub(super) hash: Hash,
     pub(super) version: u64,
-    pub(super) event_id: u128,
+    pub(super) event_id: Uuid,
 }
 
-/// Works out a record's hashes (pure; [`Verifier::push`](super::Verifier::push) calls it, and callers with many
-/// records may call it on several threads and pass the results to [`Verifier::push_checked`](super::Verifier::push_checked)).
+/// Parses and hashes `record` (pure: callers with many records may check them on several
+/// threads and push the results in stream order).
 pub fn check(origin: &str, record: &Record) -> Checked {
     check_fields(
         origin,
@@ -204,7 +185,7 @@ pub fn check(origin: &str, record: &Record) -> Checked {
     )
 }
 
-/// [`check`] on borrowed headers: `payload_sha256` is the payload's hash, `written` the
+/// [`check`] of borrowed headers: `payload_sha256` is the payload's hash, `written` the
 /// hash stored beside it, if any.
 pub fn check_fields(
     origin: &str,
@@ -214,32 +195,8 @@ pub fn check_fields(
     payload_sha256: Hash,
     written: Option<Hash>,
 ) -> Checked {
-    let mut out = Checked::default();
-    thread_local! {
-        static INPUT: std::cell::RefCell<Assembly> = std::cell::RefCell::new(Assembly::default());
-    }
-    INPUT.with_borrow_mut(|input| {
-        let started = check_start(&mut out, input, origin, seq, subject, f);
-        check_finish([&mut out], [input], [started], [payload_sha256], [written]);
-    });
-    out
-}
-
-/// The first half of [`check_fields`], for a caller that hashes two messages side by
-/// side: fills `out` with all but the content check, and assembles into `input` the entry
-/// hash's input but its last 32 bytes (the payload's hash, which the caller may not have
-/// worked out yet). Returns whether there is an entry hash to work out (the claims parse).
-pub fn check_start(
-    out: &mut Checked,
-    input: &mut Assembly,
-    origin: &str,
-    seq: u64,
-    subject: &str,
-    f: &Fields<'_>,
-) -> bool {
     let claims = parse_claims(f);
-    input.clear();
-    let started = claims.as_ref().is_ok_and(|c| {
+    let content_ok = claims.as_ref().is_ok_and(|c| {
         let fields = EntryFields {
             origin,
             subject,
@@ -250,50 +207,18 @@ pub fn check_start(
             actor: f.actor.unwrap_or_default(),
             content_type: f.content_type.unwrap_or_default(),
         };
-        entry_input(&fields, &c.prev, input).is_ok()
+        entry_hash(&fields, &c.prev, &payload_sha256).is_ok_and(|h| h == c.hash)
     });
-    out.genesis = match &claims {
-        Ok(c) if c.version == 1 => genesis(origin, subject).ok(),
-        _ => None,
-    };
-    out.seq = seq;
-    out.key = subject_key(subject);
-    out.subject.set(subject);
-    out.claims = claims;
-    out.content_ok = false;
-    started
-}
-
-/// The second half: for messages [`check_start`] began (one or two), appends each
-/// payload's hash to its input, hashes the inputs side by side (see
-/// [`crate::sha::sha256_n`]) and sets the content check; `written` is the payload hash
-/// stored beside each, if any.
-pub fn check_finish<const N: usize>(
-    outs: [&mut Checked; N],
-    inputs: [&mut Assembly; N],
-    started: [bool; N],
-    payload_sha256: [Hash; N],
-    written: [Option<Hash>; N],
-) {
-    for k in 0..N {
-        if started[k] {
-            inputs[k].extend(&[&payload_sha256[k]]);
-        }
-    }
-    let mut computed: [Option<Hash>; N] = [None; N];
-    if started.iter().all(|s| *s) {
-        let hashes: [Hash; N] = sha256_n(std::array::from_fn(|k| inputs[k].bytes()));
-        for (c, h) in computed.iter_mut().zip(hashes) {
-            *c = Some(h);
-        }
-    } else {
-        for k in 0..N {
-            computed[k] = started[k].then(|| sha256(inputs[k].bytes()));
-        }
-    }
-    for (k, out) in outs.into_iter().enumerate() {
-        out.content_ok = matches!((&out.claims, computed[k]), (Ok(c), Some(h)) if h == c.hash);
-        out.payload_differs = written[k].is_some_and(|w| w != payload_sha256[k]);
+    Checked {
+        seq,
+        subject: subject.to_owned(),
+        genesis: match &claims {
+            Ok(c) if c.version == 1 => genesis(origin, subject).ok(),
+            _ => None,
+        },
+        claims,
+        content_ok,
+        payload_differs: written.is_some_and(|w| w != payload_sha256),
     }
 }
 
@@ -311,8 +236,12 @@ fn parse_claims(f: &Fields<'_>) -> Result<Claims, String> {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|v| *v >= 1)
         .ok_or_else(|| format!("{} is missing or not a version", h::AGGREGATE_VERSION))?;
-    let event_id =
-        f.event_id.and_then(parse_uuid).ok_or_else(|| format!("{} is missing or not a UUID", h::EVENT_ID))?;
+    // The hyphenated form only, as the appender writes it (the crate also reads others).
+    let event_id = f
+        .event_id
+        .filter(|v| v.len() == 36)
+        .and_then(|v| Uuid::try_parse(v).ok())
+        .ok_or_else(|| format!("{} is missing or not a UUID", h::EVENT_ID))?;
     for (name, v) in [
         (h::EVENT_TYPE, f.event_type),
         (h::OCCURRED_AT, f.occurred_at),

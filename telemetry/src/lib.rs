@@ -1,0 +1,122 @@
+//! Covenant's telemetry, shared by the commands, projections, API and CLI crates.
+//!
+//! - **Logs** ([`install`]): `RUST_LOG` filters (default [`DEFAULT_FILTER`]);
+//!   `COVENANT_LOG_FORMAT=json` writes one JSON object per line through `json-subscriber`:
+//!   `timestamp`, `level`, `message`, `target`, the fields of the enclosing spans (such as
+//!   `request_id`, `user_id`, `role`) and of the event (`status`, `duration_ms`), and
+//!   `trace_id`/`span_id` when traces are exported. `text` is for terminals; the default is
+//!   `text` on a terminal and `json` otherwise.
+//! - **Traces**: `tracing` spans, exported through `tracing-opentelemetry` over OTLP gRPC
+//!   when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`OTEL_SERVICE_NAME`, default `covenant`;
+//!   `COVENANT_TRACE_SAMPLE_RATIO`, default [`DEFAULT_SAMPLE_RATIO`], parent-based: a
+//!   request that arrives with a sampled `traceparent` is always traced). Requests start traces; the
+//!   spans inside one (GraphQL operation, command, send, SQL) are made only when its trace
+//!   is sampled ([`sampled`]), so an unsampled request builds no span past its own.
+//! - **Context** ([`propagation`]): W3C `traceparent`/`tracestate` through the SDK's
+//!   `TraceContextPropagator`, into and out of NATS and HTTP headers.
+
+mod logs;
+pub mod propagation;
+
+pub use logs::{DEFAULT_FILTER, LogFormat, install};
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+pub use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// What to shut down at exit (flushes the trace exporter).
+#[must_use]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the trace exporter (blocking work, run off the runtime).
+    pub async fn shutdown(self) {
+        if let Some(p) = self.provider {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+    }
+}
+
+/// The share of new traces the service samples unless `COVENANT_TRACE_SAMPLE_RATIO` says
+/// otherwise: one request in ten, which keeps telemetry's cost per request under 10%
+/// (`covenant-bench observability`); set 1 to trace every request.
+pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
+
+/// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace exporter
+/// (sampling [`DEFAULT_SAMPLE_RATIO`] of new traces unless `COVENANT_TRACE_SAMPLE_RATIO` is
+/// set). Call inside the tokio runtime.
+pub fn init() -> Telemetry {
+    let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).and_then(|endpoint| {
+        match otlp_provider(&endpoint) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("tracing disabled: cannot set up the OTLP exporter to {endpoint}: {e}");
+                None
+            }
+        }
+    });
+    install(LogFormat::from_env(), provider.clone(), std::io::stderr);
+    Telemetry { provider }
+}
+
+/// Spans made, batched and dropped (`OTEL_EXPORTER_OTLP_ENDPOINT=discard`): the
+/// observability benchmark measures the instrumentation without a collector.
+#[derive(Debug)]
+pub struct DiscardExporter;
+
+impl opentelemetry_sdk::trace::SpanExporter for DiscardExporter {
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+fn otlp_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let ratio = sample_ratio(DEFAULT_SAMPLE_RATIO);
+    if endpoint == "discard" {
+        return Ok(provider_sampling(DiscardExporter, true, ratio));
+    }
+    let exporter =
+        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.to_owned()).build()?;
+    Ok(provider_sampling(exporter, true, ratio))
+}
+
+/// `COVENANT_TRACE_SAMPLE_RATIO`, else `default`.
+fn sample_ratio(default: f64) -> f64 {
+    std::env::var("COVENANT_TRACE_SAMPLE_RATIO").ok().and_then(|r| r.trim().parse::<f64>().ok()).unwrap_or(default)
+}
+
+/// A tracer provider over `exporter` (batched, or each span at its end) for tests and
+/// tools: it samples every new trace unless `COVENANT_TRACE_SAMPLE_RATIO` says otherwise.
+pub fn provider_with<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
+    exporter: E,
+    batch: bool,
+) -> SdkTracerProvider {
+    provider_sampling(exporter, batch, sample_ratio(1.0))
+}
+
+/// A tracer provider over `exporter` with the service name, sampling `ratio` of new traces
+/// (parent-based).
+fn provider_sampling<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
+    exporter: E,
+    batch: bool,
+    ratio: f64,
+) -> SdkTracerProvider {
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "covenant".into());
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let builder = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio.clamp(0.0, 1.0)))))
+        .with_resource(resource);
+    let builder = if batch { builder.with_batch_exporter(exporter) } else { builder.with_simple_exporter(exporter) };
+    builder.build()
+}
+
+/// Whether the current span belongs to a sampled trace: the test before making a span
+/// inside a request, so that unsampled requests (and everything when traces are not
+/// exported) build none.
+pub fn sampled() -> bool {
+    let span = tracing::Span::current();
+    !span.is_none() && span.context().span().span_context().is_sampled()
+}

@@ -1,0 +1,223 @@
+//! The subscriber: log lines (JSON or text) and, when traces are exported, the
+//! `tracing-opentelemetry` layer that turns spans into OpenTelemetry spans.
+
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Subscriber;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterFn, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// The default log filter.
+pub const DEFAULT_FILTER: &str = "info,async_nats=warn,sqlx::postgres::notice=warn";
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+impl LogFormat {
+    /// From `COVENANT_LOG_FORMAT`, else JSON unless stderr is a terminal.
+    pub fn from_env() -> Self {
+        match std::env::var("COVENANT_LOG_FORMAT").as_deref() {
+            Ok("json") => Self::Json,
+            Ok("text") => Self::Text,
+            _ if std::io::IsTerminal::is_terminal(&std::io::stderr()) => Self::Text,
+            _ => Self::Json,
+        }
+    }
+}
+
+/// Installs the global subscriber (logs in `format` to `writer`, filtered by `RUST_LOG`)
+/// and, with `provider`, the layer exporting spans to it. Later calls do nothing.
+pub fn install<W>(format: LogFormat, provider: Option<SdkTracerProvider>, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"));
+    let max = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter);
+    let logs = match format {
+        LogFormat::Json => json_logs(writer).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    };
+    // Spans only, whatever the logs show: events are log lines, not span events.
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("covenant"))
+            .with_location(false)
+            .with_threads(false)
+            .with_level(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            // Nothing here reads OpenTelemetry's current context: entering a span (at every
+            // poll of an instrumented future) need not attach it.
+            .with_context_activation(false)
+            .with_filter(FilterFn::new(|m| m.is_span() && *m.level() <= tracing::Level::INFO))
+    });
+    if tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).try_init().is_ok() {
+        if let Some(p) = provider {
+            opentelemetry::global::set_tracer_provider(p);
+        }
+        // `log` records (sqlx writes one per statement) pass only where the logs show them.
+        log::set_max_level(as_log(max.unwrap_or(tracing::level_filters::LevelFilter::TRACE)));
+    }
+}
+
+/// The JSON log layer: DESIGN section 9's fields at the top level of each line.
+fn json_logs<S, W>(writer: W) -> json_subscriber::JsonLayer<S, W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    let mut layer = json_subscriber::JsonLayer::new(writer);
+    layer
+        .with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+        .with_level("level")
+        .with_target("target")
+        .with_flattened_event()
+        .with_top_level_flattened_span_list();
+    // The ids of the event's span, read once for both fields.
+    layer.add_multiple_dynamic_fields(|event, ctx, out| {
+        if let Some((trace, span)) = ctx.event_span(event).and_then(|s| ids(&s)) {
+            let _ = out.write_field("trace_id", trace);
+            let _ = out.write_field("span_id", span);
+        }
+    });
+    layer
+}
+
+/// The trace and span ids of `span`, when it is exported.
+fn ids<S>(span: &SpanRef<'_, S>) -> Option<(String, String)>
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(&span.id(), d)).and_then(|cx| {
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    })
+}
+
+/// The `log` crate's spelling of a level filter.
+fn as_log(level: tracing::level_filters::LevelFilter) -> log::LevelFilter {
+    match level.into_level() {
+        None => log::LevelFilter::Off,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    impl Buf {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().expect("buffer").clone()).expect("utf-8");
+            text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect()
+        }
+    }
+
+    /// The tests install subscribers (one scoped, one global); run one at a time, since
+    /// tracing recomputes every callsite's interest when a subscriber appears.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn json_lines_carry_the_span_fields_and_the_event() {
+        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buf = Buf::default();
+        let filter: Targets = DEFAULT_FILTER.parse().expect("filter");
+        let subscriber = tracing_subscriber::registry().with(json_logs(buf.clone()).with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("http", request_id = "r-1", user_id = tracing::field::Empty);
+            span.record("user_id", "u-9");
+            span.in_scope(|| {
+                let inner = tracing::info_span!("command", aggregate = "country");
+                inner.in_scope(|| tracing::info!(status = 200u64, duration_ms = 1.5, note = "a \"quote\"", "done"));
+            });
+            tracing::warn!("outside any span");
+        });
+        let lines = buf.lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["message"], "done");
+        assert_eq!((line["request_id"].as_str(), line["user_id"].as_str()), (Some("r-1"), Some("u-9")));
+        assert_eq!(line["aggregate"], "country");
+        assert_eq!((line["status"].as_u64(), line["duration_ms"].as_f64()), (Some(200), Some(1.5)));
+        assert_eq!(line["note"], "a \"quote\"");
+        assert_eq!(line["level"], "INFO");
+        let at = line["timestamp"].as_str().expect("timestamp");
+        assert!(at.len() == "2026-12-04T06:05:01.123456Z".len() && at.ends_with('Z'), "{at}");
+        assert!(line["target"].is_string() && line.get("trace_id").is_none(), "{line}");
+        assert!(lines[1].get("request_id").is_none(), "{}", lines[1]);
+    }
+
+    /// With traces exported, a line carries the trace and span ids of its span, which is
+    /// exported under its parent; `log` records pass at the logs' level.
+    #[test]
+    fn install_writes_json_lines_with_the_trace_id() {
+        use crate::OpenTelemetrySpanExt as _;
+        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buf = Buf::default();
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        install(LogFormat::Json, Some(crate::provider_with(exporter.clone(), false)), buf.clone());
+        let span = tracing::info_span!("http", otel.name = "HTTP GET /", otel.kind = "server", request_id = "r-2");
+        let inner_id = span.in_scope(|| {
+            assert!(crate::sampled());
+            let inner = tracing::info_span!("inner");
+            inner.in_scope(|| tracing::info!(target: "covenant_api::http", status = 200u64, "request finished"));
+            inner.context().span().span_context().span_id()
+        });
+        let trace = span.context().span().span_context().trace_id();
+        drop(span);
+        let line = buf.lines().into_iter().find(|l| l["message"] == "request finished").expect("the line");
+        assert_eq!(line["request_id"], "r-2");
+        assert_eq!(line["trace_id"].as_str(), Some(trace.to_string().as_str()));
+        assert_eq!(line["span_id"].as_str(), Some(inner_id.to_string().as_str()));
+        let spans = exporter.get_finished_spans().expect("spans");
+        let http = spans.iter().find(|s| s.name == "HTTP GET /").expect("the server span");
+        assert_eq!(http.span_kind, opentelemetry::trace::SpanKind::Server);
+        assert!(spans.iter().any(|s| s.name == "inner" && s.parent_span_id == http.span_context.span_id()));
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(log::max_level(), log::LevelFilter::Info);
+            log::debug!(target: "sqlx::query", "a statement");
+            log::info!(target: "covenant_ops::probe", "through log");
+            let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+            assert!(text.contains("through log") && !text.contains("a statement"), "{text}");
+        }
+    }
+}
