@@ -18,6 +18,9 @@ use covenant_ops::connect;
 use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 use covenant_ops::managed::postgres::PgCluster;
 
+mod worker;
+pub use worker::worker;
+
 /// Options of the observability benchmark.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ObservabilityBench {
@@ -291,116 +294,5 @@ fn print_paired(results: &[(&str, Measured)], target: f64) {
                 o * 100.0
             );
         }
-    }
-}
-
-/// The child's run: prints one JSON line of figures.
-///
-/// # Errors
-/// When a service or a request fails.
-pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
-    let on = w.telemetry == "on" || w.telemetry.split('+').any(|p| p == "metrics");
-    let metrics = on.then(covenant_ops::telemetry::install_metrics);
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
-    let cfg = LogConfig {
-        stream: format!("BENCH_OBS_{tag}"),
-        subject_prefix: format!("bench.obs{tag}"),
-        ..Default::default()
-    };
-    let side = Arc::new(CommandSide::open(connect::client(&w.nats).await?, cfg.clone()).await?);
-    let pool = connect::pool(&w.database).await?;
-    covenant_projections::migrate(&pool).await?;
-
-    // Commands: 64 in flight over every assigned country code.
-    let ctx = CommandContext::system();
-    let codes: Vec<&str> = covenant_domain::iso3166::ALPHA2.to_vec();
-    for c in &codes {
-        let cmd = CountryCommand::Register {
-            code: CountryCode::parse(c)?,
-            name: Name::parse(c)?,
-            gdp_usd: Usd::new(1_000_000)?,
-        };
-        side.countries.execute(c, cmd, &ctx).await?;
-    }
-    let per_worker = w.commands / 64;
-    let started = Instant::now();
-    try_join_all((0..64).map(|k| {
-        let side = side.clone();
-        let mine: Vec<&str> = codes.iter().copied().skip(k).step_by(64).collect();
-        tokio::spawn(async move {
-            let ctx = CommandContext::system();
-            for i in 0..per_worker {
-                let gdp = Usd::new(2_000_000 + i as u64)?;
-                side.countries.execute(mine[i % mine.len()], CountryCommand::UpdateGdp { gdp_usd: gdp }, &ctx).await?;
-            }
-            anyhow::Ok(())
-        })
-    }))
-    .await?
-    .into_iter()
-    .collect::<Result<Vec<()>>>()?;
-    let commands_per_sec = (per_worker * 64) as f64 / started.elapsed().as_secs_f64();
-
-    // GraphQL over HTTP, with the projections running.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_secs(5),
-        Duration::from_secs(6),
-    );
-    // The projections first catch up with the command phase, so the HTTP figure measures
-    // requests rather than the backlog's replay beside them.
-    let last = side.log.jetstream().get_stream(&cfg.stream).await?.info().await?.state.last_sequence;
-    covenant_projections::checkpoint::wait_for_sequence(
-        &pool,
-        &covenant_projections::checkpoint::PROJECTIONS,
-        last,
-        Duration::from_secs(120),
-    )
-    .await?;
-    let api = crate::http::api_in_process(&side, &pool, &w.nats, metrics, &stop_rx).await?;
-    // The HTTP load updates the first COUNTRIES codes, all registered above.
-    debug_assert!(codes.contains(&country(COUNTRIES - 1)));
-    let token = admin_bearer(&side, &pool, "obs@covenant.local", Duration::from_secs(60)).await?;
-    let client: HttpClient =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let opts = HttpBench { concurrency: vec![w.concurrency], seconds: w.seconds, mutations: 20 };
-    if w.barrier {
-        println!("ready");
-        let mut go = String::new();
-        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut go).await?;
-    }
-    let cpu0 = cpu_seconds().unwrap_or(0.0);
-    let f = load(&client, api.addr, w.concurrency, &opts, Some(token)).await?;
-    let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = api.task.await;
-    let requests = f.per_sec * w.seconds as f64;
-    let m = Measured {
-        commands_per_sec,
-        http_per_sec: f.per_sec,
-        http_p99_ms: f.p99.as_secs_f64() * 1e3,
-        http_cpu_us: cpu * 1e6 / requests.max(1.0),
-    };
-    println!("{}", serde_json::to_string(&m)?);
-    Ok(())
-}
-
-/// User and system CPU time of this process so far, in seconds; `None` off Linux.
-fn cpu_seconds() -> Option<f64> {
-    #[cfg(target_os = "linux")]
-    {
-        let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
-        Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
     }
 }

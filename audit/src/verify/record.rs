@@ -133,17 +133,11 @@ impl<'a> Fields<'a> {
 impl Record {
     /// The record's headers, borrowed.
     pub fn fields(&self) -> Fields<'_> {
-        Fields {
-            audit_v: self.audit_v.as_deref(),
-            prev: self.prev.as_deref(),
-            hash: self.hash.as_deref(),
-            event_id: self.event_id.as_deref(),
-            event_type: self.event_type.as_deref(),
-            version: self.version.as_deref(),
-            occurred_at: self.occurred_at.as_deref(),
-            actor: self.actor.as_deref(),
-            content_type: self.content_type.as_deref(),
+        let mut fields = Fields::default();
+        for (name, value) in self.header_pairs() {
+            fields.set(name, value);
         }
+        fields
     }
 }
 

@@ -61,17 +61,21 @@ fn key(pool: &PgPool) -> usize {
 pub(super) fn of(pool: &PgPool) -> Option<Arc<Watch>> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let mut watches = WATCHES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(w) = watches.get(&key(pool))
+        && w.alive.load(Ordering::Relaxed)
+    {
+        return Some(w.clone());
+    }
+    // A first wait on this pool, or its listener ended: forget the ended ones, start one.
     watches.retain(|_, w| w.alive.load(Ordering::Relaxed));
-    let watch = watches.entry(key(pool)).or_insert_with(|| {
-        let w = Arc::new(Watch {
-            seqs: Mutex::default(),
-            changed: tokio::sync::watch::Sender::new(0),
-            alive: AtomicBool::new(true),
-        });
-        runtime.spawn(listen(pool.clone(), w.clone()));
-        w
+    let w = Arc::new(Watch {
+        seqs: Mutex::default(),
+        changed: tokio::sync::watch::Sender::new(0),
+        alive: AtomicBool::new(true),
     });
-    Some(watch.clone())
+    runtime.spawn(listen(pool.clone(), w.clone()));
+    watches.insert(key(pool), w.clone());
+    Some(w)
 }
 
 /// Tells this process's waiters on `pool` that `name` reached `seq` (the runner, right
