@@ -9,18 +9,22 @@
 //! - **Traces**: `tracing` spans, exported through `tracing-opentelemetry` over OTLP gRPC
 //!   when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`OTEL_SERVICE_NAME`, default `covenant`;
 //!   `COVENANT_TRACE_SAMPLE_RATIO`, default [`DEFAULT_SAMPLE_RATIO`], parent-based: a
-//!   request that arrives with a sampled `traceparent` is always traced). Requests start traces; the
-//!   spans inside one (GraphQL operation, command, send, SQL) are made only when its trace
-//!   is sampled ([`sampled`]), so an unsampled request builds no span past its own.
+//!   request that arrives with a sampled `traceparent` is always traced). Requests start traces,
+//!   and the decision is taken before the request builds any span ([`sample`],
+//!   [`root_span`]): an unsampled request's span is seen by the logs only, and the spans
+//!   inside one (GraphQL operation, command, send, SQL) are made only when its trace is
+//!   sampled ([`sampled`]).
 //! - **Context** ([`propagation`]): W3C `traceparent`/`tracestate` through the SDK's
 //!   `TraceContextPropagator`, into and out of NATS and HTTP headers.
 
 mod logs;
 pub mod propagation;
+mod sampling;
 
 pub use logs::{DEFAULT_FILTER, LogFormat, install};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+pub use sampling::{root_span, sample};
 pub use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// What to shut down at exit (flushes the trace exporter).
@@ -97,8 +101,8 @@ pub fn provider_with<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
     provider_sampling(exporter, batch, sample_ratio(1.0))
 }
 
-/// A tracer provider over `exporter` with the service name, sampling `ratio` of new traces
-/// (parent-based).
+/// A tracer provider over `exporter` with the service name; [`sample`] keeps `ratio` of
+/// new traces (the provider samples every root the trace layer is shown, see `sampling`).
 fn provider_sampling<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
     exporter: E,
     batch: bool,
@@ -107,8 +111,9 @@ fn provider_sampling<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "covenant".into());
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
     let builder = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio.clamp(0.0, 1.0)))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource);
+    sampling::set_ratio(ratio);
     let builder = if batch { builder.with_batch_exporter(exporter) } else { builder.with_simple_exporter(exporter) };
     builder.build()
 }

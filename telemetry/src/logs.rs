@@ -5,7 +5,7 @@ use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{FilterFn, Targets};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
@@ -62,7 +62,7 @@ where
             // Nothing here reads OpenTelemetry's current context: entering a span (at every
             // poll of an instrumented future) need not attach it.
             .with_context_activation(false)
-            .with_filter(FilterFn::new(|m| m.is_span() && *m.level() <= tracing::Level::INFO))
+            .with_filter(crate::sampling::Exported)
     });
     if tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).try_init().is_ok() {
         if let Some(p) = provider {

@@ -109,27 +109,46 @@ pub async fn track(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let span = tracing::info_span!(
-        "http",
-        otel.name = server_span_name(&method, &route).as_ref(),
-        otel.kind = "server",
-        http.request.method = method.as_str(),
-        http.route = route.as_str(),
-        request_id = request_id.as_str(),
-        user_id = tracing::field::Empty,
-        role = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
     let headers = req.headers();
     let parent = covenant_telemetry::propagation::extract(|name| headers.get(name).and_then(|v| v.to_str().ok()));
-    if parent.span().span_context().is_valid() {
+    // Sampled or not is decided before the span is made: an unsampled request's span is
+    // seen by the logs only (see covenant_telemetry::root_span).
+    let sampled = covenant_telemetry::sample(&parent);
+    let span = covenant_telemetry::root_span(sampled, || {
+        if sampled {
+            tracing::info_span!(
+                "http",
+                otel.name = server_span_name(&method, &route).as_ref(),
+                otel.kind = "server",
+                http.request.method = method.as_str(),
+                http.route = route.as_str(),
+                request_id = request_id.as_str(),
+                user_id = tracing::field::Empty,
+                role = tracing::field::Empty,
+            )
+        } else {
+            // Only the logs see it: no OpenTelemetry names to serialise into each line.
+            tracing::info_span!(
+                "http",
+                http.request.method = method.as_str(),
+                http.route = route.as_str(),
+                request_id = request_id.as_str(),
+                user_id = tracing::field::Empty,
+                role = tracing::field::Empty,
+            )
+        }
+    });
+    if sampled && parent.span().span_context().is_valid() {
         // Before anything reads the span's context, which fixes its parent.
         let _ = span.set_parent(parent);
     }
     let response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", i64::from(status));
+    if sampled {
+        // An attribute of the exported span only: the log line has it as `status`.
+        span.set_attribute("http.response.status_code", i64::from(status));
+    }
     // The line names its span instead of entering it.
     let ms = elapsed.as_secs_f64() * 1e3;
     if status >= 500 {
