@@ -11,6 +11,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+mod request;
+
 /// The default log filter.
 pub const DEFAULT_FILTER: &str = "info,async_nats=warn,sqlx::postgres::notice=warn";
 
@@ -47,7 +49,7 @@ where
         .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"));
     let max = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter);
     let logs = match format {
-        LogFormat::Json => json_logs(writer).boxed(),
+        LogFormat::Json => request::Requests.and_then(json_logs(writer)).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
     // Spans only, whatever the logs show: events are log lines, not span events.
@@ -73,7 +75,9 @@ where
     }
 }
 
-/// The JSON log layer: DESIGN section 9's fields at the top level of each line.
+/// The JSON log layer: DESIGN section 8's fields at the top level of each line (with
+/// [`request::Requests`] before it, which keeps the request's fields for the lines of the
+/// spans inside it).
 fn json_logs<S, W>(writer: W) -> json_subscriber::JsonLayer<S, W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -85,10 +89,12 @@ where
         .with_level("level")
         .with_target("target")
         .with_flattened_event()
-        .with_top_level_flattened_span_list();
-    // The ids of the event's span, read once for both fields.
+        .with_top_level_flattened_current_span();
+    // The request's fields from above the line's own span, and the ids of that span.
     layer.add_multiple_dynamic_fields(|event, ctx, out| {
-        if let Some((trace, span)) = ctx.event_span(event).and_then(|s| ids(&s)) {
+        let Some(span) = ctx.event_span(event) else { return };
+        request::write_inherited(&span, out);
+        if let Some((trace, span)) = ids(&span) {
             let _ = out.write_field("trace_id", trace);
             let _ = out.write_field("span_id", span);
         }
@@ -161,7 +167,8 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
         let filter: Targets = DEFAULT_FILTER.parse().expect("filter");
-        let subscriber = tracing_subscriber::registry().with(json_logs(buf.clone()).with_filter(filter));
+        let subscriber =
+            tracing_subscriber::registry().with(request::Requests.and_then(json_logs(buf.clone())).with_filter(filter));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("http", request_id = "r-1", user_id = tracing::field::Empty);
             span.record("user_id", "u-9");
