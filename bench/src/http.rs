@@ -1,7 +1,9 @@
-//! `covenant-bench http`: a mixed GraphQL load over HTTP (queries of the read models and
-//! GDP-update mutations, signed in) at several concurrencies, beside a trivial axum handler
-//! served by the same process on the same machine in the same run. Runs on a temporary
-//! nats-server and PostgreSQL; rate limits are off.
+//! `covenant-bench http`: the API measured as a client sees it. The API and projections
+//! run in a process of their own ([`server`]); this process is the load generator. Reads
+//! (anonymous and signed in) and `updateGdp` mutations (selecting the country or not) at
+//! several concurrencies, each beside a baseline run from this process in the same run at
+//! the same concurrency: the read models' SQL through sqlx, the command through the
+//! CommandBus. Runs on a temporary nats-server and PostgreSQL; rate limits are off.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +22,9 @@ use covenant_ops::connect;
 use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 use covenant_ops::managed::postgres::PgCluster;
 
+mod scenarios;
+pub mod server;
+
 /// Options of the HTTP benchmark.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpBench {
@@ -29,9 +34,6 @@ pub struct HttpBench {
     /// Seconds per run.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Share of requests that are mutations (GDP updates), in percent.
-    #[arg(long, default_value_t = 20)]
-    pub mutations: u32,
 }
 
 /// Countries the load spreads over (the first assigned ISO codes).
@@ -50,66 +52,96 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// # Errors
 /// When a service cannot be started or a request fails.
 pub async fn run(opts: &HttpBench) -> Result<()> {
-    if opts.mutations > 100 {
-        bail!("--mutations is a percentage (0 to 100)");
-    }
     if opts.concurrency.contains(&0) {
         bail!("--concurrency levels must be at least 1");
     }
-    let nats = NatsServer::start_temp(SyncPolicy::Default).await?;
-    let pg = PgCluster::start_temp().await?;
-    pg.create_database("bench").await?;
-    let pool = connect::pool(&pg.url("bench")).await?;
-    covenant_projections::migrate(&pool).await?;
-    let cfg = covenant_commands::LogConfig {
-        stream: "BENCH_HTTP".into(),
-        subject_prefix: "bench.events".into(),
-        ..Default::default()
-    };
-    let side = Arc::new(covenant_commands::CommandSide::open(connect::client(&nats.url()).await?, cfg.clone()).await?);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_secs(5),
-        Duration::from_secs(6),
-    );
-    let metrics = Some(covenant_ops::telemetry::install_metrics());
-    let api = api_in_process(&side, &pool, &nats.url(), metrics, &stop_rx).await?;
-    let trivial = trivial_server().await?;
-
-    for i in 0..COUNTRIES {
-        let code = country(i);
-        let cmd = covenant_domain::CountryCommand::Register {
-            code: covenant_domain::CountryCode::parse(code)?,
-            name: covenant_domain::Name::parse(&format!("Country {code}"))?,
-            gdp_usd: covenant_domain::Usd::new(1_000_000_000)?,
-        };
-        side.countries.execute(code, cmd, &covenant_commands::CommandContext::system()).await?;
-    }
-    let token = admin_bearer(&side, &pool, "bench@covenant.local", Duration::from_secs(30)).await?;
-
+    let t = Target::start().await?;
     println!(
-        "HTTP benchmark: {} s per run, {}% mutations (updateGdp, signed in), the rest queries (countries page, \
-         covenantFund, one country); beside a trivial axum handler (GET → \"ok\") in the same process",
-        opts.seconds, opts.mutations
+        "HTTP benchmark: the API and projections in a process of their own (as `covenant serve` runs them: \
+         JSON logs at info to {}, metrics on, traces not exported, rate limits off), the clients in this one; \
+         {} s per run; reads are a countries page, the fund or one country; mutations are updateGdp over {COUNTRIES} \
+         countries, signed in. Baselines in the same run, from this process at the same concurrency: the read \
+         models' SQL through sqlx, the command through the CommandBus. One nats-server at its default sync \
+         (acknowledged once in memory, fsync every 2 min), PostgreSQL synchronous_commit on.",
+        t.server.log.display(),
+        opts.seconds,
     );
     let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    let mut table = scenarios::Table::default();
     for &c in &opts.concurrency {
-        let graphql = load(&client, api.addr, c, opts, Some(token.clone())).await?;
-        let baseline = load(&client, trivial, c, opts, None).await?;
-        println!("{}", graphql.row(&format!("covenant GraphQL  c={c}")));
-        println!("{}", baseline.row(&format!("trivial axum     c={c}")));
-        println!("  → {:.2}x the trivial handler's throughput at c={c}", graphql.per_sec / baseline.per_sec);
+        println!("c={c}");
+        for s in scenarios::Scenario::ALL {
+            let m = scenarios::measure(&t, &client, s, c, opts.seconds).await?;
+            table.add(s, c, m);
+        }
     }
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = api.task.await;
+    table.print_targets(t.server.rss());
+    t.stop().await;
     Ok(())
+}
+
+/// What the HTTP benchmarks run against: temporary services, the server process, the
+/// benchmark countries and an administrator's token.
+pub(crate) struct Target {
+    pub(crate) server: server::ServerProcess,
+    pub(crate) side: Arc<covenant_commands::CommandSide>,
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) token: Arc<str>,
+    _dir: tempfile::TempDir,
+    _pg: PgCluster,
+    _nats: NatsServer,
+}
+
+impl Target {
+    /// Starts nats-server, PostgreSQL and the server process, registers the benchmark
+    /// countries and signs an administrator in.
+    ///
+    /// # Errors
+    /// When a step fails.
+    pub(crate) async fn start() -> Result<Self> {
+        let nats = NatsServer::start_temp(SyncPolicy::Default).await?;
+        let pg = PgCluster::start_temp().await?;
+        pg.create_database("bench").await?;
+        let pool = connect::pool(&pg.url("bench")).await?;
+        covenant_projections::migrate(&pool).await?;
+        let cfg = covenant_commands::LogConfig {
+            stream: "BENCH_HTTP".into(),
+            subject_prefix: "bench.events".into(),
+            ..Default::default()
+        };
+        let side =
+            Arc::new(covenant_commands::CommandSide::open(connect::client(&nats.url()).await?, cfg.clone()).await?);
+        let dir = tempfile::Builder::new().prefix("covenant-bench-http").tempdir()?;
+        let server = server::ServerProcess::start(
+            dir.path(),
+            &server::HttpServer {
+                nats: nats.url(),
+                database: pg.url("bench"),
+                stream: cfg.stream.clone(),
+                subject_prefix: cfg.subject_prefix.clone(),
+            },
+        )
+        .await?;
+        for i in 0..COUNTRIES {
+            let code = country(i);
+            let cmd = covenant_domain::CountryCommand::Register {
+                code: covenant_domain::CountryCode::parse(code)?,
+                name: covenant_domain::Name::parse(&format!("Country {code}"))?,
+                gdp_usd: covenant_domain::Usd::new(1_000_000_000)?,
+            };
+            side.countries.execute(code, cmd, &covenant_commands::CommandContext::system()).await?;
+        }
+        let token = admin_bearer(&side, &pool, "bench@covenant.local", Duration::from_secs(30)).await?;
+        Ok(Self { server, side, pool, token, _dir: dir, _pg: pg, _nats: nats })
+    }
+
+    /// Stops the server process and closes this process's connections (the services stop
+    /// when dropped).
+    pub(crate) async fn stop(self) {
+        let Target { server, pool, _dir, _pg, _nats, .. } = self;
+        server.stop().await;
+        pool.close().await;
+    }
 }
 
 /// Registers administrator `email`, waits (at most `wait`) until the projections hold it,
@@ -160,18 +192,8 @@ pub(crate) async fn api_in_process(
     covenant_ops::http::serve("127.0.0.1:0".parse()?, state, stop.clone()).await
 }
 
-/// A trivial axum server (the baseline): `GET /` answers `ok`.
-async fn trivial_server() -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(addr)
-}
-
-/// `c` clients for `opts.seconds`: GraphQL requests when `token` is given, else `GET /`.
+/// `c` clients for `seconds`: signed-in GraphQL requests, `mutations` percent of them
+/// `updateGdp`, the rest reads, when `token` is given; else `GET /`.
 ///
 /// # Errors
 /// A failed request.
@@ -179,16 +201,16 @@ pub async fn load(
     client: &HttpClient,
     addr: SocketAddr,
     c: usize,
-    opts: &HttpBench,
+    seconds: u64,
+    mutations: u32,
     token: Option<Arc<str>>,
 ) -> Result<Figures> {
-    let deadline = Instant::now() + Duration::from_secs(opts.seconds);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut workers = Vec::with_capacity(c);
     for _ in 0..c {
         let client = client.clone();
         let token = token.clone();
-        let mutations = opts.mutations;
         workers.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut n = 0u64;
@@ -222,16 +244,12 @@ pub async fn load(
 
 fn graphql_request(addr: SocketAddr, token: &str, mutations: u32) -> Result<hyper::Request<Full<Bytes>>> {
     let mut rng = rand::rng();
-    let code = country(rng.random_range(0..COUNTRIES));
     let query = if rng.random_range(0..100) < mutations {
+        let code = country(rng.random_range(0..COUNTRIES));
         let gdp = rng.random_range(1_000_000_000u64..2_000_000_000);
         format!(r#"mutation {{ updateGdp(code: "{code}", gdpUsd: "{gdp}") {{ sequence }} }}"#)
     } else {
-        match rng.random_range(0..3) {
-            0 => "{ countries(first: 20) { nodes { code name gdpUsd } totalCount } }".to_owned(),
-            1 => "{ covenantFund { totalUsd countries projects users asOfSequence } }".to_owned(),
-            _ => format!(r#"{{ country(code: "{code}") {{ name gdpUsd version }} }}"#),
-        }
+        read_query(&mut rng)
     };
     let body = serde_json::json!({ "query": query }).to_string();
     Ok(hyper::Request::post(format!("http://{addr}/api/graphql"))
@@ -239,4 +257,13 @@ fn graphql_request(addr: SocketAddr, token: &str, mutations: u32) -> Result<hype
         .header("accept", "application/graphql-response+json")
         .header("authorization", token)
         .body(Full::new(Bytes::from(body)))?)
+}
+
+/// One of the benchmark's reads: a countries page, the fund, or one country.
+pub(crate) fn read_query(rng: &mut impl rand::Rng) -> String {
+    match rng.random_range(0..3) {
+        0 => "{ countries(first: 20) { nodes { code name gdpUsd } totalCount } }".to_owned(),
+        1 => "{ covenantFund { totalUsd countries projects users asOfSequence } }".to_owned(),
+        _ => format!(r#"{{ country(code: "{}") {{ name gdpUsd version }} }}"#, country(rng.random_range(0..COUNTRIES))),
+    }
 }

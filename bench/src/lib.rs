@@ -7,6 +7,7 @@ pub mod commands;
 pub mod http;
 pub mod observability;
 pub mod projections;
+pub mod soak;
 
 use std::time::Duration;
 

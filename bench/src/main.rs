@@ -27,9 +27,17 @@ enum Bench {
     /// Projection events/s over a large stream beside a raw PostgreSQL bulk insert, and
     /// the wall time of a full rebuild.
     Projections(covenant_bench::projections::ProjectionsBench),
-    /// Mixed GraphQL queries and mutations over HTTP at several concurrencies, beside a
-    /// trivial axum handler in the same run.
+    /// GraphQL reads (anonymous, signed in) and mutations (selecting the entity or not)
+    /// against the API in a process of its own at several concurrencies, beside the same SQL
+    /// through sqlx and the same command through the CommandBus in the same run; the
+    /// server's memory at the end.
     Http(covenant_bench::http::HttpBench),
+    /// Minutes of mixed GraphQL load against the API in a process of its own, sampling its
+    /// memory: flat after warm-up and under 256 MiB.
+    Soak(covenant_bench::soak::SoakBench),
+    /// The API and projections for `http` and `soak` (internal).
+    #[command(hide = true)]
+    HttpServer(covenant_bench::http::server::HttpServer),
     /// Audit verification events/s (stream, beside a raw ordered-consumer read; bundle,
     /// per core and on every core) and the sealer's first checkpoint.
     Audit(covenant_bench::audit::AuditBench),
@@ -66,6 +74,8 @@ async fn run(cli: Cli) -> Result<()> {
         Bench::Commands { opts, nats_url } => covenant_bench::commands::run(&opts, nats_url.as_deref()).await,
         Bench::Projections(opts) => covenant_bench::projections::run(&opts).await,
         Bench::Http(opts) => covenant_bench::http::run(&opts).await,
+        Bench::Soak(opts) => covenant_bench::soak::run(&opts).await,
+        Bench::HttpServer(s) => covenant_bench::http::server::serve(&s).await,
         Bench::Audit(opts) => covenant_bench::audit::run(&opts).await,
         Bench::Observability(opts) => covenant_bench::observability::run(&opts).await,
         Bench::ObservabilityWorker(w) => covenant_bench::observability::worker(&w).await,

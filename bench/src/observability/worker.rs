@@ -76,14 +76,13 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     let token = admin_bearer(&side, &pool, "obs@covenant.local", Duration::from_secs(60)).await?;
     let client: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let opts = HttpBench { concurrency: vec![w.concurrency], seconds: w.seconds, mutations: 20 };
     if w.barrier {
         println!("ready");
         let mut go = String::new();
         tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut go).await?;
     }
     let cpu0 = cpu_seconds().unwrap_or(0.0);
-    let f = load(&client, api.addr, w.concurrency, &opts, Some(token)).await?;
+    let f = load(&client, api.addr, w.concurrency, w.seconds, 20, Some(token)).await?;
     let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
     let _ = stop_tx.send(true);
     for t in tasks {
