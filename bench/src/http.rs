@@ -170,6 +170,24 @@ pub async fn admin_bearer(
     Ok(format!("Bearer {token}").into())
 }
 
+/// The projections as `covenant serve` runs them (monitor every 5 s, lease 6 s), until
+/// `stop` turns true.
+pub(crate) fn projections(
+    side: &covenant_commands::CommandSide,
+    pool: &sqlx::PgPool,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let stream = &side.log.config().stream;
+    covenant_ops::projections::spawn(
+        side.log.jetstream(),
+        stream,
+        pool,
+        stop,
+        Duration::from_secs(5),
+        Duration::from_secs(6),
+    )
+}
+
 /// The API as `covenant serve` runs it (rate limits off), in this process on a free port,
 /// following the stream's users and keys.
 pub(crate) async fn api_in_process(

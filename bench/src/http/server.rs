@@ -41,14 +41,7 @@ pub async fn serve(s: &HttpServer) -> Result<()> {
     let side = Arc::new(covenant_commands::CommandSide::open(connect::client(&s.nats).await?, cfg.clone()).await?);
     let pool = connect::pool(&s.database).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_secs(5),
-        Duration::from_secs(6),
-    );
+    let tasks = super::projections(&side, &pool, &stop_rx);
     let api = super::api_in_process(&side, &pool, &s.nats, metrics, &stop_rx).await?;
     println!("listening {}", api.addr);
     let mut line = String::new();

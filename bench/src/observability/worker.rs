@@ -52,14 +52,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
 
     // GraphQL over HTTP, with the projections running.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = covenant_ops::projections::spawn(
-        side.log.jetstream(),
-        &cfg.stream,
-        &pool,
-        &stop_rx,
-        Duration::from_secs(5),
-        Duration::from_secs(6),
-    );
+    let tasks = crate::http::projections(&side, &pool, &stop_rx);
     // The projections first catch up with the command phase, so the HTTP figure measures
     // requests rather than the backlog's replay beside them.
     let last = side.log.jetstream().get_stream(&cfg.stream).await?.info().await?.state.last_sequence;
