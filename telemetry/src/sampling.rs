@@ -36,10 +36,6 @@ pub(crate) fn set_ratio(ratio: f64) {
 /// context) when it is valid, else the SDK's `TraceIdRatioBased` sampler at
 /// `COVENANT_TRACE_SAMPLE_RATIO` over a fresh trace id. False when traces are not exported.
 pub fn sample(parent: &opentelemetry::Context) -> bool {
-    let remote = parent.span().span_context().clone();
-    if remote.is_valid() {
-        return remote.is_sampled();
-    }
     sample_at(parent, f64::from_bits(RATIO.load(Ordering::Relaxed)))
 }
 

@@ -115,32 +115,26 @@ pub async fn track(req: Request, next: Next) -> Response {
     // seen by the logs only (see covenant_telemetry::root_span).
     let sampled = covenant_telemetry::sample(&parent);
     let span = covenant_telemetry::root_span(sampled, || {
-        if sampled {
-            tracing::info_span!(
-                "http",
-                otel.name = server_span_name(&method, &route).as_ref(),
-                otel.kind = "server",
-                http.request.method = method.as_str(),
-                http.route = route.as_str(),
-                request_id = request_id.as_str(),
-                user_id = tracing::field::Empty,
-                role = tracing::field::Empty,
-            )
-        } else {
-            // Only the logs see it: no OpenTelemetry names to serialise into each line.
-            tracing::info_span!(
-                "http",
-                http.request.method = method.as_str(),
-                http.route = route.as_str(),
-                request_id = request_id.as_str(),
-                user_id = tracing::field::Empty,
-                role = tracing::field::Empty,
-            )
-        }
+        tracing::info_span!(
+            "http",
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            http.request.method = method.as_str(),
+            http.route = route.as_str(),
+            request_id = request_id.as_str(),
+            user_id = tracing::field::Empty,
+            role = tracing::field::Empty,
+        )
     });
-    if sampled && parent.span().span_context().is_valid() {
-        // Before anything reads the span's context, which fixes its parent.
-        let _ = span.set_parent(parent);
+    if sampled {
+        // The OpenTelemetry names, for the exported span only: an unsampled request's log
+        // lines need not carry them.
+        span.record("otel.name", server_span_name(&method, &route).as_ref());
+        span.record("otel.kind", "server");
+        if parent.span().span_context().is_valid() {
+            // Before anything reads the span's context, which fixes its parent.
+            let _ = span.set_parent(parent);
+        }
     }
     let response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
