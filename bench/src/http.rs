@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 
-use crate::{Figures, histogram};
+use crate::Figures;
 use covenant_ops::connect;
 use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 use covenant_ops::managed::postgres::PgCluster;
@@ -211,7 +211,7 @@ pub(crate) async fn api_in_process(
 }
 
 /// `c` clients for `seconds`: signed-in GraphQL requests, `mutations` percent of them
-/// `updateGdp`, the rest reads, when `token` is given; else `GET /`.
+/// `updateGdp`, the rest reads.
 ///
 /// # Errors
 /// A failed request.
@@ -221,60 +221,63 @@ pub async fn load(
     c: usize,
     seconds: u64,
     mutations: u32,
-    token: Option<Arc<str>>,
+    token: Arc<str>,
 ) -> Result<Figures> {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut workers = Vec::with_capacity(c);
-    for _ in 0..c {
-        let client = client.clone();
-        let token = token.clone();
-        workers.push(tokio::spawn(async move {
-            let mut h = histogram();
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let req = match &token {
-                    Some(t) => graphql_request(addr, t, mutations)?,
-                    None => hyper::Request::get(format!("http://{addr}/")).body(Full::new(Bytes::new()))?,
-                };
-                let t0 = Instant::now();
-                let resp = client.request(req).await?;
-                let status = resp.status();
-                let body = resp.into_body().collect().await?.to_bytes();
-                if !status.is_success() || body.starts_with(b"{\"errors\"") {
-                    bail!("request failed: {status} {}", String::from_utf8_lossy(&body));
-                }
-                h.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX).max(1))?;
-                n += 1;
-            }
-            Ok::<_, anyhow::Error>((n, h))
-        }));
-    }
-    let mut total = 0;
-    let mut h = histogram();
-    for w in workers {
-        let (n, wh) = w.await??;
-        total += n;
-        h.add(wh)?;
-    }
-    Ok(Figures::new(total, started.elapsed(), &h))
+    let client = client.clone();
+    let measured = scenarios::drive(c, seconds, move || {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let query = if rand::rng().random_range(0..100) < mutations {
+                update_query("sequence")
+            } else {
+                read_query(&mut rand::rng())
+            };
+            post_graphql(&client, addr, Some(&token), &query).await.map(|_| true)
+        }
+    })
+    .await?;
+    Ok(measured.figures)
 }
 
-fn graphql_request(addr: SocketAddr, token: &str, mutations: u32) -> Result<hyper::Request<Full<Bytes>>> {
-    let mut rng = rand::rng();
-    let query = if rng.random_range(0..100) < mutations {
-        let code = country(rng.random_range(0..COUNTRIES));
-        let gdp = rng.random_range(1_000_000_000u64..2_000_000_000);
-        format!(r#"mutation {{ updateGdp(code: "{code}", gdpUsd: "{gdp}") {{ sequence }} }}"#)
-    } else {
-        read_query(&mut rng)
-    };
-    let body = serde_json::json!({ "query": query }).to_string();
-    Ok(hyper::Request::post(format!("http://{addr}/api/graphql"))
+/// POSTs `query` to the API (with `token` as its `Authorization` header, if any) and
+/// returns the answer's body.
+///
+/// # Errors
+/// A failed request: an answer other than 2xx, or a GraphQL response that is only
+/// `errors` (the request did not run).
+pub(crate) async fn post_graphql(
+    client: &HttpClient,
+    addr: SocketAddr,
+    token: Option<&str>,
+    query: &str,
+) -> Result<String> {
+    let mut req = hyper::Request::post(format!("http://{addr}/api/graphql"))
         .header("content-type", "application/json")
-        .header("accept", "application/graphql-response+json")
-        .header("authorization", token)
-        .body(Full::new(Bytes::from(body)))?)
+        .header("accept", "application/graphql-response+json");
+    if let Some(t) = token {
+        req = req.header("authorization", t);
+    }
+    let body = serde_json::json!({ "query": query }).to_string();
+    let resp = client.request(req.body(Full::new(Bytes::from(body)))?).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() || text.starts_with("{\"errors\"") {
+        bail!("request failed: {status} {text}");
+    }
+    Ok(text)
+}
+
+/// `updateGdp` of a random benchmark country to a new figure, selecting `selection`.
+pub(crate) fn update_query(selection: &str) -> String {
+    let (code, gdp) = gdp_update();
+    format!(r#"mutation {{ updateGdp(code: "{code}", gdpUsd: "{gdp}") {{ {selection} }} }}"#)
+}
+
+/// A new GDP figure for a random benchmark country.
+pub(crate) fn gdp_update() -> (&'static str, u64) {
+    let mut rng = rand::rng();
+    (country(rng.random_range(0..COUNTRIES)), rng.random_range(1_000_000_000u64..2_000_000_000))
 }
 
 /// One of the benchmark's reads: a countries page, the fund, or one country.

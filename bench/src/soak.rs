@@ -58,7 +58,7 @@ pub async fn run(o: &SoakBench) -> Result<()> {
     let mut after_warmup = Vec::new();
     while started.elapsed() < end {
         let seconds = o.interval.min((end - started.elapsed()).as_secs().max(1));
-        let f = load(&client, t.server.addr, o.concurrency, seconds, o.mutations, Some(t.token.clone())).await?;
+        let f = load(&client, t.server.addr, o.concurrency, seconds, o.mutations, t.token.clone()).await?;
         let Some(rss) = t.server.rss() else { bail!("the server's memory cannot be read here (not Linux)") };
         let at = started.elapsed();
         let phase = if at <= warm { "warm-up" } else { "" };

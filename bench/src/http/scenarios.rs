@@ -7,12 +7,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use anyhow::Result;
 use rand::Rng as _;
 
-use super::{COUNTRIES, HttpClient, Target, country, read_query};
+use super::{COUNTRIES, HttpClient, Target, country, gdp_update, post_graphql, read_query, update_query};
 use crate::{Figures, histogram};
 use covenant_projections::views;
 
@@ -59,7 +57,7 @@ impl Scenario {
 /// One run's figures.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Measured {
-    figures: Figures,
+    pub(super) figures: Figures,
     /// Operations answered without their whole result: a conflict after the bus's retries,
     /// or a mutation's country null because the read models did not show it in time.
     partial: u64,
@@ -107,7 +105,7 @@ pub(crate) async fn measure(
 
 /// `c` clients repeating `op` until `seconds` have passed; `op` answers whether the
 /// operation was answered in full.
-async fn drive<F, Fut>(c: usize, seconds: u64, op: F) -> Result<Measured>
+pub(super) async fn drive<F, Fut>(c: usize, seconds: u64, op: F) -> Result<Measured>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<bool>> + Send + 'static,
@@ -142,42 +140,15 @@ where
     Ok(Measured { figures: Figures::new(total, started.elapsed(), &h), partial })
 }
 
-/// A new GDP figure for a random benchmark country.
-fn gdp_update() -> (&'static str, u64) {
-    let mut rng = rand::rng();
-    (country(rng.random_range(0..COUNTRIES)), rng.random_range(1_000_000_000u64..2_000_000_000))
-}
-
 async fn http_once(client: &HttpClient, addr: SocketAddr, token: Option<&str>, scenario: Scenario) -> Result<bool> {
     let query = match scenario {
-        Scenario::MutationBare => {
-            let (code, gdp) = gdp_update();
-            format!(r#"mutation {{ updateGdp(code: "{code}", gdpUsd: "{gdp}") {{ sequence }} }}"#)
-        }
-        Scenario::MutationEntity => {
-            let (code, gdp) = gdp_update();
-            format!(
-                r#"mutation {{ updateGdp(code: "{code}", gdpUsd: "{gdp}") {{ sequence country {{ gdpUsd version }} }} }}"#
-            )
-        }
+        Scenario::MutationBare => update_query("sequence"),
+        Scenario::MutationEntity => update_query("sequence country { gdpUsd version }"),
         _ => read_query(&mut rand::rng()),
     };
-    let mut req = hyper::Request::post(format!("http://{addr}/api/graphql"))
-        .header("content-type", "application/json")
-        .header("accept", "application/graphql-response+json");
-    if let Some(t) = token {
-        req = req.header("authorization", t);
-    }
-    let body = serde_json::json!({ "query": query }).to_string();
-    let resp = client.request(req.body(Full::new(Bytes::from(body)))?).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    if status.is_success() && text.contains("\"CONFLICT\"") {
+    let text = post_graphql(client, addr, token, &query).await?;
+    if text.contains("\"CONFLICT\"") {
         return Ok(false);
-    }
-    if !status.is_success() || body.starts_with(b"{\"errors\"") {
-        bail!("request failed: {status} {text}");
     }
     Ok(!(scenario == Scenario::MutationEntity && text.contains("\"country\":null")))
 }

@@ -75,7 +75,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut go).await?;
     }
     let cpu0 = cpu_seconds().unwrap_or(0.0);
-    let f = load(&client, api.addr, w.concurrency, w.seconds, 20, Some(token)).await?;
+    let f = load(&client, api.addr, w.concurrency, w.seconds, 20, token).await?;
     let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
     let _ = stop_tx.send(true);
     for t in tasks {
