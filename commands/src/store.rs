@@ -126,7 +126,13 @@ impl<A: CovenantAggregate> JetStreamStore<A> {
         let subject = self.subject(id);
         let origin = self.log.origin().to_owned();
         let snapshot = match &self.snapshots {
-            Some(s) => s.get::<A>(&Self::snapshot_key(id)).await?,
+            // A cache: when its bucket cannot be read (its stream between leaders, or
+            // gone), the load folds the full history, which reads through the log's
+            // failover, rather than failing the command.
+            Some(s) => s.get::<A>(&Self::snapshot_key(id)).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, aggregate = A::TYPE, id, "snapshot not read; loading the full history");
+                None
+            }),
             None => None,
         };
         let (mut aggregate, mut tip) = match snapshot {

@@ -37,7 +37,7 @@ async fn a_long_aggregate_loads_from_its_snapshot_to_the_same_state() {
     );
     let full = JetStreamStore::<Country>::new(s.log.clone(), 4).load("BR").await.expect("full fold");
     let from_snapshot = JetStreamStore::<Country>::new(s.log.clone(), 4)
-        .with_snapshots(snapshots)
+        .with_snapshots(snapshots.clone())
         .load("BR")
         .await
         .expect("snapshot + tail");
@@ -45,4 +45,16 @@ async fn a_long_aggregate_loads_from_its_snapshot_to_the_same_state() {
     assert_eq!(full.aggregate, from_snapshot.aggregate);
     assert_eq!(from_snapshot.aggregate.gdp_usd(), usd(777));
     assert_eq!(from_snapshot.tip.version, 252);
+
+    // Snapshots are a cache: when their bucket cannot be read (deleted here; between
+    // leaders in a failover), a load folds the full history instead of failing.
+    let bucket = format!("{}_SNAPSHOTS", s.log.config().stream);
+    s.log.jetstream().delete_key_value(&bucket).await.expect("deleting the snapshot bucket");
+    let without = JetStreamStore::<Country>::new(s.log.clone(), 4)
+        .with_snapshots(snapshots)
+        .load("BR")
+        .await
+        .expect("the full history when the snapshot cannot be read");
+    assert_eq!(without.tip, full.tip);
+    assert_eq!(without.aggregate, full.aggregate);
 }
