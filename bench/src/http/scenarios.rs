@@ -251,7 +251,11 @@ impl Table {
             .filter(|((s, c), _)| matches!(s, Scenario::ReadAnonymous | Scenario::ReadSignedIn) && *c <= 32)
             .map(|((s, c), m)| (m.figures.p99, *s, *c))
             .max();
-        if let Some((p99, s, c)) = worst {
+        let reads_at_32 = self.get(Scenario::ReadAnonymous, 32).is_some();
+        if !reads_at_32 {
+            // p99 grows with concurrency: a verdict "up to c=32" needs c=32 itself.
+            println!("  read p99 up to c=32: not measured (add 32 to --concurrency)");
+        } else if let Some((p99, s, c)) = worst {
             println!(
                 "  read p99 up to c=32: worst {:.2} ms ({}, c={c}) <= 10 ms   {}",
                 ms(p99),
