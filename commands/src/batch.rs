@@ -5,8 +5,10 @@
 //! the first message is a request (the server answers once it has opened the batch), the
 //! middle ones are plain publishes, and the commit is a request answered with the ack.
 //!
-//! Only the first message may carry `Nats-Expected-Last-Subject-Sequence`; a stale
-//! expectation is reported at the commit. `Nats-Msg-Id` is refused inside a batch.
+//! A batch may span subjects, and each message may carry its own
+//! `Nats-Expected-Last-Subject-Sequence` (nats-server 2.15 checks each; two expectations on
+//! one subject inside a batch are refused). A stale expectation is reported at the commit.
+//! `Nats-Msg-Id` is refused inside a batch.
 
 use std::time::Duration;
 
@@ -39,29 +41,71 @@ pub async fn publish_atomic(
     messages: Vec<(HeaderMap, Bytes)>,
     timeout: Duration,
 ) -> Result<PublishAck, LogError> {
+    let messages = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (headers, payload))| Outgoing {
+            subject: subject.to_owned(),
+            expected: (i == 0).then_some(expected_last_seq),
+            headers,
+            payload,
+        })
+        .collect();
+    publish_atomic_to(client, messages, timeout).await.map_err(|e| match e {
+        // One subject: the stale expectation was ours.
+        LogError::Conflict { .. } => LogError::Conflict { subject: subject.to_owned(), expected: expected_last_seq },
+        e => e,
+    })
+}
+
+/// One message of an atomic batch.
+pub struct Outgoing {
+    /// Its subject (a batch may span the stream's subjects).
+    pub subject: String,
+    /// The last sequence its subject must have (`Nats-Expected-Last-Subject-Sequence`).
+    pub expected: Option<u64>,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its payload.
+    pub payload: Bytes,
+}
+
+/// Publishes `messages` as one atomic batch (the server checks every message's
+/// expectation; one stale expectation refuses the whole batch). Returns the commit's ack.
+///
+/// # Errors
+/// As [`publish_atomic`]; a [`LogError::Conflict`] names the first message's subject,
+/// since the server does not say which expectation was stale.
+pub async fn publish_atomic_to(
+    client: &async_nats::Client,
+    messages: Vec<Outgoing>,
+    timeout: Duration,
+) -> Result<PublishAck, LogError> {
     let n = messages.len();
     if n == 0 || n > MAX_BATCH {
         return Err(LogError::Invalid(format!("an atomic batch holds 1 to {MAX_BATCH} messages, not {n}")));
     }
+    let first_subject = messages[0].subject.clone();
+    let first_expected = messages[0].expected.unwrap_or(0);
     let batch_id = uuid::Uuid::new_v4().simple().to_string();
-    for (i, (mut headers, payload)) in messages.into_iter().enumerate() {
+    for (i, Outgoing { subject, expected, mut headers, payload }) in messages.into_iter().enumerate() {
         let seq = i + 1;
         headers.insert(NATS_BATCH_ID, batch_id.as_str());
         headers.insert(NATS_BATCH_SEQUENCE, seq.to_string().as_str());
-        if seq == 1 {
-            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected_last_seq.to_string().as_str());
+        if let Some(expected) = expected {
+            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
         }
         if seq == n {
             headers.insert(NATS_BATCH_COMMIT, "1");
-            let reply = request(client, subject, headers, payload, timeout, true).await?;
-            return parse_commit(subject, expected_last_seq, &reply);
+            let reply = request(client, &subject, headers, payload, timeout, true).await?;
+            return parse_commit(&first_subject, first_expected, &reply);
         }
         if seq == 1 {
-            let reply = request(client, subject, headers, payload, timeout, false).await?;
-            check_flow_reply(subject, expected_last_seq, &reply)?;
+            let reply = request(client, &subject, headers, payload, timeout, false).await?;
+            check_flow_reply(&first_subject, first_expected, &reply)?;
         } else {
             client
-                .publish_with_headers(subject.to_owned(), headers, payload)
+                .publish_with_headers(subject, headers, payload)
                 .await
                 .map_err(|e| LogError::unavailable_from("batch publish", e))?;
         }

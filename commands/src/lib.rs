@@ -32,7 +32,7 @@ use std::sync::Arc;
 use covenant_domain::{Country, Project, Security, User};
 
 pub use bus::{CommandBus, CommandContext};
-pub use config::LogConfig;
+pub use config::{DEFAULT_GROUP_COMMIT, LogConfig};
 pub use error::{CommandError, LogError};
 pub use idempotency::Receipt;
 pub use log::EventLog;

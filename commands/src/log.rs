@@ -22,9 +22,11 @@ use crate::error::LogError;
 use crate::record::{ChainTip, NewEvent, chain_headers};
 
 mod failover;
+mod group;
 mod read;
 
 use failover::Failover;
+use group::{Group, Turn};
 
 /// Most messages one batched direct get returns (the server's own cap is 1,000).
 pub const DIRECT_BATCH: usize = 256;
@@ -54,6 +56,8 @@ pub struct EventLog {
     stream: Stream,
     cfg: LogConfig,
     origin: String,
+    /// Group commit (`None` when [`LogConfig::group_commit`] is 0).
+    group: Option<Group>,
 }
 
 /// The stream's info once it has a leader. A replicated stream that was just created (or
@@ -108,7 +112,8 @@ impl EventLog {
             return Err(LogError::Misconfigured { stream: cfg.stream.clone(), problems });
         }
         let origin = cfg.origin();
-        Ok(Self { client, js, stream, cfg, origin })
+        let group = (cfg.group_commit > 0).then(|| Group::start(client.clone(), cfg.group_commit, cfg.request_timeout));
+        Ok(Self { client, js, stream, cfg, origin, group })
     }
 
     /// The configuration this log was opened with.
@@ -124,6 +129,12 @@ impl EventLog {
     /// The JetStream context (for read-side tools and tests).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// Group commit so far: appends stored in batches of two or more, and batches the
+    /// server refused as a whole (their appends went again alone). Zeros when it is off.
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        self.group.as_ref().map_or((0, 0), Group::counts)
     }
 
     /// The stream handle.
@@ -202,16 +213,15 @@ impl EventLog {
         let event_ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
         let last_id = event_ids.last().map(uuid::Uuid::to_string).unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = if messages.len() == 1 {
-            // A retry rebuilds the headers (pure) rather than every publish cloning them.
-            let rebuild = || {
-                chain_headers(&self.origin, subject, tip, events, extra)
-                    .map(|mut v| v.pop().map(|(hm, _)| hm).unwrap_or_default())
-            };
-            let first = messages.into_iter().next().expect("one message");
-            self.publish_one(subject, tip.last_seq, first, rebuild, &last_id).await
-        } else {
-            self.publish_batch(subject, tip.last_seq, messages).await
+        let result = match &self.group {
+            Some(group) => match group.submit(subject, tip.last_seq, messages).await {
+                Turn::Stored(seq) => Ok(seq),
+                Turn::Unknown(e) => Err(e),
+                Turn::Alone(messages, _permit) => {
+                    self.publish_alone(subject, tip, events, extra, messages, &last_id).await
+                }
+            },
+            None => self.publish_alone(subject, tip, events, extra, messages, &last_id).await,
         };
         let last_seq = match result {
             Ok(seq) => seq,
@@ -229,6 +239,29 @@ impl EventLog {
             tip: ChainTip { last_seq, version: tip.version + n, hash: last_hash },
             event_ids,
         })
+    }
+
+    /// Publishes one append on its own: one message with `Nats-Msg-Id`, or one atomic batch.
+    async fn publish_alone(
+        &self,
+        subject: &str,
+        tip: &ChainTip,
+        events: &[NewEvent],
+        extra: &[(String, String)],
+        messages: Vec<(HeaderMap, Bytes)>,
+        last_id: &str,
+    ) -> Result<u64, LogError> {
+        if messages.len() == 1 {
+            // A retry rebuilds the headers (pure) rather than every publish cloning them.
+            let rebuild = || {
+                chain_headers(&self.origin, subject, tip, events, extra)
+                    .map(|mut v| v.pop().map(|(hm, _)| hm).unwrap_or_default())
+            };
+            let first = messages.into_iter().next().expect("one message");
+            self.publish_one(subject, tip.last_seq, first, rebuild, last_id).await
+        } else {
+            self.publish_batch(subject, tip.last_seq, messages).await
+        }
     }
 
     /// Publishes one message with `Nats-Msg-Id` = `msg_id`, resending it while the stream

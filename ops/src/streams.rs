@@ -25,6 +25,10 @@ pub async fn info(url: &str, s: &Settings) -> Result<()> {
     println!("  deleted messages (gaps) {}", st.deleted_count.unwrap_or(0));
     let sync = managed_sync(&s.data_dir, s.managed_nats_port, url);
     println!("  durability: replicas {}, sync {sync}", info.config.num_replicas);
+    match cfg.group_commit {
+        0 => println!("  group commit: off (COVENANT_GROUP_COMMIT)"),
+        n => println!("  group commit: up to {n} atomic batches in flight per process (COVENANT_GROUP_COMMIT)"),
+    }
     let problems = covenant_commands::config::check_stream_config(&info.config, &cfg);
     if problems.is_empty() {
         println!(

@@ -29,6 +29,15 @@ fn describe() {
         "Publishes and leader reads retried while the stream had no leader (a failover) or the connection came back."
     );
     describe_histogram!("covenant_append_duration_seconds", Unit::Seconds, "JetStream append time (publish to ack).");
+    describe_counter!(
+        "covenant_group_commit_appends_total",
+        "Appends stored as members of a group-commit batch (several commands, one atomic batch)."
+    );
+    describe_histogram!("covenant_group_commit_batch_appends", "Appends per group-commit batch.");
+    describe_counter!(
+        "covenant_group_commit_refused_total",
+        "Group-commit batches the server refused as a whole, by reason; their appends went again one by one."
+    );
     describe_gauge!("covenant_projection_lag_events", "Events in the stream not yet applied by a projection.");
     describe_gauge!(
         "covenant_projection_divergence",
@@ -81,6 +90,9 @@ fn describe() {
 pub const LATENCY_BUCKETS: [f64; 14] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0];
 
+/// Buckets of the group-commit batch size (appends per batch): 2 to the server's 1,000.
+pub const BATCH_BUCKETS: [f64; 9] = [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1000.0];
+
 /// Installs the process-wide Prometheus recorder once and returns its handle (later calls
 /// return the same handle). Its upkeep runs every 5 s on the current runtime when called
 /// inside one. (Process, runtime and pool figures are rendered at scrape time by the API.)
@@ -90,6 +102,11 @@ pub fn install_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
         .get_or_init(|| {
             let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
                 .set_buckets(&LATENCY_BUCKETS)
+                .expect("static, non-empty buckets")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("covenant_group_commit_batch_appends".into()),
+                    &BATCH_BUCKETS,
+                )
                 .expect("static, non-empty buckets")
                 .install_recorder()
                 .expect("the metrics recorder is installed once per process");

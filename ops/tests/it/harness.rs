@@ -50,6 +50,8 @@ pub fn log_config() -> LogConfig {
         stream: format!("T_{}", tag.to_uppercase()),
         subject_prefix: format!("t{tag}.events"),
         request_timeout: Duration::from_secs(2),
+        // Group commit on, so every suite (chaos included) runs through it.
+        group_commit: covenant_commands::DEFAULT_GROUP_COMMIT,
         ..LogConfig::default()
     }
 }

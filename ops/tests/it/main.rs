@@ -19,6 +19,7 @@ mod concurrency;
 mod cqrs_framework;
 mod domain_purity;
 mod first_contact;
+mod group_commit;
 mod hostile;
 mod idempotency;
 mod managed_postgres;
