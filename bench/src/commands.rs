@@ -1,8 +1,12 @@
-//! `covenant-bench commands`: Covenant commands (project updates: load from cache, decide,
-//! hash-chain, append with a per-subject expectation) across many aggregates with many in
-//! flight, beside raw JetStream publishes of the same payload size and headers with the same
-//! per-subject expectations, on the same server in the same run.
+//! `covenant-bench commands`: the Country workload (every country registered, then GDP
+//! updates to countries picked at random, C in flight, conflicts counted) through Covenant,
+//! with group commit and without, beside raw JetStream publishes of the same size and
+//! headers and stock cqrs-es + postgres-es, in the same run. Each durability profile (one
+//! node at default sync, one node at sync always, a 3-node R3 cluster) is a managed
+//! nats-server of its own; postgres-es runs once, on a managed PostgreSQL with fsync on
+//! and `synchronous_commit` on.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,140 +14,206 @@ use anyhow::{Context, Result};
 use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use covenant_commands::{CommandContext, CommandSide, LogConfig};
-use covenant_domain::{CountryCode, CountryCommand, Name, ProjectCommand, Usd};
+use covenant_commands::{CommandContext, CommandError, CommandSide, DEFAULT_GROUP_COMMIT, LogConfig};
+use covenant_domain::{CountryCode, CountryCommand, Name, Usd, iso3166};
 use futures::future::try_join_all;
+use rand::Rng as _;
 
 use crate::{Figures, histogram};
 use covenant_ops::connect;
-use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
-use covenant_ops::settings::SyncArg;
+use covenant_ops::managed::nats::{NatsCluster, NatsServer, SyncPolicy};
+
+mod peers;
+mod plot;
+mod report;
+
+use report::{Row, Table};
+
+/// A durability profile of the managed nats-server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// One node, the server's default sync (fsync every 2 minutes).
+    Default,
+    /// One node, `sync_interval: always` (fsync before every acknowledgement).
+    Always,
+    /// Three nodes on loopback, stream replicas 3, default sync.
+    R3,
+}
+
+impl Profile {
+    /// What an acknowledgement means in this profile.
+    fn durability(self) -> &'static str {
+        match self {
+            Profile::Default => "1 node, sync default: an OS crash may lose the last 2 min of acks",
+            Profile::Always => "1 node, sync always: fsync before every ack",
+            Profile::R3 => "3 nodes R3, sync default: an ack means a quorum holds the event",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Profile::Default => "1 node, sync default",
+            Profile::Always => "1 node, sync always",
+            Profile::R3 => "3 nodes, R3",
+        }
+    }
+}
 
 /// Options of the commands benchmark.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommandsBench {
-    /// Distinct aggregates (projects) written to.
-    #[arg(long, default_value_t = 2000)]
+    /// Countries written to (each one registered first; at most the 249 ISO codes).
+    #[arg(long, default_value_t = 200, value_parser = within(1, 249))]
     pub aggregates: usize,
-    /// Commands per measured run.
+    /// GDP updates per measured run.
     #[arg(long, default_value_t = 20_000)]
     pub commands: usize,
     /// Commands in flight at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = within(1, 100_000))]
     pub concurrency: usize,
-    /// Alternating raw/covenant rounds (the ratio is the mean over rounds).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds; each runs every system once, in turn, and the figures are over all rounds.
+    #[arg(long, default_value_t = 2, value_parser = within(1, 100_000))]
     pub rounds: usize,
-    /// Durability profiles of the managed server to run (ignored with COVENANT_NATS_URL).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SyncArg::Default, SyncArg::Always])]
-    pub profiles: Vec<SyncArg>,
+    /// Durability profiles to run (ignored with COVENANT_NATS_URL).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Profile::Default, Profile::Always, Profile::R3])]
+    pub profiles: Vec<Profile>,
+    /// Group commit of the grouped Covenant line: atomic batches in flight.
+    #[arg(long, default_value_t = DEFAULT_GROUP_COMMIT, value_parser = covenant_ops::settings::parse_group_commit)]
+    pub group_commit: usize,
+    /// Leave out stock cqrs-es + postgres-es (it needs a managed PostgreSQL).
+    #[arg(long)]
+    pub no_postgres_es: bool,
+    /// Also draw throughput and p99 per profile and system into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// A parser of whole numbers from `low` to `high`.
+fn within(low: usize, high: usize) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(n) if (low..=high).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number from {low} to {high}")),
+    }
 }
 
 /// Runs the benchmark and prints its table.
 ///
 /// # Errors
-/// When NATS cannot be started or a command fails.
+/// When a server cannot be started or a command fails other than by a conflict.
 pub async fn run(opts: &CommandsBench, nats_url: Option<&str>) -> Result<()> {
-    // Each writer owns a share of the aggregates (its own subjects, so the raw baseline's
-    // expectations hold): every writer needs at least one.
-    if opts.aggregates < opts.concurrency || opts.concurrency == 0 {
-        anyhow::bail!(
-            "--aggregates ({}) must be at least --concurrency ({}), which must be at least 1",
-            opts.aggregates,
-            opts.concurrency
-        );
-    }
-    println!(
-        "commands benchmark: {} aggregates, {} commands per run, {} in flight, {} rounds",
+    let workload = format!(
+        "{} countries, {} GDP updates per run, {} in flight, {} rounds",
         opts.aggregates, opts.commands, opts.concurrency, opts.rounds
     );
+    println!("commands benchmark: {workload}");
+    let mut table = Table::default();
     if let Some(url) = nats_url {
-        println!("\nprofile: external server {url} (durability as configured there)");
-        return run_profile(opts, url).await;
+        let profile = format!("external server {url}");
+        println!("\nprofile: {profile} (durability as configured there)");
+        run_profile(opts, url, &profile, 1, &mut table).await?;
+    } else {
+        for &p in &opts.profiles {
+            println!("\nprofile: {}", p.durability());
+            match p {
+                Profile::R3 => {
+                    let cluster = NatsCluster::start(SyncPolicy::Default).await?;
+                    run_profile(opts, &cluster.url(), p.label(), 3, &mut table).await?;
+                }
+                Profile::Default | Profile::Always => {
+                    let sync = if p == Profile::Always { SyncPolicy::Always } else { SyncPolicy::Default };
+                    let server = NatsServer::start_temp(sync).await?;
+                    run_profile(opts, &server.url(), p.label(), 1, &mut table).await?;
+                }
+            }
+        }
     }
-    for p in &opts.profiles {
-        let server = NatsServer::start_temp(SyncPolicy::from(*p)).await?;
-        println!("\nprofile: managed nats-server, replicas 1, sync {}", server.sync().as_str());
-        run_profile(opts, &server.url()).await?;
+    if !opts.no_postgres_es {
+        println!("\npostgres-es: stock cqrs-es 0.5 + postgres-es 0.5, PostgreSQL fsync on, synchronous_commit on");
+        let row = peers::postgres_es(opts).await?;
+        println!("  {}", row.line());
+        table.push(row);
+    }
+    table.print_summary();
+    if let Some(path) = &opts.plot {
+        plot::draw(path, &table, &workload)?;
+        println!("\nplot written to {}", path.display());
     }
     Ok(())
 }
 
-async fn run_profile(opts: &CommandsBench, url: &str) -> Result<()> {
+async fn run_profile(opts: &CommandsBench, url: &str, profile: &str, replicas: usize, table: &mut Table) -> Result<()> {
     let client = connect::client(url).await?;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
-    let raw_cfg = LogConfig {
-        stream: format!("BENCH_RAW_{tag}"),
-        subject_prefix: format!("bench.raw{tag}"),
+    let config = |name: &str, group_commit: usize| LogConfig {
+        stream: format!("BENCH_{name}_{tag}"),
+        subject_prefix: format!("bench.{}{tag}", name.to_lowercase()),
+        replicas,
+        group_commit,
         ..LogConfig::default()
     };
+    let raw_cfg = config("RAW", 0);
     let js = async_nats::jetstream::new(client.clone());
     js.create_stream(raw_cfg.stream_config()).await.context("creating the raw stream")?;
-    let cov_cfg = LogConfig {
-        stream: format!("BENCH_COV_{tag}"),
-        subject_prefix: format!("bench.cov{tag}"),
-        ..LogConfig::default()
-    };
-    let side = Arc::new(CommandSide::open(client.clone(), cov_cfg).await?);
-    let projects = setup_projects(&side, opts.aggregates).await?;
-    let headers = sample_headers(&side, &projects[0]).await?;
-    let mut ratios = Vec::new();
+    let alone = Arc::new(CommandSide::open(client.clone(), config("ALONE", 0)).await?);
+    let grouped = Arc::new(CommandSide::open(client.clone(), config("GROUPED", opts.group_commit)).await?);
+    let countries: Vec<&'static str> = iso3166::ALPHA2.iter().copied().take(opts.aggregates).collect();
+    register(&alone, &countries).await?;
+    register(&grouped, &countries).await?;
+    let (headers, payload) = sample_message(&alone, countries[0]).await?;
+    let grouped_label = format!("covenant, group commit {}", opts.group_commit);
+    let mut raw = Runs::default();
+    let mut one = Runs::default();
+    let mut many = Runs::default();
     for round in 1..=opts.rounds {
-        let raw = raw_run(&js, &raw_cfg, opts, &headers).await?;
-        let cov = covenant_run(&side, &projects, opts, round).await?;
         println!("round {round}");
-        println!("  {}", raw.row("raw JetStream publish"));
-        println!("  {}", cov.row("covenant commands"));
-        ratios.push(cov.per_sec / raw.per_sec);
+        raw.add(raw_run(&js, &raw_cfg, opts, &headers, &payload).await?, "raw JetStream publish");
+        one.add(covenant_run(&alone, &countries, opts).await?, "covenant, each append alone");
+        many.add(covenant_run(&grouped, &countries, opts).await?, &grouped_label);
     }
-    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
-    println!("covenant / raw throughput: {mean:.2}x (target >= 0.80x) {}", if mean >= 0.8 { "MET" } else { "NOT MET" });
+    let (grouped_appends, refused) = grouped.log.group_commit_counts();
+    println!("  group commit: {grouped_appends} appends stored in shared batches, {refused} batches refused");
+    table.push(raw.row(profile, "raw JetStream"));
+    table.push(one.row(profile, "covenant"));
+    table.push(many.row(profile, &grouped_label));
     Ok(())
 }
 
-async fn setup_projects(side: &CommandSide, n: usize) -> Result<Vec<String>> {
-    let ctx = CommandContext::system();
-    let fr = CountryCode::parse("FR")?;
-    side.countries
-        .execute(
-            "FR",
-            CountryCommand::Register { code: fr.clone(), name: Name::parse("France")?, gdp_usd: Usd::new(1)? },
-            &ctx,
-        )
-        .await?;
-    let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
-    for chunk in ids.chunks(256) {
-        try_join_all(chunk.iter().map(|id| {
-            let cmd = ProjectCommand::Create {
-                country_code: fr.clone(),
-                name: Name::parse("Bench").expect("static"),
-                budget_usd: Usd::new(1).expect("static"),
-            };
-            side.projects.execute(id, cmd, &ctx)
-        }))
-        .await?;
-    }
-    Ok(ids)
+/// Registers every country of the workload (not measured).
+async fn register(side: &CommandSide, countries: &[&str]) -> Result<()> {
+    let ctx = &CommandContext::system();
+    try_join_all(countries.iter().map(|&code| async move {
+        let cmd = CountryCommand::Register {
+            code: CountryCode::parse(code)?,
+            name: Name::parse(&format!("Country {code}"))?,
+            gdp_usd: Usd::new(1_000_000_000)?,
+        };
+        side.countries.execute(code, cmd, ctx).await?;
+        anyhow::Ok(())
+    }))
+    .await?;
+    Ok(())
 }
 
-/// Headers shaped like a real project update (same names, same value sizes).
-async fn sample_headers(side: &CommandSide, project: &str) -> Result<HeaderMap> {
-    let subject = side.log.subject("project", project);
-    let e = side.log.last_event(&subject).await?.context("sample event")?;
-    let mut h = e.headers.clone();
-    h.insert("Audit-V", "1");
-    Ok(h)
+/// The headers and payload of a real GDP update (same names, same sizes) for the raw line.
+async fn sample_message(side: &CommandSide, code: &str) -> Result<(HeaderMap, Bytes)> {
+    let cmd = CountryCommand::UpdateGdp { gdp_usd: Usd::new(1_500_000_000)? };
+    side.countries.execute(code, cmd, &CommandContext::system()).await?;
+    let e = side.log.last_event(&side.log.subject("country", code)).await?.context("sample event")?;
+    Ok((e.headers.clone(), e.payload.clone()))
 }
 
+/// Per-message publishes, each writer on subjects of its own (no conflicts: the ceiling).
 async fn raw_run(
     js: &async_nats::jetstream::Context,
     cfg: &LogConfig,
     opts: &CommandsBench,
     headers: &HeaderMap,
-) -> Result<Figures> {
-    let payload = Bytes::from(format!("{{\"budget_usd\":\"{}\"}}", 1_000_000_000u64));
+    payload: &Bytes,
+) -> Result<Measured> {
+    // Fresh subjects each run, so every expectation starts at 0.
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let subjects: Vec<String> =
-        (0..opts.aggregates).map(|_| cfg.subject("project", &uuid::Uuid::new_v4().to_string())).collect();
+        (0..opts.aggregates.max(opts.concurrency)).map(|i| cfg.subject("country", &format!("{run}{i}"))).collect();
     let per_worker = opts.commands / opts.concurrency;
     let start = Instant::now();
     let workers = (0..opts.concurrency).map(|w| {
@@ -153,7 +223,7 @@ async fn raw_run(
             let mut h = histogram();
             let mut last = vec![0u64; mine.len()];
             for i in 0..per_worker {
-                let k = i % mine.len().max(1);
+                let k = i % mine.len();
                 let t = Instant::now();
                 let msg = PublishMessage::build()
                     .headers(headers.clone())
@@ -164,44 +234,90 @@ async fn raw_run(
                 last[k] = ack.sequence;
                 h.record(t.elapsed().as_micros() as u64).ok();
             }
-            anyhow::Ok(h)
+            anyhow::Ok((h, 0u64))
         })
     });
-    merge(try_join_all(workers).await?, per_worker * opts.concurrency, start.elapsed())
+    merge(try_join_all(workers).await?, start.elapsed())
 }
 
-async fn covenant_run(
-    side: &Arc<CommandSide>,
-    projects: &[String],
-    opts: &CommandsBench,
-    round: usize,
-) -> Result<Figures> {
+/// GDP updates through the command side to countries picked at random.
+async fn covenant_run(side: &Arc<CommandSide>, countries: &[&'static str], opts: &CommandsBench) -> Result<Measured> {
     let per_worker = opts.commands / opts.concurrency;
     let start = Instant::now();
-    let workers = (0..opts.concurrency).map(|w| {
-        let mine: Vec<String> = projects.iter().skip(w).step_by(opts.concurrency).cloned().collect();
-        let side = side.clone();
+    let workers = (0..opts.concurrency).map(|_| {
+        let (side, countries) = (side.clone(), countries.to_vec());
         tokio::spawn(async move {
             let ctx = CommandContext::system();
             let mut h = histogram();
-            for i in 0..per_worker {
-                let k = i % mine.len().max(1);
-                let budget = Usd::new(1_000_000_000 + (round * 1_000_000 + i) as u64)?;
-                let cmd = ProjectCommand::Update { name: None, budget_usd: Some(budget), status: None };
+            let mut conflicts = 0;
+            for _ in 0..per_worker {
+                let (code, gdp) = {
+                    let mut rng = rand::rng();
+                    (countries[rng.random_range(0..countries.len())], rng.random_range(1_000_000_000..2_000_000_000))
+                };
+                let cmd = CountryCommand::UpdateGdp { gdp_usd: Usd::new(gdp)? };
                 let t = Instant::now();
-                side.projects.execute(&mine[k], cmd, &ctx).await?;
-                h.record(t.elapsed().as_micros() as u64).ok();
+                match side.countries.execute(code, cmd, &ctx).await {
+                    Ok(_) => {
+                        h.record(t.elapsed().as_micros() as u64).ok();
+                    }
+                    Err(CommandError::Conflict { .. }) => conflicts += 1,
+                    Err(e) => return Err(e.into()),
+                }
             }
-            anyhow::Ok(h)
+            anyhow::Ok((h, conflicts))
         })
     });
-    merge(try_join_all(workers).await?, per_worker * opts.concurrency, start.elapsed())
+    merge(try_join_all(workers).await?, start.elapsed())
 }
 
-fn merge(results: Vec<Result<hdrhistogram::Histogram<u64>>>, n: usize, elapsed: Duration) -> Result<Figures> {
-    let mut all = histogram();
-    for h in results {
-        all.add(h?).context("merging histograms")?;
+/// One run: the latencies of the commands that were stored, conflicts, wall time.
+pub(crate) struct Measured {
+    hist: hdrhistogram::Histogram<u64>,
+    conflicts: u64,
+    elapsed: Duration,
+}
+
+fn merge(results: Vec<Result<(hdrhistogram::Histogram<u64>, u64)>>, elapsed: Duration) -> Result<Measured> {
+    let mut hist = histogram();
+    let mut conflicts = 0;
+    for r in results {
+        let (h, c) = r?;
+        hist.add(h).context("merging histograms")?;
+        conflicts += c;
     }
-    Ok(Figures::new(n as u64, elapsed, &all))
+    Ok(Measured { hist, conflicts, elapsed })
+}
+
+/// The rounds of one system.
+#[derive(Default)]
+pub(crate) struct Runs {
+    hist: Option<hdrhistogram::Histogram<u64>>,
+    conflicts: u64,
+    elapsed: Duration,
+}
+
+impl Runs {
+    /// Adds a round and prints it.
+    pub(crate) fn add(&mut self, m: Measured, label: &str) {
+        let f = Figures::new(m.hist.len(), m.elapsed, &m.hist);
+        println!("  {}   conflicts {}", f.row(label), m.conflicts);
+        self.conflicts += m.conflicts;
+        self.elapsed += m.elapsed;
+        match &mut self.hist {
+            Some(h) => h.add(&m.hist).expect("same bounds"),
+            None => self.hist = Some(m.hist),
+        }
+    }
+
+    /// All rounds as one row of the table.
+    pub(crate) fn row(&self, profile: &str, system: &str) -> Row {
+        let h = self.hist.clone().unwrap_or_else(histogram);
+        Row {
+            profile: profile.to_owned(),
+            system: system.to_owned(),
+            figures: Figures::new(h.len(), self.elapsed, &h),
+            conflicts: self.conflicts,
+        }
+    }
 }
