@@ -224,7 +224,49 @@ pub fn parse_checked(query: &str, variables: &Variables, bounds: &Bounds) -> Ser
     Ok(doc)
 }
 
-/// The async-graphql extension that parses every document through [`parse_checked`].
+/// [`parse_checked`] where it belongs: a short document on the caller's task, a long one
+/// on the blocking pool, so a burst of long documents cannot hold every async worker while
+/// small requests wait.
+///
+/// # Errors
+/// As [`parse_checked`]; `INTERNAL` if the blocking pool lost the task.
+pub async fn parse_checked_async(
+    query: &str,
+    variables: &Variables,
+    bounds: Bounds,
+) -> ServerResult<ExecutableDocument> {
+    if query.len() <= PARSE_INLINE_BYTES {
+        return parse_checked(query, variables, &bounds);
+    }
+    let (query, variables) = (query.to_owned(), variables.clone());
+    tokio::task::spawn_blocking(move || parse_checked(&query, &variables, &bounds)).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "parsing a document failed on the blocking pool");
+        let mut err = ServerError::new("internal error", None);
+        let mut ext = async_graphql::ErrorExtensionValues::default();
+        ext.set("code", crate::error::Code::Internal.as_str());
+        err.extensions = Some(ext);
+        Err(err)
+    })
+}
+
+/// A request's document, already parsed and checked by [`parse_checked_async`] (the HTTP
+/// handler needs its operation's type before it runs the schema): put in the request's
+/// data, the guard hands it to the schema instead of parsing the text a second time.
+pub struct Checked(std::sync::Mutex<Option<ExecutableDocument>>);
+
+impl Checked {
+    /// Wraps the checked document of this request.
+    pub fn new(doc: ExecutableDocument) -> Self {
+        Self(std::sync::Mutex::new(Some(doc)))
+    }
+
+    fn take(&self) -> Option<ExecutableDocument> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// The async-graphql extension that parses every document through [`parse_checked`]
+/// (or takes the one [`Checked`] holds).
 pub struct Guard(pub Bounds);
 
 impl ExtensionFactory for Guard {
@@ -241,25 +283,15 @@ impl Extension for GuardExtension {
     /// checks walk spreads without memoising them, which is what the guard prevents.
     async fn parse_query(
         &self,
-        _ctx: &ExtensionContext<'_>,
+        ctx: &ExtensionContext<'_>,
         query: &str,
         variables: &Variables,
         _next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        if query.len() <= PARSE_INLINE_BYTES {
-            return parse_checked(query, variables, &self.0);
+        if let Some(doc) = ctx.data_opt::<Checked>().and_then(Checked::take) {
+            return Ok(doc);
         }
-        // A long document is parsed on the blocking pool, so a burst of them cannot hold
-        // every async worker while small requests wait.
-        let (query, variables, bounds) = (query.to_owned(), variables.clone(), self.0);
-        tokio::task::spawn_blocking(move || parse_checked(&query, &variables, &bounds)).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "parsing a document failed on the blocking pool");
-            let mut err = ServerError::new("internal error", None);
-            let mut ext = async_graphql::ErrorExtensionValues::default();
-            ext.set("code", crate::error::Code::Internal.as_str());
-            err.extensions = Some(ext);
-            Err(err)
-        })
+        parse_checked_async(query, variables, self.0).await
     }
 }
 

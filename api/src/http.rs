@@ -182,7 +182,14 @@ async fn execute(
         let status = if media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
         return request_error(status, media, Code::BadUserInput, &refusal.to_string());
     }
-    let (kind, op_name) = operation_type(&request);
+    // Parsed once, here: the operation's type decides what follows, and the guard hands
+    // this document to the schema (a document that does not parse goes on, and the schema
+    // reports why).
+    let checked = crate::guard::parse_checked_async(&request.query, &request.variables, crate::guard::BOUNDS).await;
+    let (kind, op_name) = match &checked {
+        Ok(doc) => operation_type(doc, request.operation_name.as_deref()),
+        Err(_) => ("invalid", None),
+    };
     if get && kind != "query" && kind != "invalid" {
         let mut r = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -258,7 +265,10 @@ async fn execute(
     }
     let operation = state.operations.label(op_name.as_deref());
     let notes = crate::graphql::mutation::ReadModelNotes::default();
-    let request = request.data(principal).data(ClientIp(peer.ip())).data(notes.clone());
+    let mut request = request.data(principal).data(ClientIp(peer.ip())).data(notes.clone());
+    if let Ok(doc) = checked {
+        request = request.data(crate::guard::Checked::new(doc));
+    }
     let started = Instant::now();
     // Made only inside a sampled trace (see `covenant_telemetry::sampled`).
     let gql_span = if covenant_telemetry::sampled() {

@@ -1,13 +1,15 @@
 //! What a request's operation is, for its span and its metrics: its type and name, and
 //! the bounded set of names used as metric labels.
 
-/// The type of the operation `request` selects (`query`, `mutation`, `subscription`, or
-/// `invalid` when the document does not parse or names no such operation: the schema then
-/// reports why) and its name (`operationName`, else the document's own name for it).
-pub(super) fn operation_type(request: &async_graphql::Request) -> (&'static str, Option<String>) {
+/// The type of the operation `doc` selects with `operation_name` (`query`, `mutation`,
+/// `subscription`, or `invalid` when it names no such operation: the schema then reports
+/// why) and its name (`operationName`, else the document's own name for it).
+pub(super) fn operation_type(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    operation_name: Option<&str>,
+) -> (&'static str, Option<String>) {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return ("invalid", None) };
-    let (op, name) = match (&doc.operations, request.operation_name.as_deref()) {
+    let (op, name) = match (&doc.operations, operation_name) {
         (DocumentOperations::Single(op), given) => (Some(op), given.map(str::to_owned)),
         (DocumentOperations::Multiple(ops), Some(name)) => (ops.get(name), Some(name.to_owned())),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
