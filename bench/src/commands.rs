@@ -240,14 +240,42 @@ async fn raw_run(
     merge(try_join_all(workers).await?, start.elapsed())
 }
 
-/// GDP updates through the command side to countries picked at random.
+/// GDP updates through the command side (a conflict is what remains after its retries).
 async fn covenant_run(side: &Arc<CommandSide>, countries: &[&'static str], opts: &CommandsBench) -> Result<Measured> {
+    let side = side.clone();
+    updates(countries, opts, move |code, cmd| {
+        let side = side.clone();
+        async move {
+            match side.countries.execute(code, cmd, &CommandContext::system()).await {
+                Ok(_) => Ok(Outcome::Stored),
+                Err(CommandError::Conflict { .. }) => Ok(Outcome::Conflict),
+                Err(e) => Err(e.into()),
+            }
+        }
+    })
+    .await
+}
+
+/// What became of one update.
+pub(crate) enum Outcome {
+    /// Stored (its latency is recorded).
+    Stored,
+    /// Refused by a conflict (counted).
+    Conflict,
+}
+
+/// The workload: `opts.concurrency` workers, each sending its share of `opts.commands` GDP
+/// updates to countries picked at random through `update`.
+pub(crate) async fn updates<F, Fut>(countries: &[&'static str], opts: &CommandsBench, update: F) -> Result<Measured>
+where
+    F: Fn(&'static str, CountryCommand) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Outcome>> + Send,
+{
     let per_worker = opts.commands / opts.concurrency;
     let start = Instant::now();
     let workers = (0..opts.concurrency).map(|_| {
-        let (side, countries) = (side.clone(), countries.to_vec());
+        let (update, countries) = (update.clone(), countries.to_vec());
         tokio::spawn(async move {
-            let ctx = CommandContext::system();
             let mut h = histogram();
             let mut conflicts = 0;
             for _ in 0..per_worker {
@@ -257,12 +285,11 @@ async fn covenant_run(side: &Arc<CommandSide>, countries: &[&'static str], opts:
                 };
                 let cmd = CountryCommand::UpdateGdp { gdp_usd: Usd::new(gdp)? };
                 let t = Instant::now();
-                match side.countries.execute(code, cmd, &ctx).await {
-                    Ok(_) => {
+                match update(code, cmd).await? {
+                    Outcome::Stored => {
                         h.record(t.elapsed().as_micros() as u64).ok();
                     }
-                    Err(CommandError::Conflict { .. }) => conflicts += 1,
-                    Err(e) => return Err(e.into()),
+                    Outcome::Conflict => conflicts += 1,
                 }
             }
             anyhow::Ok((h, conflicts))

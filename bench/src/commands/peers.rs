@@ -4,7 +4,6 @@
 //! default), running the same Country workload as Covenant.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use covenant_domain::{Country, CountryCode, CountryCommand, Name, Usd, iso3166};
@@ -12,11 +11,9 @@ use covenant_ops::managed::postgres::PgCluster;
 use cqrs_es::AggregateError;
 use futures::future::try_join_all;
 use postgres_es::PostgresCqrs;
-use rand::Rng as _;
 
 use super::report::Row;
-use super::{CommandsBench, Runs, merge};
-use crate::histogram;
+use super::{CommandsBench, Measured, Outcome, Runs, updates};
 
 /// postgres-es's events table (its repository's `db/init.sql`, v0.5.0).
 const EVENTS_DDL: &str = "CREATE TABLE events (
@@ -67,37 +64,19 @@ pub(super) async fn postgres_es(opts: &CommandsBench) -> Result<Row> {
     Ok(runs.row("postgres-es", "stock cqrs-es + postgres-es"))
 }
 
-async fn run(
-    cqrs: &Arc<PostgresCqrs<Country>>,
-    countries: &[&'static str],
-    opts: &CommandsBench,
-) -> Result<super::Measured> {
-    let per_worker = opts.commands / opts.concurrency;
-    let start = Instant::now();
-    let workers = (0..opts.concurrency).map(|_| {
-        let (cqrs, countries) = (cqrs.clone(), countries.to_vec());
-        tokio::spawn(async move {
-            let mut h = histogram();
-            let mut conflicts = 0;
-            for _ in 0..per_worker {
-                let (code, gdp) = {
-                    let mut rng = rand::rng();
-                    (countries[rng.random_range(0..countries.len())], rng.random_range(1_000_000_000..2_000_000_000))
-                };
-                let cmd = CountryCommand::UpdateGdp { gdp_usd: Usd::new(gdp)? };
-                let t = Instant::now();
-                match cqrs.execute(code, cmd).await {
-                    Ok(()) => {
-                        h.record(t.elapsed().as_micros() as u64).ok();
-                    }
-                    // Stock cqrs-es does not retry: a concurrent command on the same
-                    // country is refused.
-                    Err(AggregateError::AggregateConflict) => conflicts += 1,
-                    Err(e) => anyhow::bail!("postgres-es update of {code}: {e}"),
-                }
+async fn run(cqrs: &Arc<PostgresCqrs<Country>>, countries: &[&'static str], opts: &CommandsBench) -> Result<Measured> {
+    let cqrs = cqrs.clone();
+    updates(countries, opts, move |code, cmd| {
+        let cqrs = cqrs.clone();
+        async move {
+            match cqrs.execute(code, cmd).await {
+                Ok(()) => Ok(Outcome::Stored),
+                // Stock cqrs-es does not retry: a concurrent command on the same country is
+                // refused.
+                Err(AggregateError::AggregateConflict) => Ok(Outcome::Conflict),
+                Err(e) => Err(anyhow::anyhow!("postgres-es update of {code}: {e}")),
             }
-            anyhow::Ok((h, conflicts))
-        })
-    });
-    merge(try_join_all(workers).await?, start.elapsed())
+        }
+    })
+    .await
 }
