@@ -216,12 +216,17 @@ impl EventLog {
         let result = match &self.group {
             Some(group) => match group.submit(subject, tip.last_seq, messages).await {
                 Turn::Stored(seq) => Ok(seq),
-                Turn::Unknown(e) => Err(e),
+                Turn::Lost(e) => Err(e),
                 Turn::Alone(messages, _permit) => {
-                    self.publish_alone(subject, tip, events, extra, messages, &last_id).await
+                    self.publish_alone(subject, tip, events, extra, messages, &event_ids, false).await
+                }
+                // Its batch's commit went unanswered: sent again alone, where the
+                // expectation makes a second copy impossible (see `publish_batch`).
+                Turn::Unsettled(messages) => {
+                    self.publish_alone(subject, tip, events, extra, messages, &event_ids, true).await
                 }
             },
-            None => self.publish_alone(subject, tip, events, extra, messages, &last_id).await,
+            None => self.publish_alone(subject, tip, events, extra, messages, &event_ids, false).await,
         };
         let last_seq = match result {
             Ok(seq) => seq,
@@ -242,6 +247,9 @@ impl EventLog {
     }
 
     /// Publishes one append on its own: one message with `Nats-Msg-Id`, or one atomic batch.
+    /// `maybe_stored`: an earlier attempt went out unanswered (a conflict is then checked
+    /// against the message that moved the subject).
+    #[allow(clippy::too_many_arguments)]
     async fn publish_alone(
         &self,
         subject: &str,
@@ -249,7 +257,8 @@ impl EventLog {
         events: &[NewEvent],
         extra: &[(String, String)],
         messages: Vec<(HeaderMap, Bytes)>,
-        last_id: &str,
+        event_ids: &[uuid::Uuid],
+        maybe_stored: bool,
     ) -> Result<u64, LogError> {
         if messages.len() == 1 {
             // A retry rebuilds the headers (pure) rather than every publish cloning them.
@@ -258,9 +267,10 @@ impl EventLog {
                     .map(|mut v| v.pop().map(|(hm, _)| hm).unwrap_or_default())
             };
             let first = messages.into_iter().next().expect("one message");
-            self.publish_one(subject, tip.last_seq, first, rebuild, last_id).await
+            let id = event_ids[0].to_string();
+            self.publish_one(subject, tip.last_seq, first, rebuild, &id, maybe_stored).await
         } else {
-            self.publish_batch(subject, tip.last_seq, messages).await
+            self.publish_batch(subject, tip.last_seq, messages, &event_ids[0].to_string(), maybe_stored).await
         }
     }
 
@@ -275,11 +285,12 @@ impl EventLog {
         (headers, payload): (HeaderMap, Bytes),
         rebuild: impl Fn() -> Result<HeaderMap, LogError>,
         msg_id: &str,
+        maybe_stored: bool,
     ) -> Result<u64, LogError> {
         let mut failover = Failover::new(self);
         let mut headers = Some(headers);
         // Whether an attempt may have reached the stream (its outcome is then unknown).
-        let mut sent_any = false;
+        let mut sent_any = maybe_stored;
         loop {
             let earlier_sent = sent_any;
             let h = match headers.take() {
@@ -332,23 +343,39 @@ impl EventLog {
         }
     }
 
-    /// Publishes an atomic batch, again while the stream has no leader as long as no commit
-    /// went out (an unanswered commit may have been stored: the caller reads the subject
-    /// back instead).
+    /// Publishes an atomic batch, again while the stream has no leader (up to
+    /// [`LogConfig::failover_wait`]), even after a commit went unanswered: the resend expects
+    /// the same last subject sequence, so if the unanswered commit was stored the resend is
+    /// refused as a conflict, and the message right after `expected` (our first event,
+    /// `first_id`) shows the batch is stored. Never a second copy, and a commit lost in a
+    /// leader election no longer answers "outcome unknown". `maybe_stored`: an earlier
+    /// attempt (a group commit's batch) went out unanswered.
     async fn publish_batch(
         &self,
         subject: &str,
         expected: u64,
         messages: Vec<(HeaderMap, Bytes)>,
+        first_id: &str,
+        maybe_stored: bool,
     ) -> Result<u64, LogError> {
         let mut failover = Failover::new(self);
+        let n = messages.len() as u64;
+        let mut sent_any = maybe_stored;
         loop {
             let attempt = messages.clone();
             match batch::publish_atomic(&self.client, subject, expected, attempt, failover.attempt_timeout()).await {
                 Ok(ack) => return Ok(ack.sequence),
-                Err(LogError::Unavailable { reason, outcome_unknown: false, cause }) => {
+                Err(LogError::Conflict { .. }) if sent_any => {
+                    // A batch is stored contiguously: its last event is n - 1 after its first.
+                    return match self.next_on_subject(subject, expected).await? {
+                        Some(e) if e.event_id == first_id => Ok(e.seq + n - 1),
+                        _ => Err(LogError::Conflict { subject: subject.to_owned(), expected }),
+                    };
+                }
+                Err(LogError::Unavailable { reason, outcome_unknown, cause }) => {
+                    sent_any |= outcome_unknown;
                     if !failover.pause().await {
-                        return Err(LogError::Unavailable { reason, outcome_unknown: false, cause });
+                        return Err(LogError::Unavailable { reason, outcome_unknown: sent_any, cause });
                     }
                 }
                 Err(e) => return Err(e),

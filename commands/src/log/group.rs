@@ -14,7 +14,9 @@
 //! aggregate's optimistic concurrency inside the batch. The server refuses a batch as a
 //! whole (a stale expectation, too many batches in flight, no leader): its appends then go
 //! again alone, where a conflict fails only its own command. A commit whose answer was lost
-//! is settled by each append reading its subject back, as for any lost acknowledgement.
+//! (a leader election) may be stored: its appends go again alone too, each expecting the
+//! same last sequence, so a stored one is refused as a conflict and recognised by its
+//! first event id, never stored twice.
 //!
 //! [`LogConfig::group_commit`]: crate::LogConfig::group_commit
 
@@ -42,8 +44,11 @@ struct Pending {
 pub(super) enum Turn {
     /// Stored in a batch: the stream sequence of its last message.
     Stored(u64),
-    /// The batch's commit went out and no answer came: read the subject back.
-    Unknown(LogError),
+    /// The batch's commit went out and no answer came: it may be stored. Sent again alone
+    /// (its expectation refuses a second copy).
+    Unsettled(Vec<(HeaderMap, Bytes)>),
+    /// The group could not answer (its task ended): where the append stands is read back.
+    Lost(LogError),
     /// Publish it alone (nothing to group it with, or its batch was refused as a whole),
     /// holding the permit when there is one.
     Alone(Vec<(HeaderMap, Bytes)>, Option<OwnedSemaphorePermit>),
@@ -90,7 +95,13 @@ impl Group {
             return Turn::Alone(p.messages, None);
         }
         // The task answers every append it took; it ends only when the log is dropped.
-        answer.await.unwrap_or_else(|_| Turn::Unknown(LogError::unavailable("the group commit task stopped")))
+        answer.await.unwrap_or_else(|_| {
+            Turn::Lost(LogError::Unavailable {
+                reason: "the group commit task ended".into(),
+                outcome_unknown: true,
+                cause: None,
+            })
+        })
     }
 }
 
@@ -198,19 +209,15 @@ async fn commit(
             }
         }
         Ok(ack) => {
-            // Not the batch we sent: where each append landed is read back.
-            let e = LogError::Unavailable {
-                reason: format!("group commit acknowledged {:?} messages of {count}", ack.batch_size),
-                outcome_unknown: true,
-                cause: None,
-            };
+            // Not the batch we sent: each append is settled alone.
+            tracing::warn!(acknowledged = ?ack.batch_size, sent = count, "group commit acknowledged another count");
             for m in members {
-                let _ = m.reply.send(Turn::Unknown(e.clone()));
+                let _ = m.reply.send(Turn::Unsettled(m.messages));
             }
         }
-        Err(e @ LogError::Unavailable { outcome_unknown: true, .. }) => {
+        Err(LogError::Unavailable { outcome_unknown: true, .. }) => {
             for m in members {
-                let _ = m.reply.send(Turn::Unknown(e.clone()));
+                let _ = m.reply.send(Turn::Unsettled(m.messages));
             }
         }
         Err(e) => {
