@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::RequestErrorKind;
 use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::response::Response;
@@ -88,33 +89,57 @@ pub async fn publish_atomic_to(
     let first_subject = messages[0].subject.clone();
     let first_expected = messages[0].expected.unwrap_or(0);
     let batch_id = uuid::Uuid::new_v4().simple().to_string();
-    for (i, Outgoing { subject, expected, mut headers, payload }) in messages.into_iter().enumerate() {
-        let seq = i + 1;
-        headers.insert(NATS_BATCH_ID, batch_id.as_str());
-        headers.insert(NATS_BATCH_SEQUENCE, seq.to_string().as_str());
-        if let Some(expected) = expected {
-            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
-        }
-        if seq == n {
-            headers.insert(NATS_BATCH_COMMIT, "1");
-            let reply = request(client, &subject, headers, payload, timeout, true).await?;
-            return parse_commit(&first_subject, first_expected, &reply);
-        }
-        if seq == 1 {
-            let reply = request(client, &subject, headers, payload, timeout, false).await?;
-            check_flow_reply(&first_subject, first_expected, &reply)?;
-        } else {
+    let mut framed: Vec<(String, HeaderMap, Bytes)> = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, Outgoing { subject, expected, mut headers, payload })| {
+            let seq = i + 1;
+            headers.insert(NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(NATS_BATCH_SEQUENCE, seq.to_string().as_str());
+            if let Some(expected) = expected {
+                headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
+            }
+            if seq == n {
+                headers.insert(NATS_BATCH_COMMIT, "1");
+            }
+            (subject, headers, payload)
+        })
+        .collect();
+    let (commit_subject, commit_headers, commit_payload) = framed.pop().expect("n >= 1");
+    if n == 1 {
+        let reply = request(client, &commit_subject, commit_headers, commit_payload, timeout).await;
+        return commit_outcome(&first_subject, first_expected, reply);
+    }
+    let mut middle = framed.into_iter();
+    let (subject, headers, payload) = middle.next().expect("n >= 2");
+    // The first message is a request (the server answers once it has opened the batch, or
+    // says why not), but its answer is awaited beside the commit's, not before the rest is
+    // sent: nats-server stages each batch on disk, and waiting first added that staging to
+    // every batch's round (sync always, group commit 2, 64 in flight: 4,697 and 5,294
+    // commands/s waiting, 5,916 and 5,872 not). The order holds on the one connection:
+    // `biased` polls the first request first, which queues it before waiting for its answer.
+    let start = request(client, &subject, headers, payload, timeout);
+    let rest = async {
+        for (subject, headers, payload) in middle {
             client
                 .publish_with_headers(subject, headers, payload)
                 .await
                 .map_err(|e| LogError::unavailable_from("batch publish", e))?;
         }
+        Ok::<_, LogError>(request(client, &commit_subject, commit_headers, commit_payload, timeout).await)
+    };
+    let (started, committed) = tokio::join!(biased; start, rest);
+    match started {
+        // Refused at the start (not enabled, too many batches in flight): nothing stored.
+        Ok(reply) => check_flow_reply(&first_subject, first_expected, &reply)?,
+        // No server took the first message: the batch cannot exist.
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+            return Err(LogError::unavailable_from("batch start: no JetStream responder", e));
+        }
+        // Its answer was lost: the commit's answer decides.
+        Err(_) => {}
     }
-    unreachable_empty()
-}
-
-fn unreachable_empty() -> Result<PublishAck, LogError> {
-    Err(LogError::Invalid("empty batch".into()))
+    commit_outcome(&first_subject, first_expected, committed?)
 }
 
 async fn request(
@@ -123,17 +148,29 @@ async fn request(
     headers: HeaderMap,
     payload: Bytes,
     timeout: Duration,
-    is_commit: bool,
-) -> Result<async_nats::Message, LogError> {
+) -> Result<async_nats::Message, async_nats::RequestError> {
     let req = async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
-    client.send_request(subject.to_owned(), req).await.map_err(|e| {
-        // Once the commit is out, the batch may have been stored although we saw no answer.
-        LogError::Unavailable {
-            reason: "batch request".into(),
-            outcome_unknown: is_commit,
-            cause: Some(std::sync::Arc::new(e)),
+    client.send_request(subject.to_owned(), req).await
+}
+
+/// What the commit's answer says: the ack, the server's refusal, or (no answer) an outcome
+/// unknown, since the batch may be stored although its answer was lost.
+fn commit_outcome(
+    subject: &str,
+    expected: u64,
+    reply: Result<async_nats::Message, async_nats::RequestError>,
+) -> Result<PublishAck, LogError> {
+    match reply {
+        Ok(reply) => parse_commit(subject, expected, &reply),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+            Err(LogError::unavailable_from("batch commit: no JetStream responder", e))
         }
-    })
+        Err(e) => Err(LogError::Unavailable {
+            reason: "batch commit".into(),
+            outcome_unknown: true,
+            cause: Some(std::sync::Arc::new(e)),
+        }),
+    }
 }
 
 fn server_error(subject: &str, expected: u64, error: async_nats::jetstream::Error) -> LogError {
