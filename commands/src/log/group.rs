@@ -237,3 +237,32 @@ async fn commit(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(subject: &str, messages: usize) -> Pending {
+        let (reply, _) = oneshot::channel();
+        let messages = (0..messages).map(|_| (HeaderMap::new(), Bytes::from_static(b"{}"))).collect();
+        Pending { subject: subject.to_owned(), expected: 0, messages, reply }
+    }
+
+    #[test]
+    fn a_batch_takes_one_append_per_subject() {
+        let mut batch = Batch::new(pending("a", 1));
+        assert!(batch.join(pending("b", 3)).is_ok());
+        // Two expectations on one subject in a batch are refused by the server.
+        let again = batch.join(pending("a", 1)).expect_err("a second append to `a` waits for the next batch");
+        assert_eq!(again.subject, "a");
+        assert_eq!((batch.members.len(), batch.count), (2, 4));
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_the_servers_limit_of_messages() {
+        let mut batch = Batch::new(pending("a", MAX_BATCH - 2));
+        assert!(batch.join(pending("b", 2)).is_ok());
+        assert!(batch.join(pending("c", 1)).is_err(), "a message over the limit waits for the next batch");
+        assert_eq!(batch.count, MAX_BATCH);
+    }
+}
