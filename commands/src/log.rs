@@ -11,18 +11,17 @@ use tracing::Instrument as _;
 use async_nats::HeaderMap;
 use async_nats::connection::State;
 use async_nats::jetstream;
-use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 
-use crate::batch;
 use crate::config::{LogConfig, check_stream_config};
 use crate::error::LogError;
 use crate::record::{ChainTip, NewEvent, chain_headers};
 
 mod failover;
 mod group;
+mod publish;
 mod read;
 
 use failover::Failover;
@@ -30,10 +29,6 @@ use group::{Group, Turn};
 
 /// Most messages one batched direct get returns (the server's own cap is 1,000).
 pub const DIRECT_BATCH: usize = 256;
-
-/// JetStream error code an R3 stream may return right after an ack ("leader changed"):
-/// the publish is retried.
-const ERR_RETRYABLE_AFTER_ACK: u64 = 10164;
 
 /// The result of an append: where the events landed and the new tip.
 #[derive(Debug, Clone)]
@@ -218,15 +213,13 @@ impl EventLog {
                 Turn::Stored(seq) => Ok(seq),
                 Turn::Lost(e) => Err(e),
                 Turn::Alone(messages, _permit) => {
-                    self.publish_alone(subject, tip, events, extra, messages, &event_ids, false).await
+                    self.publish_alone(subject, tip, events, extra, messages, false).await
                 }
                 // Its batch's commit went unanswered: sent again alone, where the
                 // expectation makes a second copy impossible (see `publish_batch`).
-                Turn::Unsettled(messages) => {
-                    self.publish_alone(subject, tip, events, extra, messages, &event_ids, true).await
-                }
+                Turn::Unsettled(messages) => self.publish_alone(subject, tip, events, extra, messages, true).await,
             },
-            None => self.publish_alone(subject, tip, events, extra, messages, &event_ids, false).await,
+            None => self.publish_alone(subject, tip, events, extra, messages, false).await,
         };
         let last_seq = match result {
             Ok(seq) => seq,
@@ -244,143 +237,6 @@ impl EventLog {
             tip: ChainTip { last_seq, version: tip.version + n, hash: last_hash },
             event_ids,
         })
-    }
-
-    /// Publishes one append on its own: one message with `Nats-Msg-Id`, or one atomic batch.
-    /// `maybe_stored`: an earlier attempt went out unanswered (a conflict is then checked
-    /// against the message that moved the subject).
-    #[allow(clippy::too_many_arguments)]
-    async fn publish_alone(
-        &self,
-        subject: &str,
-        tip: &ChainTip,
-        events: &[NewEvent],
-        extra: &[(String, String)],
-        messages: Vec<(HeaderMap, Bytes)>,
-        event_ids: &[uuid::Uuid],
-        maybe_stored: bool,
-    ) -> Result<u64, LogError> {
-        if messages.len() == 1 {
-            // A retry rebuilds the headers (pure) rather than every publish cloning them.
-            let rebuild = || {
-                chain_headers(&self.origin, subject, tip, events, extra)
-                    .map(|mut v| v.pop().map(|(hm, _)| hm).unwrap_or_default())
-            };
-            let first = messages.into_iter().next().expect("one message");
-            let id = event_ids[0].to_string();
-            self.publish_one(subject, tip.last_seq, first, rebuild, &id, maybe_stored).await
-        } else {
-            self.publish_batch(subject, tip.last_seq, messages, &event_ids[0].to_string(), maybe_stored).await
-        }
-    }
-
-    /// Publishes one message with `Nats-Msg-Id` = `msg_id`, resending it while the stream
-    /// has no leader (time-outs, no responders, "leader changed") for up to
-    /// [`LogConfig::failover_wait`]: the id makes every resend after a stored attempt answer
-    /// with the stored sequence, never a second copy.
-    async fn publish_one(
-        &self,
-        subject: &str,
-        expected: u64,
-        (headers, payload): (HeaderMap, Bytes),
-        rebuild: impl Fn() -> Result<HeaderMap, LogError>,
-        msg_id: &str,
-        maybe_stored: bool,
-    ) -> Result<u64, LogError> {
-        let mut failover = Failover::new(self);
-        let mut headers = Some(headers);
-        // Whether an attempt may have reached the stream (its outcome is then unknown).
-        let mut sent_any = maybe_stored;
-        loop {
-            let earlier_sent = sent_any;
-            let h = match headers.take() {
-                Some(h) => h,
-                None => rebuild()?,
-            };
-            let msg = PublishMessage::build()
-                .headers(h)
-                .payload(payload.clone())
-                .message_id(msg_id)
-                .expected_last_subject_sequence(expected);
-            let reason = match self.js.send_publish(subject.to_owned(), msg).await {
-                Err(e) => format!("publish to {subject}: {e}"),
-                Ok(ack) => {
-                    sent_any = true;
-                    match tokio::time::timeout(failover.attempt_timeout(), ack.into_future()).await {
-                        Err(_) => format!("publish to {subject}: no ack in {:?}", failover.attempt_timeout()),
-                        Ok(Ok(ack)) => return Ok(ack.sequence),
-                        Ok(Err(e)) => match e.kind() {
-                            // After an unanswered attempt, the subject may have moved
-                            // because that attempt was stored: the message right after
-                            // `expected` says whether it is ours (a conflict re-decides the
-                            // command, which would store it twice).
-                            PublishErrorKind::WrongLastSequence if earlier_sent => {
-                                return match self.next_on_subject(subject, expected).await? {
-                                    Some(e) if e.event_id == msg_id => Ok(e.seq),
-                                    _ => Err(LogError::Conflict { subject: subject.to_owned(), expected }),
-                                };
-                            }
-                            PublishErrorKind::WrongLastSequence => {
-                                return Err(LogError::Conflict { subject: subject.to_owned(), expected });
-                            }
-                            PublishErrorKind::MaxPayloadExceeded => return Err(LogError::Invalid(e.to_string())),
-                            // No leader to answer, or one that just changed: resend.
-                            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                                format!("publish to {subject}: {e}")
-                            }
-                            PublishErrorKind::StreamNotFound => format!("no JetStream responder for {subject}"),
-                            _ if server_code(&e) == Some(ERR_RETRYABLE_AFTER_ACK) => {
-                                format!("publish to {subject}: {e}")
-                            }
-                            _ => return Err(LogError::server(format!("publish to {subject}"), e)),
-                        },
-                    }
-                }
-            };
-            if !failover.pause().await {
-                return Err(LogError::Unavailable { reason, outcome_unknown: sent_any, cause: None });
-            }
-        }
-    }
-
-    /// Publishes an atomic batch, again while the stream has no leader (up to
-    /// [`LogConfig::failover_wait`]), even after a commit went unanswered: the resend expects
-    /// the same last subject sequence, so if the unanswered commit was stored the resend is
-    /// refused as a conflict, and the message right after `expected` (our first event,
-    /// `first_id`) shows the batch is stored. Never a second copy, and a commit lost in a
-    /// leader election no longer answers "outcome unknown". `maybe_stored`: an earlier
-    /// attempt (a group commit's batch) went out unanswered.
-    async fn publish_batch(
-        &self,
-        subject: &str,
-        expected: u64,
-        messages: Vec<(HeaderMap, Bytes)>,
-        first_id: &str,
-        maybe_stored: bool,
-    ) -> Result<u64, LogError> {
-        let mut failover = Failover::new(self);
-        let n = messages.len() as u64;
-        let mut sent_any = maybe_stored;
-        loop {
-            let attempt = messages.clone();
-            match batch::publish_atomic(&self.client, subject, expected, attempt, failover.attempt_timeout()).await {
-                Ok(ack) => return Ok(ack.sequence),
-                Err(LogError::Conflict { .. }) if sent_any => {
-                    // A batch is stored contiguously: its last event is n - 1 after its first.
-                    return match self.next_on_subject(subject, expected).await? {
-                        Some(e) if e.event_id == first_id => Ok(e.seq + n - 1),
-                        _ => Err(LogError::Conflict { subject: subject.to_owned(), expected }),
-                    };
-                }
-                Err(LogError::Unavailable { reason, outcome_unknown, cause }) => {
-                    sent_any |= outcome_unknown;
-                    if !failover.pause().await {
-                        return Err(LogError::Unavailable { reason, outcome_unknown: sent_any, cause });
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// Opens the KV bucket `<stream>_<suffix>` beside the stream, creating it (with the
@@ -420,10 +276,4 @@ impl EventLog {
         let info = s.info().await.map_err(|e| LogError::unavailable_from("stream info", e))?;
         Ok(info.state.last_sequence)
     }
-}
-
-fn server_code(e: &async_nats::jetstream::context::PublishError) -> Option<u64> {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
-        .map(|je| je.error_code().0)
 }
