@@ -1,6 +1,7 @@
 //! The commands benchmark's table, its ratios and its targets (issue 18), each marked MET or
 //! NOT MET with the numbers.
 
+use super::Profile;
 use crate::Figures;
 
 /// One system in one profile, over all rounds.
@@ -70,19 +71,21 @@ impl Table {
                     g.figures.per_sec / a.figures.per_sec
                 );
             }
-            let strict = profile == "1 node, sync always";
+            // The managed profile this row names (none for an external server).
+            let kind = [Profile::Default, Profile::Always, Profile::R3].into_iter().find(|p| p.label() == profile);
+            let strict = kind == Some(Profile::Always);
             let Some(deployed) = (if strict { grouped } else { alone }) else { continue };
             let d = deployed.figures.per_sec;
             if let Some(es) = postgres_es {
                 println!("  {profile}: covenant / postgres-es: {:.2}x", d / es);
             }
-            match profile.as_str() {
-                "1 node, sync default" => {
+            match kind {
+                Some(Profile::Default) => {
                     if let Some(raw) = raw {
                         mark("covenant / raw JetStream at default sync >= 0.80x", d / raw, 0.8);
                     }
                 }
-                "1 node, sync always" => {
+                Some(Profile::Always) => {
                     if let Some(raw) = raw {
                         mark("covenant >= 4x per-message raw publish at sync always", d / raw, 4.0);
                     }
@@ -93,12 +96,12 @@ impl Table {
                         mark("matched strict durability: covenant >= 3x postgres-es", d / es, 3.0);
                     }
                 }
-                "3 nodes, R3" => {
+                Some(Profile::R3) => {
                     if let Some(es) = postgres_es {
                         mark("R3: covenant >= 10x postgres-es", d / es, 10.0);
                     }
                 }
-                _ => {}
+                None => {}
             }
         }
     }
