@@ -229,3 +229,13 @@ pub async fn store_credentials(pool: &PgPool, user_id: uuid::Uuid, email: &str, 
         .await?;
     Ok(())
 }
+
+/// Deletes a forgotten user's credentials (email and password hash): the user can no longer
+/// sign in, and the email is gone from PostgreSQL.
+///
+/// # Errors
+/// Database errors.
+pub async fn forget_credentials(pool: &PgPool, user_id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM credentials WHERE user_id = $1").bind(user_id).execute(pool).await?;
+    Ok(())
+}

@@ -97,8 +97,7 @@ impl AppState {
         }
         let limits = Arc::new(limits::RateLimits::new(options.limits));
         let principals = principals::Principals::new(pool.clone());
-        let feed =
-            graphql::subscription::EventFeed { js: async_nats::jetstream::new(nats.clone()), stream: stream.clone() };
+        let feed = graphql::subscription::EventFeed::new(async_nats::jetstream::new(nats.clone()), stream.clone());
         Self {
             schema: graphql::schema(pool.clone(), feed, limits.clone(), side, principals.clone()),
             pool,

@@ -6,9 +6,9 @@
 //! of truth) was up. This directory keeps them in memory:
 //!
 //! - **Roles and revocations** are folded from the event stream itself (`user.registered`,
-//!   `user.role_change`, `user.logout` carrying the token id) by one ordered consumer that
-//!   follows the stream. A role change or a logout on any instance reaches every instance in
-//!   milliseconds, with PostgreSQL up or down.
+//!   `user.role_change`, `user.logout` carrying the token id, `user.forgotten`) by one
+//!   ordered consumer. A role change, a logout or a forget on any instance reaches every
+//!   instance in milliseconds, with PostgreSQL up or down.
 //! - **JWT keys** (secrets never enter the stream) are loaded from `jwt_keys` at start,
 //!   reloaded every [`KEY_REFRESH`] and at once when a `security.secret_rotated` event
 //!   arrives (until the new key id is seen). While PostgreSQL is down the keys last loaded
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use chrono::{DateTime, Utc};
-use covenant_domain::{Role, SecurityEvent, UserEvent};
+use covenant_domain::{Role, SecurityEvent, UserEvent, user::UserRegistered, user::UserRoleChanged};
 use covenant_projections::event::{DomainEvent, ProjectedEvent};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -44,8 +44,9 @@ struct State {
     awaited_since: Option<std::time::Instant>,
     /// Whether the keys were loaded at least once.
     keys_loaded: bool,
-    /// Current role of every user the stream has registered.
-    roles: HashMap<uuid::Uuid, Role>,
+    /// Current role of every user the stream has registered; `None` once forgotten
+    /// (`user.forgotten`), whatever a read model still says.
+    roles: HashMap<uuid::Uuid, Option<Role>>,
     /// Tokens ended by a logout, with the time after which they are expired anyway.
     revoked: HashMap<uuid::Uuid, DateTime<Utc>>,
     /// The last stream sequence folded in (0: not following, or nothing yet).
@@ -267,11 +268,9 @@ impl Principals {
             Ok(DomainEvent::User(u)) => {
                 let Ok(id) = uuid::Uuid::parse_str(&e.aggregate_id) else { return };
                 match u {
-                    UserEvent::Registered(r) => {
-                        s.roles.insert(id, r.role);
-                    }
-                    UserEvent::RoleChanged(r) => {
-                        s.roles.insert(id, r.new_role);
+                    UserEvent::Registered(UserRegistered { role, .. })
+                    | UserEvent::RoleChanged(UserRoleChanged { new_role: role, .. }) => {
+                        s.roles.insert(id, Some(role));
                     }
                     UserEvent::LoggedOut(l) => {
                         if let Some(jti) = l.token_id {
@@ -282,6 +281,7 @@ impl Principals {
                         }
                     }
                     UserEvent::LoggedIn(_) => {}
+                    UserEvent::Forgotten(_) => _ = s.roles.insert(id, None),
                 }
             }
             // Rotation retires every older key: reload until the new one is seen.
@@ -345,16 +345,20 @@ impl Principals {
         Ok(k)
     }
 
-    /// The current role of `user`, or `None` if no such user is registered.
+    /// The current role of `user`, or `None` if no such user is registered (or forgotten).
     ///
     /// # Errors
     /// When the directory has not seen `user` and PostgreSQL cannot be asked.
     pub async fn role(&self, user: uuid::Uuid) -> Result<Option<Role>, sqlx::Error> {
         if let Some(r) = self.read().roles.get(&user) {
-            return Ok(Some(*r));
+            return Ok(*r);
         }
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM users WHERE id = $1").bind(user).fetch_optional(&self.pool).await?;
+        // A forgotten user's row keeps its role beside the placeholder email: not a user.
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1 AND email <> $2")
+            .bind(user)
+            .bind(covenant_personal::FORGOTTEN)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(role.and_then(|r| r.parse().ok()))
     }
 

@@ -12,7 +12,7 @@ use covenant_commands::{EventLog, LogConfig};
 use covenant_domain::country::{CountryGdpUpdated, CountryRegistered};
 use covenant_domain::project::{ProjectCreated, ProjectUpdated};
 use covenant_domain::user::{UserLoggedIn, UserRegistered};
-use covenant_domain::{CountryEvent, EventCodec, ProjectEvent, Role, Usd, UserEvent};
+use covenant_domain::{CountryEvent, EventCodec, Personal, ProjectEvent, Role, Usd, UserEvent};
 use covenant_projections::event::ProjectedEvent;
 use covenant_projections::{Projection, Tables, rebuild};
 use futures::StreamExt;
@@ -92,9 +92,8 @@ fn verdict(rate: f64, ratio: f64) -> &'static str {
     if rate >= 50_000.0 && ratio >= 0.5 { "MET" } else { "NOT MET" }
 }
 
-/// Writes `n` events shaped like the real workload, pipelined, with real audit headers.
-/// Writes `n` realistic events (countries, GDP updates, projects, users) with their audit
-/// headers, pipelined.
+/// Writes `n` realistic events (countries, GDP updates, projects, users, their personal
+/// fields sealed) with their audit headers, pipelined.
 ///
 /// # Errors
 /// When a publish fails.
@@ -105,6 +104,8 @@ pub async fn generate(log: &EventLog, n: u64) -> Result<()> {
     let mut gdp: HashMap<usize, u64> = HashMap::new();
     let (mut projects, mut users) = (0u64, 0u64);
     let mut inflight = FuturesUnordered::new();
+    let keys = covenant_personal::KeyStore::create(js.clone(), &log.config().stream, log.config().replicas).await?;
+    let mut user_keys: HashMap<String, covenant_personal::DataKey> = HashMap::new();
     let usd = |v: u64| Usd::new(v).expect("bench amounts are in range");
     for i in 0..n {
         let (subject_tail, event_type, payload): (String, &str, Vec<u8>) = if (i as usize) < codes.len() {
@@ -134,13 +135,13 @@ pub async fn generate(log: &EventLog, n: u64) -> Result<()> {
                     (format!("project.{}", uuid_of(i * 7 % projects)), e.type_name(), e.encode())
                 }
                 7 | 8 if users > 0 => {
-                    let e = UserEvent::LoggedIn(UserLoggedIn { ip: "203.0.113.7".parse()? });
+                    let e = UserEvent::LoggedIn(UserLoggedIn { ip: Personal::Known("203.0.113.7".parse()?) });
                     (format!("user.{}", uuid_of(1 << 40 | (i % users))), e.type_name(), e.encode())
                 }
                 9 => {
                     users += 1;
                     let e = UserEvent::Registered(UserRegistered {
-                        email: covenant_domain::Email::parse(&format!("u{users}@example.org"))?,
+                        email: Personal::Known(covenant_domain::Email::parse(&format!("u{users}@example.org"))?),
                         role: Role::Viewer,
                     });
                     (format!("user.{}", uuid_of(1 << 40 | (users - 1))), e.type_name(), e.encode())
@@ -155,6 +156,22 @@ pub async fn generate(log: &EventLog, n: u64) -> Result<()> {
                     (format!("project.{}", uuid_of(projects - 1)), e.type_name(), e.encode())
                 }
             }
+        };
+        // Personal fields sealed with each user's key, as the service stores them (so the
+        // projections pay for opening them).
+        let fields = covenant_domain::personal_fields("user", event_type);
+        let payload = match subject_tail.strip_prefix("user.") {
+            Some(owner) if !fields.is_empty() => {
+                let key = match user_keys.get(owner) {
+                    Some(k) => k,
+                    None => {
+                        let k = keys.get_or_create(owner).await?;
+                        user_keys.entry(owner.to_owned()).or_insert(k)
+                    }
+                };
+                covenant_personal::seal::seal(&payload, fields, covenant_personal::Place { owner, event_type }, key)?
+            }
+            _ => payload,
         };
         let subject = format!("{}.{subject_tail}", log.config().subject_prefix);
         let tip = match tips.get(&subject) {

@@ -108,7 +108,7 @@ where
             Err(CommandError::InvalidInput(_)) => "invalid",
             Err(CommandError::Conflict { .. }) => "conflict",
             Err(CommandError::InProgress) => "in_progress",
-            Err(CommandError::Unavailable { .. }) => "unavailable",
+            Err(CommandError::Unavailable { .. } | CommandError::KeysUnavailable { .. }) => "unavailable",
             Err(CommandError::Internal(_)) => "internal",
         };
         metrics::counter!("covenant_commands_total", "aggregate" => A::TYPE, "command" => name, "outcome" => outcome)
@@ -255,12 +255,16 @@ pub async fn open_bus<A>(
     log: &EventLog,
     services: A::Services,
     cache_capacity: usize,
+    keys: Option<covenant_personal::KeyStore>,
 ) -> std::result::Result<CommandBus<A>, LogError>
 where
     A: CovenantAggregate,
     A::Command: Clone + Serialize,
 {
     let idempotency = IdempotencyStore::open(log.clone()).await?;
-    let store = JetStreamStore::new(log.clone(), cache_capacity).with_snapshots(Snapshots::open(log).await?);
+    let mut store = JetStreamStore::new(log.clone(), cache_capacity).with_snapshots(Snapshots::open(log).await?);
+    if let Some(keys) = keys {
+        store = store.with_keys(keys);
+    }
     Ok(CommandBus::new(store, services, idempotency))
 }

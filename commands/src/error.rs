@@ -50,6 +50,10 @@ pub enum LogError {
         /// The problems, one per setting.
         problems: String,
     },
+    /// The personal-data key store could not give the key a personal field is sealed with;
+    /// nothing was appended (a personal field is never stored in plaintext instead).
+    #[error("personal-data key store unavailable")]
+    KeysUnavailable(#[source] Cause),
     /// Anything else the server answered.
     #[error("JetStream error: {what}")]
     Server {
@@ -123,6 +127,12 @@ pub enum CommandError<E: std::error::Error> {
         /// Whether the command may have been applied despite the error.
         outcome_unknown: bool,
     },
+    /// The personal-data key store did not answer; nothing was appended.
+    #[error("personal-data key store unavailable: {reason}")]
+    KeysUnavailable {
+        /// The error's chain (logged, never sent to clients).
+        reason: String,
+    },
     /// A stored event could not be read back, or the server answered something unexpected;
     /// the log's error is the source (callers log the chain, never send it).
     #[error("internal error")]
@@ -141,6 +151,7 @@ impl<E: std::error::Error> From<LogError> for CommandError<E> {
                 outcome_unknown,
             },
             LogError::Invalid(r) => CommandError::InvalidInput(r),
+            LogError::KeysUnavailable(cause) => CommandError::KeysUnavailable { reason: chain(cause.as_ref()) },
             other => CommandError::Internal(other),
         }
     }

@@ -73,6 +73,17 @@ impl Snapshots {
     }
 }
 
+impl Snapshots {
+    /// Deletes the snapshot of `key` (a forgotten user's: states from before personal fields
+    /// were sealed held the email).
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`].
+    pub async fn delete(&self, key: &str) -> Result<(), LogError> {
+        self.kv.purge(key).await.map_err(|e| LogError::unavailable_from("deleting a snapshot", e))
+    }
+}
+
 /// Whether an append that moved the version from `before` to `after` should snapshot.
 pub fn due(before: u64, after: u64) -> bool {
     after / SNAPSHOT_EVERY > before / SNAPSHOT_EVERY

@@ -6,11 +6,16 @@
 //! conflicts), while commands to different aggregates never wait on each other. Writers in
 //! other processes are caught by `Nats-Expected-Last-Subject-Sequence`; a conflict evicts
 //! the slot and the command is re-run on the reloaded aggregate.
+//!
+//! Personal fields (`covenant_domain::personal_fields`) are sealed with their user's key
+//! before an append and read back withheld: the command side never needs them to decide,
+//! so it never opens them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use covenant_domain::{CovenantAggregate, EventCodec};
+use covenant_domain::{CovenantAggregate, EventCodec, personal_fields};
+use covenant_personal::{KeyStore, Place};
 use cqrs_es::{AggregateContext, AggregateError, EventEnvelope, EventStore};
 
 use crate::error::LogError;
@@ -51,6 +56,7 @@ pub struct JetStreamStore<A> {
     slots: Arc<Mutex<HashMap<String, Slot<A>>>>,
     capacity: usize,
     snapshots: Option<Snapshots>,
+    keys: Option<KeyStore>,
 }
 
 impl<A> Clone for JetStreamStore<A> {
@@ -60,6 +66,7 @@ impl<A> Clone for JetStreamStore<A> {
             slots: self.slots.clone(),
             capacity: self.capacity,
             snapshots: self.snapshots.clone(),
+            keys: self.keys.clone(),
         }
     }
 }
@@ -67,7 +74,15 @@ impl<A> Clone for JetStreamStore<A> {
 impl<A: CovenantAggregate> JetStreamStore<A> {
     /// A store caching up to about `capacity` aggregates (idle ones are dropped beyond it).
     pub fn new(log: EventLog, capacity: usize) -> Self {
-        Self { log, slots: Arc::default(), capacity: capacity.max(1), snapshots: None }
+        Self { log, slots: Arc::default(), capacity: capacity.max(1), snapshots: None, keys: None }
+    }
+
+    /// The same store, sealing personal fields with keys from `keys`. Without it, an event
+    /// with a personal field is refused ([`LogError::KeysUnavailable`]), never stored plain.
+    #[must_use]
+    pub fn with_keys(mut self, keys: KeyStore) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// The same store, loading from and writing to `snapshots`.
@@ -94,6 +109,17 @@ impl<A: CovenantAggregate> JetStreamStore<A> {
                 tracing::warn!(error = %e, key, "snapshot not written");
             }
         });
+    }
+
+    /// Deletes the snapshot of `id`, if snapshots are kept.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`].
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), LogError> {
+        match &self.snapshots {
+            Some(s) => s.delete(&Self::snapshot_key(id)).await,
+            None => Ok(()),
+        }
     }
 
     /// The underlying log.
@@ -147,7 +173,7 @@ impl<A: CovenantAggregate> JetStreamStore<A> {
             if e.prev != tip.hash || e.recompute_hash(&origin)? != e.hash {
                 return Err(corrupt("audit hash chain does not verify".into()));
             }
-            let event = A::Event::decode(&e.event_type, &e.payload).map_err(|err| corrupt(err.to_string()))?;
+            let event = decode_withheld::<A>(id, &e.event_type, &e.payload).map_err(corrupt)?;
             cqrs_es::Aggregate::apply(&mut aggregate, event);
             tip = ChainTip::after(&e);
         }
@@ -166,9 +192,38 @@ impl<A: CovenantAggregate> JetStreamStore<A> {
         actor: &str,
         extra: &[(String, String)],
     ) -> Result<Appended, LogError> {
-        let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::json(e.type_name(), actor, e.encode())).collect();
+        let mut new = Vec::with_capacity(events.len());
+        for e in events {
+            let payload = self.seal(id, e.type_name(), e.encode()).await?;
+            new.push(NewEvent::json(e.type_name(), actor, payload));
+        }
         self.log.append(&self.subject(id), tip, &new, extra).await
     }
+
+    /// `payload` with its personal fields sealed with `id`'s key (unchanged when it has none).
+    async fn seal(&self, id: &str, event_type: &str, payload: Vec<u8>) -> Result<Vec<u8>, LogError> {
+        let fields = personal_fields(A::TYPE, event_type);
+        if fields.is_empty() {
+            return Ok(payload);
+        }
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            LogError::KeysUnavailable(Arc::new(std::io::Error::other("this event store has no key store configured")))
+        })?;
+        let key = keys.get_or_create(id).await.map_err(|e| LogError::KeysUnavailable(Arc::new(e)))?;
+        covenant_personal::seal::seal(&payload, fields, Place { owner: id, event_type }, &key)
+            .map_err(|e| LogError::Invalid(format!("sealing the personal fields of {event_type}: {e}")))
+    }
+}
+
+/// Decodes a stored event with its personal fields withheld (the command side holds no keys).
+fn decode_withheld<A: CovenantAggregate>(id: &str, event_type: &str, payload: &[u8]) -> Result<A::Event, String> {
+    let fields = personal_fields(A::TYPE, event_type);
+    if fields.is_empty() {
+        return A::Event::decode(event_type, payload).map_err(|e| e.to_string());
+    }
+    let withheld = covenant_personal::seal::open(payload, fields, Place { owner: id, event_type }, None)
+        .map_err(|e| e.to_string())?;
+    A::Event::decode(event_type, &withheld).map_err(|e| e.to_string())
 }
 
 fn to_aggregate_error<E: std::error::Error>(e: LogError) -> AggregateError<E> {
@@ -188,11 +243,12 @@ impl<A: CovenantAggregate> EventStore<A> for JetStreamStore<A> {
     async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         let subject = self.subject(aggregate_id);
         let stored = self.log.read_subject(&subject, 0).await.map_err(to_aggregate_error)?;
+        let id = aggregate_id;
         stored
             .into_iter()
             .map(|e| {
-                let payload = A::Event::decode(&e.event_type, &e.payload)
-                    .map_err(|err| AggregateError::DeserializationError(Box::new(err)))?;
+                let payload = decode_withheld::<A>(id, &e.event_type, &e.payload)
+                    .map_err(|err| AggregateError::DeserializationError(err.into()))?;
                 let metadata = HashMap::from([
                     ("stream_sequence".to_owned(), e.seq.to_string()),
                     ("event_id".to_owned(), e.event_id.clone()),

@@ -12,10 +12,12 @@
 //! - [`codec`]: event type names and payload bytes ([`EventCodec`]), id rules.
 //! - [`country`], [`project`], [`user`], [`security`]: the aggregates.
 //! - [`iso3166`]: the assigned alpha-2 codes.
+//! - [`personal`]: which event fields are personal data, and [`Personal`] values.
 
 pub mod codec;
 pub mod country;
 pub mod iso3166;
+pub mod personal;
 pub mod project;
 pub mod security;
 pub mod user;
@@ -23,6 +25,7 @@ pub mod values;
 
 pub use codec::{CovenantAggregate, DecodeError, EventCodec, IdError};
 pub use country::{Country, CountryCommand, CountryError, CountryEvent};
+pub use personal::{Personal, personal_fields};
 pub use project::{CountryDirectory, Project, ProjectCommand, ProjectError, ProjectEvent, ProjectStatus};
 pub use security::{SECURITY_ID, Security, SecurityCommand, SecurityError, SecurityEvent};
 pub use user::{User, UserCommand, UserError, UserEvent};

@@ -1,7 +1,11 @@
-//! The User aggregate: registration, role changes, logins and logouts.
+//! The User aggregate: registration, role changes, logins, logouts and forgetting.
 //!
 //! Id: a UUID (`covenant.events.user.<uuid>`). Password hashes never enter an event (the
-//! stream is immutable for years); they live in PostgreSQL beside the read models.
+//! stream is immutable for years); they live in PostgreSQL beside the read models. The
+//! email and the login address are personal fields ([`crate::personal`]): stored sealed
+//! with the user's own key, so that deleting the key (`user.forgotten`) erases them while
+//! the chain of stored bytes stays intact. The aggregate keeps neither (its snapshots are
+//! stored too); it never needs them to decide.
 
 use std::net::IpAddr;
 
@@ -10,6 +14,7 @@ use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{CovenantAggregate, IdError, validate_uuid_id};
+use crate::personal::Personal;
 use crate::values::{Actor, Email, Role};
 
 /// What may be asked of a user.
@@ -41,13 +46,19 @@ pub enum UserCommand {
         /// The token the user signed out with.
         token: Option<uuid::Uuid>,
     },
+    /// Forgets the user (admin or the system): from `user.forgotten` on, every command is
+    /// refused; the caller then deletes the user's key, which erases the personal fields.
+    Forget {
+        /// Who asks.
+        actor: Actor,
+    },
 }
 
 /// `user.registered`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRegistered {
-    /// Login address.
-    pub email: Email,
+    /// Login address (personal: sealed in the stream).
+    pub email: Personal<Email>,
     /// Initial role.
     pub role: Role,
 }
@@ -64,8 +75,8 @@ pub struct UserRoleChanged {
 /// `user.login`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserLoggedIn {
-    /// Client address.
-    pub ip: IpAddr,
+    /// Client address (personal: sealed in the stream).
+    pub ip: Personal<IpAddr>,
 }
 
 /// `user.logout`.
@@ -76,6 +87,11 @@ pub struct UserLoggedOut {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<uuid::Uuid>,
 }
+
+/// `user.forgotten`: the user's personal data was erased (its key deleted). Carries no
+/// personal data itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UserForgotten {}
 
 /// Facts about a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +104,8 @@ pub enum UserEvent {
     LoggedIn(UserLoggedIn),
     /// See [`UserLoggedOut`].
     LoggedOut(UserLoggedOut),
+    /// See [`UserForgotten`].
+    Forgotten(UserForgotten),
 }
 
 crate::stored_events!(UserEvent {
@@ -95,6 +113,7 @@ crate::stored_events!(UserEvent {
     RoleChanged(UserRoleChanged) = "user.role_change",
     LoggedIn(UserLoggedIn) = "user.login",
     LoggedOut(UserLoggedOut) = "user.logout",
+    Forgotten(UserForgotten) = "user.forgotten",
 });
 
 /// Why a user command was refused.
@@ -112,24 +131,28 @@ pub enum UserError {
     /// A role change to the current role.
     #[error("the user already has role {0}")]
     RoleUnchanged(&'static str),
+    /// Any command to a forgotten user.
+    #[error("the user was forgotten")]
+    Forgotten,
 }
 
 /// A user as its events left them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct User {
-    email: Option<Email>,
     role: Option<Role>,
+    #[serde(default)]
+    forgotten: bool,
 }
 
 impl User {
-    /// The login address, once registered.
-    pub fn email(&self) -> Option<&Email> {
-        self.email.as_ref()
+    /// The current role, once registered (`None` again once forgotten).
+    pub fn role(&self) -> Option<Role> {
+        if self.forgotten { None } else { self.role }
     }
 
-    /// The current role, once registered.
-    pub fn role(&self) -> Option<Role> {
-        self.role
+    /// Whether the user was forgotten.
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten
     }
 
     /// The pure decision for `command`.
@@ -138,19 +161,19 @@ impl User {
     /// [`UserError`] when refused.
     pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
         match command {
-            UserCommand::Register { email, role, actor } => {
-                if !actor.is_admin() {
-                    return Err(UserError::NotAdmin);
-                }
-                if self.email.is_some() {
-                    return Err(UserError::AlreadyRegistered);
-                }
-                Ok(vec![UserEvent::Registered(UserRegistered { email, role })])
+            UserCommand::Register { actor, .. } | UserCommand::Forget { actor } if !actor.is_admin() => {
+                Err(UserError::NotAdmin)
+            }
+            _ if self.forgotten => Err(UserError::Forgotten),
+            UserCommand::Register { .. } if self.role.is_some() => Err(UserError::AlreadyRegistered),
+            UserCommand::Register { email, role, .. } => {
+                Ok(vec![UserEvent::Registered(UserRegistered { email: Personal::Known(email), role })])
             }
             _ if self.role.is_none() => Err(UserError::NotFound),
             UserCommand::ChangeRole { role, actor } => self.decide_role_change(role, &actor),
-            UserCommand::RecordLogin { ip } => Ok(vec![UserEvent::LoggedIn(UserLoggedIn { ip })]),
+            UserCommand::RecordLogin { ip } => Ok(vec![UserEvent::LoggedIn(UserLoggedIn { ip: Personal::Known(ip) })]),
             UserCommand::RecordLogout { token } => Ok(vec![UserEvent::LoggedOut(UserLoggedOut { token_id: token })]),
+            UserCommand::Forget { .. } => Ok(vec![UserEvent::Forgotten(UserForgotten {})]),
         }
     }
 
@@ -182,12 +205,10 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            UserEvent::Registered(r) => {
-                self.email = Some(r.email);
-                self.role = Some(r.role);
-            }
+            UserEvent::Registered(r) => self.role = Some(r.role),
             UserEvent::RoleChanged(c) => self.role = Some(c.new_role),
             UserEvent::LoggedIn(_) | UserEvent::LoggedOut(_) => {}
+            UserEvent::Forgotten(_) => self.forgotten = true,
         }
     }
 }
@@ -199,6 +220,7 @@ impl CovenantAggregate for User {
             UserCommand::ChangeRole { .. } => "change_role",
             UserCommand::RecordLogin { .. } => "login",
             UserCommand::RecordLogout { .. } => "logout",
+            UserCommand::Forget { .. } => "forget",
         }
     }
 
@@ -208,107 +230,4 @@ impl CovenantAggregate for User {
 }
 
 #[cfg(test)]
-mod tests {
-    use cqrs_es::test::TestFramework;
-
-    use super::*;
-
-    type Given = TestFramework<User>;
-
-    fn actor(role: Role) -> Actor {
-        Actor::User { id: uuid::Uuid::nil(), role }
-    }
-
-    fn registered(role: Role) -> UserEvent {
-        UserEvent::Registered(UserRegistered { email: Email::parse("ada@example.org").expect("email"), role })
-    }
-
-    fn register(by: Actor) -> UserCommand {
-        UserCommand::Register { email: Email::parse("ada@example.org").expect("email"), role: Role::Steward, actor: by }
-    }
-
-    #[test]
-    fn an_admin_or_the_system_registers_users() {
-        Given::with(())
-            .given_no_previous_events()
-            .when(register(actor(Role::Admin)))
-            .then_expect_events(vec![registered(Role::Steward)]);
-        Given::with(())
-            .given_no_previous_events()
-            .when(register(Actor::System))
-            .then_expect_events(vec![registered(Role::Steward)]);
-    }
-
-    #[test]
-    fn a_non_admin_cannot_register_users() {
-        for role in [Role::Steward, Role::Viewer] {
-            Given::with(())
-                .given_no_previous_events()
-                .when(register(actor(role)))
-                .then_expect_error(UserError::NotAdmin);
-        }
-    }
-
-    #[test]
-    fn registering_an_existing_user_is_refused() {
-        Given::with(())
-            .given(vec![registered(Role::Viewer)])
-            .when(register(Actor::System))
-            .then_expect_error(UserError::AlreadyRegistered);
-    }
-
-    #[test]
-    fn only_admins_change_roles() {
-        Given::with(())
-            .given(vec![registered(Role::Viewer)])
-            .when(UserCommand::ChangeRole { role: Role::Steward, actor: actor(Role::Admin) })
-            .then_expect_events(vec![UserEvent::RoleChanged(UserRoleChanged {
-                old_role: Role::Viewer,
-                new_role: Role::Steward,
-            })]);
-        Given::with(())
-            .given(vec![registered(Role::Viewer)])
-            .when(UserCommand::ChangeRole { role: Role::Admin, actor: actor(Role::Steward) })
-            .then_expect_error(UserError::NotAdmin);
-    }
-
-    #[test]
-    fn a_role_change_to_the_same_role_or_of_an_unknown_user_is_refused() {
-        Given::with(())
-            .given(vec![registered(Role::Viewer)])
-            .when(UserCommand::ChangeRole { role: Role::Viewer, actor: Actor::System })
-            .then_expect_error(UserError::RoleUnchanged("viewer"));
-        Given::with(())
-            .given_no_previous_events()
-            .when(UserCommand::ChangeRole { role: Role::Viewer, actor: Actor::System })
-            .then_expect_error(UserError::NotFound);
-    }
-
-    #[test]
-    fn logins_and_logouts_are_recorded_for_known_users_only() {
-        let ip: IpAddr = "203.0.113.7".parse().expect("ip");
-        Given::with(())
-            .given(vec![registered(Role::Viewer)])
-            .when(UserCommand::RecordLogin { ip })
-            .then_expect_events(vec![UserEvent::LoggedIn(UserLoggedIn { ip })]);
-        Given::with(())
-            .given(vec![registered(Role::Viewer)])
-            .when(UserCommand::RecordLogout { token: None })
-            .then_expect_events(vec![UserEvent::LoggedOut(UserLoggedOut::default())]);
-        Given::with(())
-            .given_no_previous_events()
-            .when(UserCommand::RecordLogin { ip })
-            .then_expect_error(UserError::NotFound);
-        Given::with(())
-            .given_no_previous_events()
-            .when(UserCommand::RecordLogout { token: None })
-            .then_expect_error(UserError::NotFound);
-    }
-
-    #[test]
-    fn the_login_payload_matches_the_audit_vector() {
-        use crate::codec::EventCodec;
-        let e = UserEvent::LoggedIn(UserLoggedIn { ip: "203.0.113.7".parse().expect("ip") });
-        assert_eq!(e.encode(), br#"{"ip":"203.0.113.7"}"#);
-    }
-}
+mod tests;

@@ -78,6 +78,14 @@ enum UsersCmd {
         #[arg(long)]
         role: covenant_domain::Role,
     },
+    /// Forgets a user (crypto-shredding): appends `user.forgotten`, erases the user's key so
+    /// that its email and login addresses in the stream can be read by no one, deletes its
+    /// credentials (no more sign-in); the read models show `[forgotten]`. The audit chain
+    /// still verifies. Running it again finishes an interrupted forget.
+    Forget {
+        /// The user's id (a UUID, as `users` and `auditEvents` show it).
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +205,21 @@ async fn run_other(s: Settings, command: Cmd) -> Result<()> {
             let db = connect::database(&s).await?;
             let id = covenant_ops::users::create(&side, &db.pool, &email, role, password).await?;
             println!("user {id} ({email}, {}) created", role.as_str());
+            Ok(())
+        }
+        Cmd::Users { what: UsersCmd::Forget { id } } => {
+            let nats = connect::nats(&s).await?;
+            let side = connect::command_side(&nats.url, &s).await?;
+            let db = connect::database(&s).await?;
+            let done = covenant_ops::users::forget(&side, &db.pool, id).await?;
+            match done.sequence {
+                Some(seq) => println!("user {id} forgotten: user.forgotten at sequence {seq}"),
+                None => println!("user {id} was forgotten already; finished again"),
+            }
+            println!(
+                "  key {}; credentials deleted; the read models show [forgotten] once the projections pass the event",
+                if done.key_erased { "erased" } else { "already gone" }
+            );
             Ok(())
         }
         Cmd::Secrets { what: SecretsCmd::Rotate } => {

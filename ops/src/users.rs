@@ -50,6 +50,20 @@ pub async fn ensure_demo_admin(side: &CommandSide, pool: &PgPool) -> Result<Opti
     Ok(Some(password))
 }
 
+/// Forgets user `id` (DESIGN section 11): `user.forgotten`, its key erased, its credentials
+/// deleted. Running it again finishes an interrupted forget.
+///
+/// # Errors
+/// An unknown user, or a failed command, key store or database.
+pub async fn forget(side: &CommandSide, pool: &PgPool, id: uuid::Uuid) -> Result<covenant_commands::Forgotten> {
+    let done = side
+        .forget_user(&id.to_string(), Actor::System, &CommandContext::system())
+        .await
+        .map_err(|e| anyhow::anyhow!("forgetting user {id}: {e}"))?;
+    auth::forget_credentials(pool, id).await.context("deleting the credentials")?;
+    Ok(done)
+}
+
 /// Rotates the JWT secret (event `security.secret_rotated`); returns the new key id.
 ///
 /// # Errors

@@ -3,11 +3,17 @@
 //!
 //! Projections depend on the domain and on the stored header names (a contract), never on
 //! the command side.
+//!
+//! Personal fields: [`ProjectedEvent::payload`] is always the payload as stored (sealed),
+//! which is what the `audit` projection keeps. Decoding uses the payload as
+//! [`crate::personal::open_events`] opened it, or, before that, with every sealed field
+//! withheld.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use covenant_domain::{CountryEvent, DecodeError, EventCodec, ProjectEvent, SecurityEvent, UserEvent};
+use covenant_domain::{CountryEvent, DecodeError, EventCodec, ProjectEvent, SecurityEvent, UserEvent, personal_fields};
+use covenant_personal::{Place, seal};
 
 /// A stored event, as read from the stream.
 #[derive(Debug, Clone)]
@@ -30,8 +36,11 @@ pub struct ProjectedEvent {
     pub actor: String,
     /// `Occurred-At`, parsed (the stream's time if the header is missing or malformed).
     pub occurred_at: DateTime<Utc>,
-    /// Payload bytes as stored.
+    /// Payload bytes as stored (personal fields sealed).
     pub payload: Bytes,
+    /// The payload with its personal fields opened with the user's key (or withheld once
+    /// the key is gone), or why they do not open; `None` until opened or when it has none.
+    pub opened: Option<Result<Bytes, String>>,
     /// Why the headers could not be read in full, if so (the event is then skipped).
     pub header_problem: Option<String>,
     /// The W3C `traceparent` of the request that appended it, if traced.
@@ -79,6 +88,7 @@ impl ProjectedEvent {
             actor,
             occurred_at,
             payload,
+            opened: None,
             header_problem: (!problems.is_empty()).then(|| problems.join(", ")),
             traceparent: get("traceparent"),
         }
@@ -92,7 +102,23 @@ impl ProjectedEvent {
         if let Some(p) = &self.header_problem {
             return Err(DecodeError::BadPayload { event_type: self.event_type.clone(), reason: p.clone() });
         }
-        let (t, p) = (self.event_type.as_str(), self.payload.as_ref());
+        let t = self.event_type.as_str();
+        let bad = |reason: String| DecodeError::BadPayload { event_type: t.to_owned(), reason };
+        let withheld;
+        let p: &[u8] = match &self.opened {
+            Some(Ok(opened)) => opened,
+            Some(Err(why)) => return Err(bad(why.clone())),
+            None => {
+                let fields = personal_fields(&self.aggregate, t);
+                if fields.is_empty() {
+                    &self.payload
+                } else {
+                    let place = Place { owner: &self.aggregate_id, event_type: t };
+                    withheld = seal::open(&self.payload, fields, place, None).map_err(|e| bad(e.to_string()))?;
+                    &withheld
+                }
+            }
+        };
         Ok(match self.aggregate.as_str() {
             "country" => DomainEvent::Country(CountryEvent::decode(t, p)?),
             "project" => DomainEvent::Project(ProjectEvent::decode(t, p)?),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use covenant_domain::{CountryEvent, ProjectEvent, UserEvent};
+use covenant_personal::FORGOTTEN;
 use sqlx::PgConnection;
 
 use crate::event::{DomainEvent, ProjectedEvent};
@@ -147,16 +148,26 @@ impl Fold {
             UserEvent::Registered(r) => {
                 row.created_in_batch = true;
                 row.created_at = Some(e.occurred_at);
-                cols.email = Some(r.email.as_str().to_owned());
+                cols.email = Some(r.email.known().map_or(FORGOTTEN, |e| e.as_str()).to_owned());
                 cols.role = Some(r.role.as_str().to_owned());
                 self.fund.users += 1;
             }
             UserEvent::RoleChanged(c) => cols.role = Some(c.new_role.as_str().to_owned()),
             UserEvent::LoggedIn(l) => {
                 cols.last_login_at = Some(e.occurred_at);
-                cols.last_login_ip = Some(l.ip.to_string());
+                cols.last_login_ip = Some(l.ip.known().map_or_else(|| FORGOTTEN.to_owned(), ToString::to_string));
             }
             UserEvent::LoggedOut(_) => cols.last_logout_at = Some(e.occurred_at),
+            // Scrubbed: the event carries no personal data, and the key that opened the
+            // earlier events is gone, so a rebuild writes the placeholder as well.
+            UserEvent::Forgotten(_) => {
+                cols.email = Some(FORGOTTEN.to_owned());
+                // The address becomes the placeholder only where there was one (a row this
+                // batch creates is known here; for an existing row the UPDATE decides).
+                if cols.last_login_ip.is_some() || !row.created_in_batch {
+                    cols.last_login_ip = Some(FORGOTTEN.to_owned());
+                }
+            }
         }
     }
 }

@@ -212,11 +212,13 @@ pub(crate) async fn write_users(
     }
     if !upd.is_empty() {
         let sql = format!(
-            "UPDATE {table} x SET role = COALESCE(u.role, x.role), last_login_ip = COALESCE(u.ip, x.last_login_ip),
+            // A forgotten user's address becomes the placeholder only where there was one.
+            "UPDATE {table} x SET role = COALESCE(u.role, x.role), email = COALESCE(u.email, x.email),
+                 last_login_ip = CASE WHEN x.last_login_ip IS NULL AND u.ip = $8 THEN NULL ELSE COALESCE(u.ip, x.last_login_ip) END,
                  last_login_at = COALESCE(u.login_at, x.last_login_at), last_logout_at = COALESCE(u.logout_at, x.last_logout_at),
                  version = u.version, last_seq = u.last_seq
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[])
-                 AS u(id, role, ip, version, last_seq, login_at, logout_at)
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[], $9::text[])
+                 AS u(id, role, ip, version, last_seq, login_at, logout_at, email)
              WHERE x.id = u.id"
         );
         sqlx::query(&sql)
@@ -227,6 +229,8 @@ pub(crate) async fn write_users(
             .bind(col(&upd, |_, r| r.last_seq))
             .bind(col(&upd, |_, r| r.columns.last_login_at))
             .bind(col(&upd, |_, r| r.columns.last_logout_at))
+            .bind(covenant_personal::FORGOTTEN)
+            .bind(col(&upd, |_, r| r.columns.email.clone()))
             .execute(&mut *conn)
             .await?;
     }

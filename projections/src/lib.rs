@@ -17,6 +17,8 @@
 //! - [`verify`]: recompute a read model from the stream and compare it row by row.
 //! - [`lease`]: one active runner per projection (and one sealer) across instances.
 //! - [`views`]: reads of the read models.
+//! - [`personal`]: personal fields opened with their users' keys before a batch is applied
+//!   (the `audit` projection keeps them sealed).
 //!
 //! **Bad events** (unknown type, unparsable payload, malformed headers) are skipped, never
 //! silently: each is logged at error level with its sequence, counted in
@@ -32,6 +34,7 @@ pub mod lease;
 pub mod ledger;
 mod ledger_sql;
 pub mod monitor;
+pub mod personal;
 pub mod projection;
 pub mod rebuild;
 pub mod runner;

@@ -169,7 +169,7 @@ async fn stream_last_seq(js: &jetstream::Context, stream: &str) -> Result<u64, R
 }
 
 /// Reads stream sequences `from..=to` with an ordered consumer, handing batches of up to
-/// 2000 events to `each`.
+/// 2000 events, their personal fields opened ([`crate::personal`]), to `each`.
 ///
 /// # Errors
 /// NATS errors, or what `each` returns.
@@ -194,6 +194,7 @@ pub async fn read_range(
         .map_err(|e| nats(&e))?;
     let mut messages = c.messages().await.map_err(|e| nats(&e))?;
     let mut batch = Vec::with_capacity(REBUILD_BATCH);
+    let keys = covenant_personal::KeyStore::attach(js.clone(), stream);
     loop {
         let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
@@ -207,6 +208,9 @@ pub async fn read_range(
         let seq = e.seq;
         batch.push(e);
         if seq >= to || batch.len() >= REBUILD_BATCH {
+            crate::personal::open_events(&keys, &mut batch)
+                .await
+                .map_err(|e| RebuildError::Nats(crate::personal::describe(&e)))?;
             each(std::mem::take(&mut batch)).await?;
         }
         if seq >= to {

@@ -104,6 +104,8 @@ pub struct Runner {
     /// With several instances: the lease that makes this runner the projection's one
     /// active runner, whether it holds it, and when it last renewed it.
     lease: Option<(crate::lease::Lease, bool, Instant)>,
+    /// Users' keys, to open personal fields.
+    keys: covenant_personal::KeyStore,
 }
 
 impl Runner {
@@ -115,7 +117,8 @@ impl Runner {
         cfg: RunnerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { js, pool, projection, cfg, messages: None, shutdown, gap: None, lease: None }
+        let keys = covenant_personal::KeyStore::attach(js.clone(), &cfg.stream);
+        Self { js, pool, projection, cfg, messages: None, shutdown, gap: None, lease: None, keys }
     }
 
     /// Runs only while holding `lease` (several instances: one active runner per
@@ -218,6 +221,7 @@ impl Runner {
         if messages.is_empty() {
             return Ok(Outcome::Idle);
         }
+        self.open_personal(&mut events).await?;
         let (last_seq, gap) = self.apply_with_retry(&events).await?;
         // AckPolicy::All: acknowledging a message acknowledges every one before it, so the
         // ack goes to the last message the checkpoint covers, never past a hole. A lost ack
@@ -307,6 +311,25 @@ impl Runner {
                 }
                 Err(e) => {
                     tracing::warn!(projection = self.name(), error = %e, retry_in = ?backoff, "batch not applied; PostgreSQL unavailable?");
+                    if self.pause(backoff).await {
+                        return Err(RunnerError::Shutdown);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Opens the batch's personal fields, retrying with back-off while the key store does
+    /// not answer (the batch waits; it is never applied without its keys).
+    async fn open_personal(&mut self, events: &mut [ProjectedEvent]) -> Result<(), RunnerError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match crate::personal::open_events(&self.keys, events).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let error = crate::personal::describe(&e);
+                    tracing::warn!(projection = self.name(), %error, retry_in = ?backoff, "batch waits for the personal-data key store");
                     if self.pause(backoff).await {
                         return Err(RunnerError::Shutdown);
                     }

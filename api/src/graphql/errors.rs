@@ -58,6 +58,10 @@ pub fn command_error<E: std::error::Error + RefusalCode>(e: CommandError<E>) -> 
         CommandError::Unavailable { .. } => {
             err(Code::Unavailable, "the event log is unavailable; retry (with an idempotency key, a retry is safe)")
         }
+        CommandError::KeysUnavailable { reason } => {
+            tracing::error!(error = %reason, "personal-data key store unavailable; the command was not stored");
+            err(Code::Unavailable, "the personal-data key store is unavailable; nothing was stored; retry")
+        }
         CommandError::Internal(_) => ApiError::Internal(crate::error::chain(&e)).extend(),
     }
 }

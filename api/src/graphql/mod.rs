@@ -3,6 +3,7 @@
 
 pub mod errors;
 pub mod mutation;
+pub mod personal;
 pub mod query;
 pub mod results;
 pub mod subscription;

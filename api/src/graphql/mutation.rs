@@ -10,6 +10,7 @@ use async_graphql::{Context, ID, Object};
 use covenant_commands::{CommandContext, CommandError, CommandSide, Receipt};
 use covenant_domain::{
     Actor, CountryCode, CountryCommand, Email, Name, ProjectCommand, Role, SecurityCommand, SecurityError, UserCommand,
+    UserError,
 };
 use covenant_projections::checkpoint::{PROJECTIONS, WaitError, wait_for_sequence};
 use covenant_projections::views;
@@ -109,10 +110,15 @@ impl Mutation {
             other => err(crate::error::Code::Unauthenticated, other.to_string()),
         })?;
         let s = side(ctx)?;
-        s.users
-            .execute(&id.to_string(), UserCommand::RecordLogin { ip }, &context(None, None))
-            .await
-            .map_err(command_error)?;
+        s.users.execute(&id.to_string(), UserCommand::RecordLogin { ip }, &context(None, None)).await.map_err(|e| {
+            match e {
+                // Forgotten while its credentials were still being deleted.
+                CommandError::Refused(UserError::Forgotten) => {
+                    err(crate::error::Code::Unauthenticated, auth::AuthError::BadCredentials.to_string())
+                }
+                other => command_error(other),
+            }
+        })?;
         let (token, expires_at) = auth::issue(principals(ctx), id)
             .await
             .map_err(|_| err(crate::error::Code::Unavailable, "authentication unavailable"))?;
@@ -189,16 +195,37 @@ impl Mutation {
         let r =
             side(ctx)?.users.execute(&id.to_string(), cmd, &context(Some(&p), None)).await.map_err(command_error)?;
         principals(ctx).wait_applied(r.sequence, Duration::from_secs(1)).await;
-        // The email comes from the aggregate the command just changed, not the read model.
-        let email = side(ctx)?
-            .users
-            .store()
-            .load(&id.to_string())
-            .await
-            .ok()
-            .and_then(|a| a.aggregate.email().map(|e| e.as_str().to_owned()))
-            .unwrap_or_default();
+        // The email from the user's registration in the stream, opened with its key: the
+        // aggregate keeps no personal data, the read model may lag, and a stored write
+        // must not fail for want of PostgreSQL.
+        let email = match side(ctx)?.registered_email(&id.to_string()).await {
+            Ok(Some(email)) => email,
+            Ok(None) => covenant_personal::FORGOTTEN.to_owned(),
+            Err(e) => {
+                tracing::warn!(error = %covenant_commands::error::chain(&e), user_id = %id, "the email of a role change's answer is shown sealed");
+                super::personal::SEALED.to_owned()
+            }
+        };
         Ok(UserResult { user: User { id: ID(id.to_string()), email, role }, sequence: seq(&r) })
+    }
+
+    /// Forgets a user (admin; DESIGN section 11): appends `user.forgotten`, erases the
+    /// user's key (its email and login addresses in the stream can no longer be read by
+    /// anyone), deletes its credentials (it can no longer sign in) and the read models show
+    /// `[forgotten]` in place of its personal data. The audit chain still verifies. Forgetting
+    /// a forgotten user finishes what an interrupted forget left undone.
+    async fn forget_user(&self, ctx: &Context<'_>, user_id: ID) -> ApiResult<bool> {
+        let p = require(ctx, &[])?;
+        let id = uuid::Uuid::parse_str(&user_id).map_err(|_| bad("user id must be a UUID"))?;
+        let done = side(ctx)?
+            .forget_user(&id.to_string(), actor(&p), &context(Some(&p), None))
+            .await
+            .map_err(command_error)?;
+        auth::forget_credentials(pool(ctx), id).await.map_err(gql)?;
+        if let Some(sequence) = done.sequence {
+            principals(ctx).wait_applied(sequence, Duration::from_secs(1)).await;
+        }
+        Ok(true)
     }
 
     /// Registers a country (admin).

@@ -176,7 +176,8 @@ impl Query {
     }
 
     /// The most recent events, newest first, optionally by type and subject. Needs a
-    /// signed-in user (events name actors and login addresses).
+    /// signed-in user. Personal fields (email, login address) show opened to admins,
+    /// `[sealed]` to others, and `[forgotten]` to everyone once the user was forgotten.
     async fn audit_events(
         &self,
         ctx: &Context<'_>,
@@ -194,7 +195,10 @@ impl Query {
         )
         .await
         .map_err(gql)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        let mut events: Vec<AuditEvent> = rows.into_iter().map(Into::into).collect();
+        let feed = ctx.data_unchecked::<super::subscription::EventFeed>();
+        super::personal::present(&feed.keys, super::personal::is_admin(ctx), &mut events).await;
+        Ok(events)
     }
 }
 

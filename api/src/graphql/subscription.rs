@@ -18,6 +18,16 @@ pub struct EventFeed {
     pub js: jetstream::Context,
     /// Event stream name.
     pub stream: String,
+    /// Users' keys, to show personal fields ([`super::personal`]).
+    pub keys: covenant_personal::KeyStore,
+}
+
+impl EventFeed {
+    /// The feed of `stream`.
+    pub fn new(js: jetstream::Context, stream: String) -> Self {
+        let keys = covenant_personal::KeyStore::attach(js.clone(), &stream);
+        Self { js, stream, keys }
+    }
 }
 
 /// Subscriptions.
@@ -56,6 +66,7 @@ impl Subscription {
             .await
             .map_err(unavailable)?;
         let messages = consumer.messages().await.map_err(unavailable)?;
+        let (keys, admin) = (feed.keys.clone(), super::personal::is_admin(ctx));
         let feed = messages
             .map(|m| -> ApiResult<AuditEvent> {
                 let m = m.map_err(|e| {
@@ -69,7 +80,15 @@ impl Subscription {
                     .map_err(|_| err(crate::error::Code::Internal, "internal error"))?;
                 Ok(AuditEvent::from(&e))
             })
-            .filter(move |item| {
+            .then(move |item| {
+                let keys = keys.clone();
+                async move {
+                    let mut e = item?;
+                    super::personal::present(&keys, admin, std::slice::from_mut(&mut e)).await;
+                    Ok(e)
+                }
+            })
+            .filter(move |item: &ApiResult<AuditEvent>| {
                 let keep = match (item, &event_types) {
                     (Ok(e), Some(types)) => types.contains(&e.event_type),
                     _ => true,

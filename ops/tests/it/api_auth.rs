@@ -133,13 +133,20 @@ async fn tokens_and_roles_gate_every_mutation_and_refusals_append_nothing() {
         .graphql(r#"mutation { login(email: "viewer@example.org", password: "wrong password!") { token } }"#, None)
         .await;
     assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    // The client address is recorded, sealed in the stream (and so in the audit read
+    // model), opened in the users read model.
     let logins: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_events WHERE event_type = 'user.login' AND payload->>'ip' = '127.0.0.1'",
+        "SELECT count(*) FROM audit_events WHERE event_type = 'user.login' AND payload->'ip'->>'sealed' = 'XChaCha20-Poly1305'",
     )
     .fetch_one(&app.pool)
     .await
     .expect("count");
-    assert!(logins >= 3 && rotated <= 1, "logins recorded with the client IP ({logins})");
+    assert!(logins >= 3 && rotated <= 1, "logins recorded with the client IP, sealed ({logins})");
+    let addresses: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE last_login_ip = '127.0.0.1'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert!(addresses >= 2, "the users read model shows the client IP ({addresses})");
     app.stop().await;
 }
 

@@ -26,6 +26,7 @@ mod managed_postgres;
 mod metrics_scrape;
 mod nats_faults;
 mod ops_kit;
+mod personal_data;
 mod projections_bad_events;
 mod projections_exactly_once;
 mod projections_gaps;

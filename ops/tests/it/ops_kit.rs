@@ -165,20 +165,33 @@ async fn the_shipped_nats_users_enforce_append_only() {
         "covenant may not purge"
     );
 
+    // ... but may erase a user's key (forgetting a user) in its own key bucket.
+    let user = uuid::Uuid::new_v4().to_string();
+    let email = covenant_domain::Email::parse("perm-test@example.org").expect("email");
+    let register = covenant_domain::UserCommand::Register {
+        email,
+        role: covenant_domain::Role::Viewer,
+        actor: covenant_domain::Actor::System,
+    };
+    let system = covenant_commands::CommandContext::system();
+    side.users.execute(&user, register, &system).await.expect("register a user");
+    let forgotten = side.forget_user(&user, covenant_domain::Actor::System, &system).await.expect("forget the user");
+    assert!(forgotten.key_erased, "the covenant user erases a key: {forgotten:?}");
+
     // The auditor reads but cannot append.
     let auditor = covenant_ops::connect::client(&url("auditor", "auditor-pw")).await.expect("auditor connects");
     let ajs = async_nats::jetstream::new(auditor.clone());
     let r = covenant_ops::audit::source::verify_stream(&ajs, &cfg.stream, &Default::default(), None, 1, |_, _| {})
         .await
         .expect("the auditor verifies the stream");
-    assert_eq!(r.events, 1);
+    assert_eq!(r.events, 3);
     let published = ajs.publish(format!("{}.country.XX", cfg.subject_prefix), "{}".into()).await;
     let appended = match published {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
     };
     assert!(!appended, "the auditor may not append");
-    assert_eq!(js.get_stream(&cfg.stream).await.expect("stream").get_info().await.expect("info").state.messages, 1);
+    assert_eq!(js.get_stream(&cfg.stream).await.expect("stream").get_info().await.expect("info").state.messages, 3);
 
     // ops administers.
     let ops =

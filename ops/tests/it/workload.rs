@@ -117,6 +117,7 @@ fn stringify<E: std::error::Error>(e: CommandError<E>) -> CommandError<Refusal> 
         CommandError::Conflict { attempts } => CommandError::Conflict { attempts },
         CommandError::InProgress => CommandError::InProgress,
         CommandError::Unavailable { reason, outcome_unknown } => CommandError::Unavailable { reason, outcome_unknown },
+        CommandError::KeysUnavailable { reason } => CommandError::KeysUnavailable { reason },
         CommandError::Internal(m) => CommandError::Internal(m),
     }
 }
