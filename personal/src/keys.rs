@@ -8,7 +8,8 @@
 //! without it restores events whose personal fields no one can read, and a backup of the
 //! bucket restores keys of users forgotten since; see the RUNBOOK ("Personal data").
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::stream::DeleteMessageErrorKind;
+use async_nats::jetstream::{self, ErrorCode, kv};
 use bytes::Bytes;
 
 use crate::seal::DataKey;
@@ -166,8 +167,15 @@ impl KeyStore {
                 bucket = %self.bucket,
                 "the key bucket denies message deletes (it was made as a plain KV bucket): the key is unlinked by a purge, not overwritten"
             );
-        } else {
-            kv.stream.delete_message(entry.revision).await.map_err(|e| self.unavailable("erasing a key", e))?;
+        } else if let Err(e) = kv.stream.delete_message(entry.revision).await {
+            // Another forget erased it between our read and our delete (a projection
+            // passing `user.forgotten` does): erased all the same.
+            let gone = matches!(e.kind(), DeleteMessageErrorKind::JetStream(j) if j.error_code() == ErrorCode::SEQUENCE_NOT_FOUND);
+            if !gone {
+                return Err(self.unavailable("erasing a key", e));
+            }
+            kv.purge(owner).await.map_err(|e| self.unavailable("marking a key deleted", e))?;
+            return Ok(false);
         }
         kv.purge(owner).await.map_err(|e| self.unavailable("marking a key deleted", e))?;
         Ok(true)
