@@ -104,6 +104,14 @@ impl Serve {
     }
 }
 
+/// A test that fails before [`Serve::stop`] does not leave the service running.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Signs in as `email` from [`LOGIN_IP`]: the GraphQL answer.
 pub async fn login_from_elsewhere(addr: std::net::SocketAddr, email: &str) -> serde_json::Value {
     use http_body_util::BodyExt as _;
