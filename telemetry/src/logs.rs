@@ -1,9 +1,12 @@
 //! The subscriber: log lines (JSON or text) and, when traces are exported, the
 //! `tracing-opentelemetry` layer that turns spans into OpenTelemetry spans.
 
+use std::sync::{Arc, OnceLock};
+
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
+use tracing::dispatcher::{Dispatch, WeakDispatch};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
@@ -48,8 +51,9 @@ where
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"));
     let max = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter);
+    let owner = Owner::default();
     let logs = match format {
-        LogFormat::Json => request::Requests.and_then(json_logs(writer)).boxed(),
+        LogFormat::Json => request::Requests.and_then(json_logs(writer, owner.clone())).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
     // Spans only, whatever the logs show: events are log lines, not span events.
@@ -66,7 +70,9 @@ where
             .with_context_activation(false)
             .with_filter(crate::sampling::Exported)
     });
-    if tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).try_init().is_ok() {
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces));
+    let _ = owner.set(dispatch.downgrade());
+    if dispatch.try_init().is_ok() {
         if let Some(p) = provider {
             opentelemetry::global::set_tracer_provider(p);
         }
@@ -75,10 +81,17 @@ where
     }
 }
 
+/// The dispatch a JSON log layer belongs to, set once the subscriber around the layer is
+/// made. The layer reads a span's OpenTelemetry ids through it rather than through
+/// `tracing::dispatcher::get_default`: called while an event is being dispatched, that
+/// nested lookup yields `Dispatch::none` whenever any thread has a scoped subscriber, and
+/// the line would silently lose its trace id.
+type Owner = Arc<OnceLock<WeakDispatch>>;
+
 /// The JSON log layer: DESIGN section 8's fields at the top level of each line (with
 /// [`request::Requests`] before it, which keeps the request's fields for the lines of the
-/// spans inside it).
-fn json_logs<S, W>(writer: W) -> json_subscriber::JsonLayer<S, W>
+/// spans inside it); the trace and span ids come from the dispatch in `owner`.
+fn json_logs<S, W>(writer: W, owner: Owner) -> json_subscriber::JsonLayer<S, W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
@@ -91,10 +104,10 @@ where
         .with_flattened_event()
         .with_top_level_flattened_current_span();
     // The request's fields from above the line's own span, and the ids of that span.
-    layer.add_multiple_dynamic_fields(|event, ctx, out| {
+    layer.add_multiple_dynamic_fields(move |event, ctx, out| {
         let Some(span) = ctx.event_span(event) else { return };
         request::write_inherited(&span, out);
-        if let Some((trace, span)) = ids(&span) {
+        if let Some((trace, span)) = owner.get().and_then(WeakDispatch::upgrade).and_then(|d| ids(&span, &d)) {
             let _ = out.write_field("trace_id", trace);
             let _ = out.write_field("span_id", span);
         }
@@ -102,12 +115,12 @@ where
     layer
 }
 
-/// The trace and span ids of `span`, when it is exported.
-fn ids<S>(span: &SpanRef<'_, S>) -> Option<(String, String)>
+/// The trace and span ids of `span` (a span of `dispatch`), when it is exported.
+fn ids<S>(span: &SpanRef<'_, S>, dispatch: &Dispatch) -> Option<(String, String)>
 where
     S: for<'a> LookupSpan<'a>,
 {
-    tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(&span.id(), d)).and_then(|cx| {
+    tracing_opentelemetry::get_otel_context(&span.id(), dispatch).and_then(|cx| {
         let sc = cx.span().span_context().clone();
         sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
     })
@@ -167,8 +180,8 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
         let filter: Targets = DEFAULT_FILTER.parse().expect("filter");
-        let subscriber =
-            tracing_subscriber::registry().with(request::Requests.and_then(json_logs(buf.clone())).with_filter(filter));
+        let subscriber = tracing_subscriber::registry()
+            .with(request::Requests.and_then(json_logs(buf.clone(), Owner::default())).with_filter(filter));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("http", request_id = "r-1", user_id = tracing::field::Empty);
             span.record("user_id", "u-9");
@@ -197,11 +210,36 @@ mod tests {
     /// exported under its parent; `log` records pass at the logs' level.
     #[test]
     fn install_writes_json_lines_with_the_trace_id() {
-        use crate::OpenTelemetrySpanExt as _;
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = Buf::default();
         let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
         install(LogFormat::Json, Some(crate::provider_with(exporter.clone(), false)), buf.clone());
+        // A scoped subscriber on another thread (as another test may hold) must not cost the
+        // lines their trace ids: it once did, through a nested `get_default`.
+        let (scoped, is_scoped) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|threads| {
+            threads.spawn(move || {
+                let _scoped = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+                let _ = scoped.send(());
+                let _ = released.recv(); // until `release` is dropped, on success or panic
+            });
+            is_scoped.recv().expect("the scoped subscriber is set");
+            let _release = release;
+            logs_with_trace_ids(&buf, &exporter);
+        });
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(log::max_level(), log::LevelFilter::Info);
+            log::debug!(target: "sqlx::query", "a statement");
+            log::info!(target: "covenant_ops::probe", "through log");
+            let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+            assert!(text.contains("through log") && !text.contains("a statement"), "{text}");
+        }
+    }
+
+    /// A line logged under an exported span names the trace and span ids of that span.
+    fn logs_with_trace_ids(buf: &Buf, exporter: &opentelemetry_sdk::trace::InMemorySpanExporter) {
+        use crate::OpenTelemetrySpanExt as _;
         let span = tracing::info_span!("http", otel.name = "HTTP GET /", otel.kind = "server", request_id = "r-2");
         let inner_id = span.in_scope(|| {
             assert!(crate::sampled());
@@ -219,12 +257,5 @@ mod tests {
         let http = spans.iter().find(|s| s.name == "HTTP GET /").expect("the server span");
         assert_eq!(http.span_kind, opentelemetry::trace::SpanKind::Server);
         assert!(spans.iter().any(|s| s.name == "inner" && s.parent_span_id == http.span_context.span_id()));
-        if std::env::var_os("RUST_LOG").is_none() {
-            assert_eq!(log::max_level(), log::LevelFilter::Info);
-            log::debug!(target: "sqlx::query", "a statement");
-            log::info!(target: "covenant_ops::probe", "through log");
-            let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
-            assert!(text.contains("through log") && !text.contains("a statement"), "{text}");
-        }
     }
 }
