@@ -9,9 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use covenant_domain::{Role, UserCommand};
-use support::{LOGIN_IP, PASSWORD, Serve, bundle_text, every_row, holds, login_from_elsewhere, stream_text};
+use support::{
+    LOGIN_IP, PASSWORD, Serve, bundle_text, every_row, holds, login_from_elsewhere, stream_text, user_row_becomes,
+};
 
-use crate::harness::{covenant_cli, eventually, log_config, nats, pg};
+use crate::harness::{covenant_cli, log_config, nats, pg};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn personal_data_is_sealed_in_the_stream_and_forgetting_erases_it_everywhere_else() {
@@ -40,16 +42,7 @@ async fn personal_data_is_sealed_in_the_stream_and_forgetting_erases_it_everywhe
     let secrets = [email.as_str(), LOGIN_IP];
 
     // The read model holds them while the user exists.
-    let projected = eventually(Duration::from_secs(20), async || {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT email, last_login_ip FROM users WHERE id = $1::uuid")
-                .bind(&id)
-                .fetch_optional(&pool)
-                .await
-                .expect("users");
-        row == Some((email.clone(), Some(LOGIN_IP.to_owned())))
-    })
-    .await;
+    let projected = user_row_becomes(&pool, &id, &email, LOGIN_IP).await;
     assert!(projected, "the users read model shows the email and the login address");
     // An admin sees them opened in the audit trail; a steward sees them sealed.
     let trail = |t: String| {
@@ -100,16 +93,7 @@ async fn personal_data_is_sealed_in_the_stream_and_forgetting_erases_it_everywhe
     let me = serve.graphql("{ me { id } }", Some(&token)).await;
     assert!(me["data"]["me"].is_null() && !me.to_string().contains(&id), "a forgotten user's token is refused: {me}");
     let last = side.log.last_sequence().await.expect("last");
-    let scrubbed = eventually(Duration::from_secs(20), async || {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT email, last_login_ip FROM users WHERE id = $1::uuid")
-                .bind(&id)
-                .fetch_optional(&pool)
-                .await
-                .expect("users");
-        row == Some(("[forgotten]".into(), Some("[forgotten]".into())))
-    })
-    .await;
+    let scrubbed = user_row_becomes(&pool, &id, "[forgotten]", "[forgotten]").await;
     assert!(scrubbed, "the users read model shows the placeholder");
     covenant_projections::checkpoint::wait_for_sequence(
         &pool,

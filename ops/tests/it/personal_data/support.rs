@@ -194,3 +194,18 @@ pub fn bundle_text(dir: &std::path::Path) -> String {
 pub fn holds(text: &str, secrets: &[&str]) -> Vec<String> {
     secrets.iter().filter(|s| text.contains(*s)).map(|s| (*s).to_owned()).collect()
 }
+
+/// Whether user `id`'s row of the `users` read model comes to show `email` and last login
+/// address `ip` within 20 s.
+pub async fn user_row_becomes(pool: &sqlx::PgPool, id: &str, email: &str, ip: &str) -> bool {
+    eventually(Duration::from_secs(20), async || {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT email, last_login_ip FROM users WHERE id = $1::uuid")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .expect("users");
+        row.is_some_and(|(e, i)| e == email && i.as_deref() == Some(ip))
+    })
+    .await
+}
