@@ -234,7 +234,7 @@ async fn project(
 /// memory first, untimed); returns rows/s.
 async fn raw_insert(log: &EventLog, pool: &PgPool, opts: &ProjectionsBench) -> Result<f64> {
     let mut all: Vec<Vec<ProjectedEvent>> = Vec::new();
-    rebuild::read_range(log.jetstream(), &log.config().stream, 1, opts.events, async |b| {
+    rebuild::read_range(log.jetstream(), &log.config().stream, 1, opts.events, false, async |b| {
         all.push(b);
         Ok(())
     })

@@ -19,6 +19,11 @@ impl Projection for AuditProjection {
         &["audit_events"]
     }
 
+    /// The rows keep each payload as stored, sealed fields included.
+    fn opens_personal_fields(&self) -> bool {
+        false
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -23,11 +23,12 @@ const KEY_READS_IN_FLIGHT: usize = 64;
 /// The `user.forgotten` event type.
 const FORGOTTEN_TYPE: &str = "user.forgotten";
 
-/// Opens the sealed personal fields of `events` in place (see the module's text).
+/// Opens the sealed personal fields of `events` in place when `open` (see the module's
+/// text); erases the keys of the users forgotten in `events` either way.
 ///
 /// # Errors
 /// [`KeyError`] when the key store does not answer; nothing is opened then.
-pub async fn open_events(keys: &KeyStore, events: &mut [ProjectedEvent]) -> Result<(), KeyError> {
+pub async fn open_events(keys: &KeyStore, events: &mut [ProjectedEvent], open: bool) -> Result<(), KeyError> {
     let sealed = |e: &ProjectedEvent| {
         let fields = personal_fields(&e.aggregate, &e.event_type);
         !fields.is_empty() && e.opened.is_none() && seal::is_sealed(&e.payload, fields)
@@ -41,6 +42,9 @@ pub async fn open_events(keys: &KeyStore, events: &mut [ProjectedEvent]) -> Resu
             tracing::info!(user_id = %e.aggregate_id, seq = e.seq, "erased the key of a forgotten user");
         }
         known.insert(e.aggregate_id.clone(), None);
+    }
+    if !open {
+        return Ok(());
     }
     // Each other owner's key, read concurrently (one round trip for the batch, not one
     // per user: a backlog of logins names thousands).

@@ -90,6 +90,14 @@ pub trait Projection: Send + Sync {
         Vec::new()
     }
 
+    /// Whether [`Projection::apply`] decodes personal fields, so each batch's sealed fields
+    /// are opened with their users' keys first ([`crate::personal`]). A projection that
+    /// keeps payloads as stored (sealed) says no and spares the key reads; forgotten users'
+    /// keys are erased for it all the same.
+    fn opens_personal_fields(&self) -> bool {
+        true
+    }
+
     /// Applies `events` (ascending, all above the checkpoint) to `tables` on `conn`, which
     /// is inside the transaction that also advances the checkpoint.
     ///

@@ -75,7 +75,7 @@ pub async fn rebuild(
         if target == 0 {
             break;
         }
-        read_range(js, stream, done + 1, target, async |batch| {
+        read_range(js, stream, done + 1, target, projection.opens_personal_fields(), async |batch| {
             let (cp, applied) = apply_batch(pool, projection, Tables::SHADOW, &batch, None).await?;
             if let Some(g) = applied.gap {
                 return Err(RebuildError::Hole { missing: g.missing, next: g.next });
@@ -126,7 +126,7 @@ async fn swap(
     let have = checkpoint::lock(&mut tx, shadow_cp).await?;
     if live > have {
         let mut batches = Vec::new();
-        read_range(js, stream, have + 1, live, async |b| {
+        read_range(js, stream, have + 1, live, projection.opens_personal_fields(), async |b| {
             batches.push(b);
             Ok(())
         })
@@ -169,7 +169,7 @@ async fn stream_last_seq(js: &jetstream::Context, stream: &str) -> Result<u64, R
 }
 
 /// Reads stream sequences `from..=to` with an ordered consumer, handing batches of up to
-/// 2000 events, their personal fields opened ([`crate::personal`]), to `each`.
+/// 2000 events, their personal fields opened ([`crate::personal`]) when `open`, to `each`.
 ///
 /// # Errors
 /// NATS errors, or what `each` returns.
@@ -178,6 +178,7 @@ pub async fn read_range(
     stream: &str,
     from: u64,
     to: u64,
+    open: bool,
     mut each: impl AsyncFnMut(Vec<ProjectedEvent>) -> Result<(), RebuildError>,
 ) -> Result<(), RebuildError> {
     if to < from {
@@ -208,7 +209,7 @@ pub async fn read_range(
         let seq = e.seq;
         batch.push(e);
         if seq >= to || batch.len() >= REBUILD_BATCH {
-            crate::personal::open_events(&keys, &mut batch)
+            crate::personal::open_events(&keys, &mut batch, open)
                 .await
                 .map_err(|e| RebuildError::Nats(crate::personal::describe(&e)))?;
             each(std::mem::take(&mut batch)).await?;

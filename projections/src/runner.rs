@@ -325,7 +325,7 @@ impl Runner {
     async fn open_personal(&mut self, events: &mut [ProjectedEvent]) -> Result<(), RunnerError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match crate::personal::open_events(&self.keys, events).await {
+            match crate::personal::open_events(&self.keys, events, self.projection.opens_personal_fields()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let error = crate::personal::describe(&e);

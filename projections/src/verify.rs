@@ -168,7 +168,7 @@ async fn compare(
 ) -> Result<Compared, VerifyError> {
     let at = snapshot(pool, projection).await?;
     prepare_copy(pool, projection, Tables::VERIFY).await?;
-    read_range(js, stream, 1, at, async |batch| {
+    read_range(js, stream, 1, at, projection.opens_personal_fields(), async |batch| {
         let (cp, applied) = apply_batch(pool, projection, Tables::VERIFY, &batch, None).await?;
         if let Some(g) = applied.gap {
             return Err(RebuildError::Hole { missing: g.missing, next: g.next });

@@ -231,9 +231,26 @@ async fn a_key_store_that_does_not_answer_is_an_error_never_a_plaintext_fallback
         ..Default::default()
     };
     let ledger = covenant_projections::all().into_iter().find(|p| p.name() == "ledger").expect("ledger");
-    let mut runner = covenant_projections::Runner::new(js.clone(), pool.clone(), ledger, runner_cfg, rx);
+    let mut runner =
+        covenant_projections::Runner::new(js.clone(), pool.clone(), ledger, runner_cfg.clone(), rx.clone());
     let stepped = tokio::time::timeout(Duration::from_secs(3), runner.try_process_next()).await;
     assert!(stepped.is_err(), "the batch waits for the key store: {stepped:?}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.expect("count");
     assert_eq!(rows, 0, "nothing projected without the key");
+
+    // The audit projection keeps payloads sealed: it reads no key, so the same batch goes in.
+    let audit = covenant_projections::all().into_iter().find(|p| p.name() == "audit").expect("audit");
+    let mut runner = covenant_projections::Runner::new(js.clone(), pool.clone(), audit, runner_cfg, rx);
+    let stepped = tokio::time::timeout(Duration::from_secs(10), runner.try_process_next()).await;
+    assert!(
+        matches!(stepped, Ok(Ok(covenant_projections::Outcome::Applied { last_seq, .. })) if last_seq == before),
+        "the audit projection applies without the key store: {stepped:?}"
+    );
+    let sealed: Vec<String> =
+        sqlx::query_scalar("SELECT payload::text FROM audit_events WHERE event_type = 'user.registered'")
+            .fetch_all(&pool)
+            .await
+            .expect("audit rows");
+    assert_eq!(sealed.len(), 1, "{sealed:?}");
+    assert!(sealed[0].contains("XChaCha20-Poly1305") && !sealed[0].contains("grace@"), "{}", sealed[0]);
 }

@@ -28,7 +28,7 @@ async fn a_batch_with_a_hole_applies_up_to_it_and_the_refetch_completes_it_exact
     let last = side.log.last_sequence().await.expect("info");
     assert_eq!(last, 6);
     let mut all: Vec<ProjectedEvent> = Vec::new();
-    covenant_projections::rebuild::read_range(&js, &cfg.stream, 1, last, async |b| {
+    covenant_projections::rebuild::read_range(&js, &cfg.stream, 1, last, true, async |b| {
         all.extend(b);
         Ok(())
     })
