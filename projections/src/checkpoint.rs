@@ -11,6 +11,10 @@ use sqlx::{PgConnection, PgPool};
 /// Every projection this crate runs; read-your-writes waits for all of them by default.
 pub const PROJECTIONS: [&str; 2] = ["ledger", "audit"];
 
+/// The projection holding the entities a mutation answers with (countries, projects,
+/// users): reading one back waits for it alone, not for the audit trail's read model.
+pub const LEDGER: [&str; 1] = ["ledger"];
+
 /// Locks and reads a checkpoint row inside a transaction (creating it at 0). The lock is
 /// what serialises a rebuild's swap with the runner's batches.
 ///

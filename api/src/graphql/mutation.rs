@@ -12,7 +12,7 @@ use covenant_domain::{
     Actor, CountryCode, CountryCommand, Email, Name, ProjectCommand, Role, SecurityCommand, SecurityError, UserCommand,
     UserError,
 };
-use covenant_projections::checkpoint::{PROJECTIONS, WaitError, wait_for_sequence};
+use covenant_projections::checkpoint::{LEDGER, WaitError, wait_for_sequence};
 use covenant_projections::views;
 use sqlx::PgPool;
 

@@ -40,3 +40,43 @@ async fn a_write_is_visible_once_its_sequence_is_reached_every_time() {
         t.await.expect("stopped");
     }
 }
+
+/// A mutation that selects its entity waits for the ledger projection, which holds it, and
+/// not for the audit trail's: with the audit projection held (its checkpoint row locked, as
+/// a long rebuild swap would), the answer still carries the country, while
+/// `Covenant-Min-Sequence` (every read model) still waits for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_reads_its_entity_back_once_the_ledger_has_it() {
+    let app = crate::harness::spawn_app().await;
+    let admin = app.user_token("admin@example.org", covenant_domain::Role::Admin).await;
+    crate::harness::register_country(&app.side, "NO", "Norway", 1).await;
+    let seq = app.side.log.last_sequence().await.expect("info");
+    wait_for_sequence(&app.pool, &PROJECTIONS, seq, Duration::from_secs(10)).await.expect("caught up");
+
+    let mut held = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT seq FROM projection_checkpoints WHERE name = 'audit' FOR UPDATE")
+        .execute(&mut *held)
+        .await
+        .expect("hold the audit checkpoint");
+    let started = std::time::Instant::now();
+    let (status, body) = app
+        .graphql(r#"mutation { updateGdp(code: "NO", gdpUsd: "777") { sequence country { gdpUsd } } }"#, Some(&admin))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["updateGdp"]["country"]["gdpUsd"], "777", "{body}");
+    assert!(body.get("extensions").is_none(), "no read-model note: {body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered without the audit projection: {:?}",
+        started.elapsed()
+    );
+    let written: u64 = body["data"]["updateGdp"]["sequence"].as_str().expect("sequence").parse().expect("n");
+    let audit = covenant_projections::checkpoint::get(&app.pool, "audit").await.expect("checkpoint");
+    assert!(audit < written, "the audit projection was held ({audit} < {written})");
+    let every = wait_for_sequence(&app.pool, &PROJECTIONS, written, Duration::from_millis(300)).await;
+    assert!(matches!(every, Err(WaitError::Timeout { .. })), "every read model waits for the audit: {every:?}");
+
+    held.rollback().await.expect("release");
+    wait_for_sequence(&app.pool, &PROJECTIONS, written, Duration::from_secs(10)).await.expect("audit caught up");
+    app.stop().await;
+}

@@ -28,8 +28,8 @@ pub(super) fn note(ctx: &Context<'_>, r: &Receipt, reason: &str) {
     }
 }
 
-/// The entity written by `r`, read by `read` once the projections have applied `r`, when
-/// the answer selects `field`. A write is stored once `r` exists: if the read models cannot
+/// The entity written by `r`, read by `read` once the ledger projection (which holds every
+/// entity a mutation answers with) has applied `r`, when the answer selects `field`. A write is stored once `r` exists: if the read models cannot
 /// answer in time, the entity is null and the response says why (`extensions.readModels`).
 pub(super) async fn entity<T, F>(ctx: &Context<'_>, field: &str, r: &Receipt, read: F) -> Option<T>
 where
@@ -38,7 +38,7 @@ where
     if !ctx.look_ahead().field(field).exists() {
         return None;
     }
-    let waited = tokio::time::timeout(ENTITY_WAIT, wait_for_sequence(pool(ctx), &PROJECTIONS, r.sequence, ENTITY_WAIT));
+    let waited = tokio::time::timeout(ENTITY_WAIT, wait_for_sequence(pool(ctx), &LEDGER, r.sequence, ENTITY_WAIT));
     let reason = match waited.await {
         Ok(Ok(())) => match tokio::time::timeout(ENTITY_WAIT, read).await {
             Ok(Ok(v)) => return v,
