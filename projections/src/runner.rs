@@ -27,7 +27,8 @@ use crate::trace::process_span;
 
 mod consumer;
 
-/// How long a batch waits for more buffered messages after its first one.
+/// How long a batch that found more than its first message buffered waits for the rest
+/// of the backlog.
 const LINGER: Duration = Duration::from_millis(2);
 
 /// Why the runner stopped.
@@ -192,16 +193,22 @@ impl Runner {
                 return Ok(Outcome::Idle);
             }
         };
-        // Linger briefly for the rest of a backlog: a lone event waits at most LINGER.
+        // Take what is already buffered. A lone event is applied at once (a mutation that
+        // reads its entity back waits for it); a backlog streaming in lingers up to LINGER
+        // for the rest of its batch.
         let mut messages = vec![first];
-        let until = tokio::time::Instant::now() + LINGER;
+        let mut until = None;
         while messages.len() < self.cfg.batch_size {
             let next = match stream.next().now_or_never() {
                 Some(m) => m,
-                None => match tokio::time::timeout_at(until, stream.next()).await {
-                    Ok(m) => m,
-                    Err(_) => break,
-                },
+                None if messages.len() == 1 => break,
+                None => {
+                    let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                    match tokio::time::timeout_at(until, stream.next()).await {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                }
             };
             match next {
                 Some(Ok(m)) => messages.push(m),
