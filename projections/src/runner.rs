@@ -27,10 +27,6 @@ use crate::trace::process_span;
 
 mod consumer;
 
-/// How long a batch that found more than its first message buffered waits for the rest
-/// of the backlog.
-const LINGER: Duration = Duration::from_millis(2);
-
 /// Why the runner stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -193,23 +189,12 @@ impl Runner {
                 return Ok(Outcome::Idle);
             }
         };
-        // Take what is already buffered. A lone event is applied at once (a mutation that
-        // reads its entity back waits for it); a backlog streaming in lingers up to LINGER
-        // for the rest of its batch.
+        // Take what is already buffered, without waiting for more: a lone event is applied
+        // at once (a mutation reading its entity back waits for it), and what arrives while
+        // a batch is applied makes the next one (the consumer keeps pulling meanwhile).
         let mut messages = vec![first];
-        let mut until = None;
         while messages.len() < self.cfg.batch_size {
-            let next = match stream.next().now_or_never() {
-                Some(m) => m,
-                None if messages.len() == 1 => break,
-                None => {
-                    let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
-                    match tokio::time::timeout_at(until, stream.next()).await {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    }
-                }
-            };
+            let Some(next) = stream.next().now_or_never() else { break };
             match next {
                 Some(Ok(m)) => messages.push(m),
                 _ => break,
