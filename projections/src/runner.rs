@@ -197,7 +197,12 @@ impl Runner {
             let Some(next) = stream.next().now_or_never() else { break };
             match next {
                 Some(Ok(m)) => messages.push(m),
-                _ => break,
+                Some(Err(e)) => {
+                    // The batch ends here; a lasting failure shows again at the next poll.
+                    tracing::warn!(projection = self.name(), error = %e, "message stream error; the batch ends before it");
+                    break;
+                }
+                None => break,
             }
         }
         self.messages = Some(stream);
