@@ -14,6 +14,11 @@ use bytes::Bytes;
 
 use crate::seal::DataKey;
 
+/// How long a key read that times out is tried again: longer than a replicated bucket's
+/// leader election (5–6 s in the R3 chaos runs), as long as the event log's default
+/// failover wait (`LogConfig::failover_wait`).
+const FAILOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The bucket's name for event stream `stream`.
 pub fn bucket_name(stream: &str) -> String {
     format!("{stream}_KEYS")
@@ -122,7 +127,23 @@ impl KeyStore {
     /// [`KeyError`].
     pub async fn get(&self, owner: &str) -> Result<Option<DataKey>, KeyError> {
         let kv = self.kv().await?;
-        let Some(bytes) = kv.get(owner).await.map_err(|e| self.unavailable("reading a key", e))? else {
+        // A read that times out is tried again while a replicated bucket elects a new leader
+        // (as the event log's appends are), so a dying node does not fail the command.
+        let deadline = tokio::time::Instant::now() + FAILOVER_WAIT;
+        let mut pause = std::time::Duration::from_millis(50);
+        let read = loop {
+            match kv.get(owner).await {
+                Err(e)
+                    if e.kind() == kv::EntryErrorKind::TimedOut && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(bucket = %self.bucket, error = %e, "a key read timed out; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                }
+                other => break other,
+            }
+        };
+        let Some(bytes) = read.map_err(|e| self.unavailable("reading a key", e))? else {
             return Ok(None);
         };
         DataKey::from_bytes(&bytes)
