@@ -29,8 +29,9 @@ pub(super) fn note(ctx: &Context<'_>, r: &Receipt, reason: &str) {
 }
 
 /// The entity written by `r`, read by `read` once the ledger projection (which holds every
-/// entity a mutation answers with) has applied `r`, when the answer selects `field`. A write is stored once `r` exists: if the read models cannot
-/// answer in time, the entity is null and the response says why (`extensions.readModels`).
+/// entity a mutation answers with) has applied `r`, when the answer selects `field`. A
+/// write is stored once `r` exists: if the read models cannot answer in time, the entity
+/// is null and the response says why (`extensions.readModels`).
 pub(super) async fn entity<T, F>(ctx: &Context<'_>, field: &str, r: &Receipt, read: F) -> Option<T>
 where
     F: Future<Output = Result<Option<T>, sqlx::Error>>,
