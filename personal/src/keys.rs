@@ -19,6 +19,10 @@ use crate::seal::DataKey;
 /// failover wait (`LogConfig::failover_wait`).
 const FAILOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How long a timed-out key read waits for a lost connection to come back before it gives
+/// up (the event log's failover waits as long).
+const RECONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The bucket's name for event stream `stream`.
 pub fn bucket_name(stream: &str) -> String {
     format!("{stream}_KEYS")
@@ -113,6 +117,19 @@ impl KeyStore {
         KeyError::Unavailable { bucket: self.bucket.clone(), what, cause: Some(Box::new(e)) }
     }
 
+    /// Whether the NATS connection is up, or comes back within `wait`.
+    async fn connected_within(&self, wait: std::time::Duration) -> bool {
+        let client = self.js.client();
+        let until = tokio::time::Instant::now() + wait;
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     async fn kv(&self) -> Result<&kv::Store, KeyError> {
         self.kv
             .get_or_try_init(|| async {
@@ -128,20 +145,22 @@ impl KeyStore {
     pub async fn get(&self, owner: &str) -> Result<Option<DataKey>, KeyError> {
         let kv = self.kv().await?;
         // A read that times out is tried again while a replicated bucket elects a new leader
-        // (as the event log's appends are), so a dying node does not fail the command.
+        // (as the event log's appends are), so a dying node does not fail the command; a
+        // connection that does not come back answers at once, as a NATS outage should.
         let deadline = tokio::time::Instant::now() + FAILOVER_WAIT;
         let mut pause = std::time::Duration::from_millis(50);
         let read = loop {
-            match kv.get(owner).await {
-                Err(e)
-                    if e.kind() == kv::EntryErrorKind::TimedOut && tokio::time::Instant::now() + pause < deadline =>
-                {
-                    tracing::debug!(bucket = %self.bucket, error = %e, "a key read timed out; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
-                }
-                other => break other,
+            let read = kv.get(owner).await;
+            let timed_out = matches!(&read, Err(e) if e.kind() == kv::EntryErrorKind::TimedOut);
+            if !timed_out
+                || tokio::time::Instant::now() + pause >= deadline
+                || !self.connected_within(RECONNECT_WAIT).await
+            {
+                break read;
             }
+            tracing::debug!(bucket = %self.bucket, "a key read timed out; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(500));
         };
         let Some(bytes) = read.map_err(|e| self.unavailable("reading a key", e))? else {
             return Ok(None);

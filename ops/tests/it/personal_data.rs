@@ -254,3 +254,23 @@ async fn a_key_store_that_does_not_answer_is_an_error_never_a_plaintext_fallback
     assert_eq!(sealed.len(), 1, "{sealed:?}");
     assert!(sealed[0].contains("XChaCha20-Poly1305") && !sealed[0].contains("grace@"), "{}", sealed[0]);
 }
+
+/// A NATS outage is not a leader's failover: a key read whose connection is gone answers
+/// UNAVAILABLE after its own timeout and the reconnect wait, not after retrying for the
+/// whole failover wait (15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_read_during_a_nats_outage_answers_without_the_failover_wait() {
+    let mut server = nats().await;
+    let cfg = log_config();
+    let side = crate::harness::side(&server.url(), &cfg).await;
+    let keys = covenant_personal::KeyStore::attach(side.log.jetstream().clone(), &cfg.stream);
+    keys.get_or_create("someone").await.expect("a key while NATS answers");
+
+    server.kill();
+    let started = std::time::Instant::now();
+    let read = keys.get("someone").await;
+    let took = started.elapsed();
+    assert!(matches!(read, Err(covenant_personal::KeyError::Unavailable { .. })), "{read:?}");
+    // The request timeout (2 s here) and the reconnect wait (2 s), with room to spare.
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+}
