@@ -61,7 +61,8 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
          JSON logs at info to {}, metrics on, traces not exported, rate limits off), the clients in this one; \
          {} s per run; reads are a countries page, the fund or one country; mutations are updateGdp over {COUNTRIES} \
          countries, signed in. Baselines in the same run, from this process at the same concurrency: the read \
-         models' SQL through sqlx, the command through the CommandBus. One nats-server at its default sync \
+         models' SQL through sqlx, the command through the CommandBus. Each run starts once the projections \
+         have applied the earlier runs' events. One nats-server at its default sync \
          (acknowledged once in memory, fsync every 2 min), PostgreSQL synchronous_commit on.",
         t.server.log.display(),
         opts.seconds,
@@ -71,6 +72,7 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
     for &c in &opts.concurrency {
         println!("c={c}");
         for s in scenarios::Scenario::ALL {
+            t.settle().await?;
             let m = scenarios::measure(&t, &client, s, c, opts.seconds).await?;
             table.add(s, c, m);
         }
@@ -133,6 +135,25 @@ impl Target {
         }
         let token = admin_bearer(&side, &pool, "bench@covenant.local", Duration::from_secs(30)).await?;
         Ok(Self { server, side, pool, token, _dir: dir, _pg: pg, _nats: nats })
+    }
+
+    /// Waits until the server's projections have applied every event in the stream, so that
+    /// a run does not measure the replay of the previous run's writes beside its own load
+    /// (the CommandBus baseline appends tens of thousands of events in a few seconds).
+    ///
+    /// # Errors
+    /// When the stream cannot be read or the projections take over two minutes.
+    pub(crate) async fn settle(&self) -> Result<()> {
+        let seq = self.side.log.last_sequence().await?;
+        covenant_projections::checkpoint::wait_for_sequence(
+            &self.pool,
+            &covenant_projections::checkpoint::PROJECTIONS,
+            seq,
+            Duration::from_secs(120),
+        )
+        .await
+        .context("waiting for the projections to apply the previous runs' events")?;
+        Ok(())
     }
 
     /// Stops the server process and closes this process's connections (the services stop
