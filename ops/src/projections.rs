@@ -63,6 +63,84 @@ pub fn spawn(
     tasks
 }
 
+/// The projections of `covenant serve`, on a thread and runtime of their own, with their
+/// own NATS connection and PostgreSQL pool (see [`spawn_isolated`]).
+pub struct Isolated {
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Isolated {
+    /// Waits until the projections have stopped (after `shutdown` turned true).
+    pub async fn join(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// [`spawn`] on a thread of its own (`covenant-projections`) running a single-threaded
+/// runtime, with a NATS connection and a PostgreSQL pool of its own.
+///
+/// Why: each write is followed at once by every projection applying it. On the API's
+/// runtime that work competed with the next request: `covenant-bench http` measured a lone
+/// `updateGdp` at p50 0.88–0.90 ms with the projections beside the API and 0.64–0.68 ms
+/// with them here, the same command through the CommandBus taking 0.10–0.16 ms. Their own
+/// pool also keeps a projection batch from holding the connections reads wait for, and
+/// the reverse. One thread is enough: a projection waits on PostgreSQL far more than it
+/// computes.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn spawn_isolated(
+    nats_url: &str,
+    database_url: &str,
+    stream: &str,
+    shutdown: &watch::Receiver<bool>,
+    monitor_every: Duration,
+    lease_ttl: Duration,
+) -> Result<Isolated> {
+    let (nats_url, database_url, stream, shutdown) =
+        (nats_url.to_owned(), database_url.to_owned(), stream.to_owned(), shutdown.clone());
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("covenant-projections")
+        .build()
+        .context("building the projections' runtime")?;
+    std::thread::Builder::new()
+        .name("covenant-projections".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                // The services answered the caller a moment ago: retry until they answer
+                // here too, or until shutdown.
+                let (client, pool) = loop {
+                    let connected = async {
+                        anyhow::Ok((
+                            crate::connect::client(&nats_url).await?,
+                            crate::connect::pool(&database_url).await?,
+                        ))
+                    };
+                    match connected.await {
+                        Ok(both) => break both,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "the projections cannot connect; retrying");
+                            if *shutdown.borrow() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                };
+                let js = jetstream::new(client);
+                for t in spawn(&js, &stream, &pool, &shutdown, monitor_every, lease_ttl) {
+                    let _ = t.await;
+                }
+                pool.close().await;
+            });
+            let _ = done_tx.send(());
+        })
+        .context("starting the projections' thread")?;
+    Ok(Isolated { done })
+}
+
 /// `covenant projections status`: checkpoint, lag and events/s per projection (sampled
 /// over one second), skipped events.
 ///
