@@ -7,18 +7,12 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 /// Describes every scrape-time series (call once, after the recorder is installed).
 pub fn describe() {
     metrics_process::Collector::default().describe();
-    describe_gauge!(
-        "tokio_workers",
-        "Worker threads of the API's tokio runtime (the projections run on a runtime of their own)."
-    );
-    describe_gauge!("tokio_alive_tasks", "Tasks alive in the API's tokio runtime (runaway concurrency shows here).");
+    describe_gauge!("tokio_workers", "Worker threads of the tokio runtime.");
+    describe_gauge!("tokio_alive_tasks", "Tasks alive in the tokio runtime (runaway concurrency shows here).");
     describe_gauge!("tokio_global_queue_depth", "Tasks waiting in the runtime's global queue.");
     describe_counter!("tokio_busy_seconds_total", "Time the runtime's workers spent busy, in whole seconds.");
-    describe_gauge!(
-        "db_client_connections",
-        "Connections of the API's PostgreSQL pool by state (the projections have a pool of their own)."
-    );
-    describe_gauge!("db_client_connection_max", "Largest size of the API's PostgreSQL pool.");
+    describe_gauge!("db_client_connections", "Connections of the read-model pool by state.");
+    describe_gauge!("db_client_connection_max", "Largest size of the read-model pool.");
 }
 
 /// Records the process, runtime and pool figures as they are now.

@@ -191,21 +191,18 @@ pub async fn admin_bearer(
     Ok(format!("Bearer {token}").into())
 }
 
-/// The projections as `covenant serve` runs them (on a runtime of their own, monitor every
-/// 5 s, lease 6 s), until `stop` turns true.
-///
-/// # Errors
-/// When their thread cannot be started.
+/// The projections as `covenant serve` runs them (monitor every 5 s, lease 6 s), until
+/// `stop` turns true.
 pub(crate) fn projections(
-    nats_url: &str,
-    database_url: &str,
-    stream: &str,
+    side: &covenant_commands::CommandSide,
+    pool: &sqlx::PgPool,
     stop: &tokio::sync::watch::Receiver<bool>,
-) -> Result<covenant_ops::projections::Isolated> {
-    covenant_ops::projections::spawn_isolated(
-        nats_url,
-        database_url,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let stream = &side.log.config().stream;
+    covenant_ops::projections::spawn(
+        side.log.jetstream(),
         stream,
+        pool,
         stop,
         Duration::from_secs(5),
         Duration::from_secs(6),

@@ -260,17 +260,17 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     let db = connect::database(s).await?;
     let side = std::sync::Arc::new(connect::command_side(&nats.url, s).await?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let projections = if projections {
-        Some(covenant_ops::projections::spawn_isolated(
-            &nats.url,
-            &db.url,
+    let tasks = if projections {
+        covenant_ops::projections::spawn(
+            side.log.jetstream(),
             &s.stream,
+            &db.pool,
             &stop_rx,
             std::time::Duration::from_secs(5),
             s.projection_lease,
-        )?)
+        )
     } else {
-        None
+        Vec::new()
     };
     covenant_api::auth::current_key(&db.pool, s.jwt_secret.as_ref().map(|k| k.expose()))
         .await
@@ -310,7 +310,7 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     }
     println!(
         "Covenant is running{}.",
-        if projections.is_some() { " with its projections" } else { " (projections run elsewhere)" }
+        if projections { " with its projections" } else { " (projections run elsewhere)" }
     );
     println!("  GraphiQL       : http://{}/api/graphql", http.addr);
     println!("  health         : http://{}/api/healthcheck", http.addr);
@@ -349,8 +349,8 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = http.task.await;
-    if let Some(p) = projections {
-        p.join().await;
+    for t in tasks {
+        let _ = t.await;
     }
     drop(side);
     db.pool.close().await;

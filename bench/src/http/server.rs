@@ -41,13 +41,15 @@ pub async fn serve(s: &HttpServer) -> Result<()> {
     let side = Arc::new(covenant_commands::CommandSide::open(connect::client(&s.nats).await?, cfg.clone()).await?);
     let pool = connect::pool(&s.database).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let projections = super::projections(&s.nats, &s.database, &s.stream, &stop_rx)?;
+    let tasks = super::projections(&side, &pool, &stop_rx);
     let api = super::api_in_process(&side, &pool, &s.nats, metrics, &stop_rx).await?;
     println!("listening {}", api.addr);
     let mut line = String::new();
     let _ = BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
     let _ = stop_tx.send(true);
-    projections.join().await;
+    for t in tasks {
+        let _ = t.await;
+    }
     let _ = api.task.await;
     Ok(())
 }

@@ -52,7 +52,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
 
     // GraphQL over HTTP, with the projections running.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let projections = crate::http::projections(&w.nats, &w.database, &cfg.stream, &stop_rx)?;
+    let tasks = crate::http::projections(&side, &pool, &stop_rx);
     // The projections first catch up with the command phase, so the HTTP figure measures
     // requests rather than the backlog's replay beside them.
     let last = side.log.jetstream().get_stream(&cfg.stream).await?.info().await?.state.last_sequence;
@@ -78,7 +78,9 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     let f = load(&client, api.addr, w.concurrency, w.seconds, 20, token).await?;
     let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
     let _ = stop_tx.send(true);
-    projections.join().await;
+    for t in tasks {
+        let _ = t.await;
+    }
     let _ = api.task.await;
     let requests = f.per_sec * w.seconds as f64;
     let m = Measured {
