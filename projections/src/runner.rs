@@ -189,6 +189,10 @@ impl Runner {
                 return Ok(Outcome::Idle);
             }
         };
+        // The write that produced this event is answered by a task woken with it (by the
+        // same read from the NATS socket): let it run first, so the projection's work does
+        // not delay the writer's answer.
+        tokio::task::yield_now().await;
         // Take what is already buffered, without waiting for more: a lone event is applied
         // at once (a mutation reading its entity back waits for it), and what arrives while
         // a batch is applied makes the next one (the consumer keeps pulling meanwhile).
