@@ -43,10 +43,10 @@ impl Telemetry {
 }
 
 /// The share of new traces the service samples unless `COVENANT_TRACE_SAMPLE_RATIO` says
-/// otherwise: one request in ten. Telemetry then costs about 10% of a GraphQL request's
-/// throughput: 5–13.4% over the paired runs of `covenant-bench observability --paired` (9.6%,
-/// 11.5% and 13.4% in the latest session), against a 10% target. Set 1 to trace every
-/// request.
+/// otherwise: one request in ten. Telemetry then costs 5–15% of a GraphQL request's
+/// throughput over the paired runs of `covenant-bench observability --paired` (10.2–15.3%
+/// in the latest session, on a machine that swung about 5 points between runs), against a
+/// 10% target; most of it is the per-request log line. Set 1 to trace every request.
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
 
 /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace exporter
