@@ -144,16 +144,9 @@ impl Target {
     /// # Errors
     /// When the stream cannot be read or the projections take over two minutes.
     pub(crate) async fn settle(&self) -> Result<()> {
-        let seq = self.side.log.last_sequence().await?;
-        covenant_projections::checkpoint::wait_for_sequence(
-            &self.pool,
-            &covenant_projections::checkpoint::PROJECTIONS,
-            seq,
-            Duration::from_secs(120),
-        )
-        .await
-        .context("waiting for the projections to apply the previous runs' events")?;
-        Ok(())
+        caught_up(&self.side, &self.pool, Duration::from_secs(120))
+            .await
+            .context("waiting for the projections to apply the previous runs' events")
     }
 
     /// Stops the server process and closes this process's connections (the services stop
@@ -163,6 +156,27 @@ impl Target {
         server.stop().await;
         pool.close().await;
     }
+}
+
+/// Waits (at most `wait`) until every projection has applied every event the stream holds
+/// now.
+///
+/// # Errors
+/// When the stream cannot be read or the projections do not catch up in time.
+pub(crate) async fn caught_up(
+    side: &covenant_commands::CommandSide,
+    pool: &sqlx::PgPool,
+    wait: Duration,
+) -> Result<()> {
+    let seq = side.log.last_sequence().await?;
+    covenant_projections::checkpoint::wait_for_sequence(
+        pool,
+        &covenant_projections::checkpoint::PROJECTIONS,
+        seq,
+        wait,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Registers administrator `email`, waits (at most `wait`) until the projections hold it,
@@ -178,14 +192,7 @@ pub async fn admin_bearer(
 ) -> Result<Arc<str>> {
     let admin =
         covenant_ops::users::create(side, pool, email, covenant_domain::Role::Admin, "bench password 1").await?;
-    let seq = side.log.last_sequence().await?;
-    covenant_projections::checkpoint::wait_for_sequence(
-        pool,
-        &covenant_projections::checkpoint::PROJECTIONS,
-        seq,
-        wait,
-    )
-    .await?;
+    caught_up(side, pool, wait).await?;
     let principals = covenant_api::principals::Principals::new(pool.clone());
     let (token, _) = covenant_api::auth::issue(&principals, admin).await.context("issuing the benchmark token")?;
     Ok(format!("Bearer {token}").into())

@@ -55,14 +55,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     let tasks = crate::http::projections(&side, &pool, &stop_rx);
     // The projections first catch up with the command phase, so the HTTP figure measures
     // requests rather than the backlog's replay beside them.
-    let last = side.log.jetstream().get_stream(&cfg.stream).await?.info().await?.state.last_sequence;
-    covenant_projections::checkpoint::wait_for_sequence(
-        &pool,
-        &covenant_projections::checkpoint::PROJECTIONS,
-        last,
-        Duration::from_secs(120),
-    )
-    .await?;
+    crate::http::caught_up(&side, &pool, Duration::from_secs(120)).await?;
     let api = crate::http::api_in_process(&side, &pool, &w.nats, metrics, &stop_rx).await?;
     // The HTTP load updates the first COUNTRIES codes, all registered above.
     debug_assert!(codes.contains(&country(COUNTRIES - 1)));
