@@ -97,6 +97,31 @@ fn nul_anywhere_in_strings_is_refused() {
     assert_eq!(check_document(&doc, &vars, &BOUNDS), Err(Refusal::Nul));
 }
 
+/// A document seen before is not parsed again, and is still checked with this request's
+/// variables and bounds; a flood of distinct documents stays within the cache's bound.
+#[test]
+fn a_cached_document_is_checked_on_every_request() {
+    let q = "query($v: String) { country(code: $v) { name } } # cached_document_is_checked";
+    let fine = Variables::from_json(serde_json::json!({ "v": "FR" }));
+    let first = parse_checked(q, &fine, &BOUNDS).expect("parses");
+    assert!(DOCUMENTS.get(q).is_some(), "kept after its first parse");
+    let again = parse_checked(q, &fine, &BOUNDS).expect("from the cache");
+    assert_eq!(format!("{first:?}"), format!("{again:?}"));
+    let nul = Variables::from_json(serde_json::json!({ "v": "F\u{0}R" }));
+    assert_eq!(parse_checked(q, &nul, &BOUNDS).map(|_| ()).map_err(|e| e.message), Err(Refusal::Nul.to_string()));
+    let shallow = Bounds { max_depth: 1, ..BOUNDS };
+    assert!(parse_checked(q, &fine, &shallow).is_err(), "the bounds of this request apply");
+    assert!(parse_checked("{ broken", &fine, &BOUNDS).is_err() && DOCUMENTS.get("{ broken").is_none());
+    let long = format!("{{ a{} }}", " ".repeat(PARSE_INLINE_BYTES));
+    parse_checked(&long, &fine, &BOUNDS).expect("a long document parses");
+    assert!(DOCUMENTS.get(long.as_str()).is_none(), "long documents are not kept");
+    let padding = "#".repeat(400);
+    for i in 0..6_000 {
+        parse_checked(&format!("{{ a(x: {i}) }} {padding}"), &fine, &BOUNDS).expect("parses");
+    }
+    assert!(DOCUMENTS.weight() <= DOCUMENT_CACHE_BYTES, "{} bytes kept", DOCUMENTS.weight());
+}
+
 #[test]
 fn counts_are_bounded() {
     let many_fields = format!("{{ {} }}", (0..1001).map(|i| format!("a{i}: x")).collect::<Vec<_>>().join(" "));
