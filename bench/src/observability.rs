@@ -1,8 +1,9 @@
 //! `covenant-bench observability`: the cost of telemetry. Command throughput and GraphQL
 //! request throughput measured in child processes with telemetry off (no log output, no
-//! spans, no metrics recorder) and on (JSON logs at `info` to a pipe, every span made and
-//! batched by the OpenTelemetry SDK — its exporter drops them, as no collector runs here —
-//! and the Prometheus recorder), alternating, on one nats-server and PostgreSQL.
+//! spans, no metrics recorder) and on (JSON logs at `info` to `/dev/null`; the spans of
+//! the requests sampled at `--sample-ratio`, made and batched by the OpenTelemetry SDK,
+//! whose exporter drops them as no collector runs here; the Prometheus recorder),
+//! alternating, on one nats-server and PostgreSQL.
 
 use std::process::Stdio;
 use std::sync::Arc;
