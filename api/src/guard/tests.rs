@@ -98,7 +98,7 @@ fn nul_anywhere_in_strings_is_refused() {
 }
 
 /// A document seen before is not parsed again, and is still checked with this request's
-/// variables and bounds; a flood of distinct documents stays within the cache's bound.
+/// variables and bounds; documents that fail to parse and long ones are not kept.
 #[test]
 fn a_cached_document_is_checked_on_every_request() {
     let q = "query($v: String) { country(code: $v) { name } } # cached_document_is_checked";
@@ -115,11 +115,6 @@ fn a_cached_document_is_checked_on_every_request() {
     let long = format!("{{ a{} }}", " ".repeat(PARSE_INLINE_BYTES));
     parse_checked(&long, &fine, &BOUNDS).expect("a long document parses");
     assert!(DOCUMENTS.get(long.as_str()).is_none(), "long documents are not kept");
-    let padding = "#".repeat(400);
-    for i in 0..6_000 {
-        parse_checked(&format!("{{ a(x: {i}) }} {padding}"), &fine, &BOUNDS).expect("parses");
-    }
-    assert!(DOCUMENTS.weight() <= DOCUMENT_CACHE_BYTES, "{} bytes kept", DOCUMENTS.weight());
 }
 
 #[test]
