@@ -103,10 +103,18 @@ fn nul_anywhere_in_strings_is_refused() {
 fn a_cached_document_is_checked_on_every_request() {
     let q = "query($v: String) { country(code: $v) { name } } # cached_document_is_checked";
     let fine = Variables::from_json(serde_json::json!({ "v": "FR" }));
-    let first = parse_checked(q, &fine, &BOUNDS).expect("parses");
-    assert!(DOCUMENTS.get(q).is_some(), "kept after its first parse");
-    let again = parse_checked(q, &fine, &BOUNDS).expect("from the cache");
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let counted = recorder.handle();
+    let (first, again) = metrics::with_local_recorder(&recorder, || {
+        let first = parse_checked(q, &fine, &BOUNDS).expect("parses");
+        assert!(DOCUMENTS.get(q).is_some(), "kept after its first parse");
+        (first, parse_checked(q, &fine, &BOUNDS).expect("from the cache"))
+    });
     assert_eq!(format!("{first:?}"), format!("{again:?}"));
+    let text = counted.render();
+    for result in ["hit", "miss"] {
+        assert!(text.contains(&format!("covenant_graphql_document_cache_total{{result=\"{result}\"}} 1")), "{text}");
+    }
     let nul = Variables::from_json(serde_json::json!({ "v": "F\u{0}R" }));
     assert_eq!(parse_checked(q, &nul, &BOUNDS).map(|_| ()).map_err(|e| e.message), Err(Refusal::Nul.to_string()));
     let shallow = Bounds { max_depth: 1, ..BOUNDS };

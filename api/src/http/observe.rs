@@ -24,6 +24,10 @@ pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 /// Describes the series `/metrics` sets at scrape time.
 pub fn describe() {
     metrics::describe_gauge!("covenant_nats_connected", "Whether the service is connected to NATS.");
+    metrics::describe_counter!(
+        "covenant_graphql_document_cache_total",
+        "GraphQL documents found already parsed (hit) or parsed (miss)."
+    );
     metrics::describe_gauge!("covenant_audit_checkpoint_size", "Events covered by the latest signed checkpoint.");
     metrics::describe_gauge!(
         "covenant_audit_checkpoint_timestamp_seconds",
