@@ -204,10 +204,10 @@ mod tests {
             let buf = Buf::default();
             let filter: Targets = DEFAULT_FILTER.parse().expect("filter");
             let dispatch = if global {
-                let logs = request::Requests.and_then(json_logs(buf.clone(), Owner::default()));
+                let logs = logs_layer(LogFormat::Json, buf.clone(), Owner::default());
                 Dispatch::new(tracing_subscriber::registry().with(filter).with(logs))
             } else {
-                let logs = request::Requests.and_then(json_logs(buf.clone(), Owner::default()));
+                let logs = logs_layer(LogFormat::Json, buf.clone(), Owner::default());
                 Dispatch::new(tracing_subscriber::registry().with(logs.with_filter(filter)))
             };
             tracing::dispatcher::with_default(&dispatch, || {
