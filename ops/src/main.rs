@@ -108,7 +108,8 @@ enum ProjectionsCmd {
     /// Checkpoint, lag, pending, events/s and skipped events per projection.
     Status,
     /// Replays the stream into shadow tables while the live ones keep serving, then swaps
-    /// them atomically. Safe to interrupt and rerun.
+    /// them atomically. Safe to interrupt and rerun. Rides out a NATS restart or leader
+    /// election of up to 30 s (each retry is logged); longer, it stops with the error.
     Rebuild {
         /// Projection name: `ledger` or `audit`.
         name: String,

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::RequestErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
@@ -164,8 +166,50 @@ async fn rename_all(conn: &mut PgConnection, projection: &dyn Projection) -> Res
 }
 
 async fn stream_last_seq(js: &jetstream::Context, stream: &str) -> Result<u64, RebuildError> {
-    let mut s = js.get_stream(stream).await.map_err(|e| RebuildError::Nats(e.to_string()))?;
-    Ok(s.info().await.map_err(|e| RebuildError::Nats(e.to_string()))?.state.last_sequence)
+    let mut s = patiently(
+        "stream lookup",
+        async || js.get_stream(stream).await,
+        |e| matches!(e.kind(), jetstream::context::GetStreamErrorKind::Request),
+    )
+    .await?;
+    let info = patiently(
+        "stream info",
+        async || s.info().await.map(|i| i.state.last_sequence),
+        |e| matches!(e.kind(), RequestErrorKind::TimedOut | RequestErrorKind::NoResponders),
+    )
+    .await?;
+    Ok(info)
+}
+
+/// How long a rebuild keeps asking JetStream a question that goes unanswered: as long as
+/// it waits for the next message of a read.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Asks `request` again while its error is `transient` (a timeout, no responders), with
+/// backoff, for up to [`PATIENCE`]; any other error (no such stream) fails at once.
+///
+/// A rebuild runs for minutes and asks only questions that change nothing (stream info,
+/// an ordered consumer's creation), so asking again is safe; one answer that came after
+/// the client's request timeout (a leader election, a server busy syncing) must not throw
+/// the replay away. Each retry is logged.
+async fn patiently<T, E: std::fmt::Display>(
+    what: &str,
+    mut request: impl AsyncFnMut() -> Result<T, E>,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, RebuildError> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match request().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "rebuild: {what} went unanswered; asking again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(RebuildError::Nats(format!("{what}: {e}"))),
+        }
+    }
 }
 
 /// Reads stream sequences `from..=to` with an ordered consumer, handing batches of up to
@@ -185,14 +229,22 @@ pub async fn read_range(
         return Ok(());
     }
     let nats = |e: &dyn std::fmt::Display| RebuildError::Nats(e.to_string());
-    let s = js.get_stream(stream).await.map_err(|e| nats(&e))?;
-    let c = s
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats(&e))?;
+    let s = patiently(
+        "stream lookup",
+        async || js.get_stream(stream).await,
+        |e| matches!(e.kind(), jetstream::context::GetStreamErrorKind::Request),
+    )
+    .await?;
+    let config = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+        ..Default::default()
+    };
+    let c = patiently(
+        "ordered consumer creation",
+        async || s.create_consumer(config.clone()).await,
+        |e| matches!(e.kind(), ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request),
+    )
+    .await?;
     let mut messages = c.messages().await.map_err(|e| nats(&e))?;
     let mut batch = Vec::with_capacity(REBUILD_BATCH);
     let keys = covenant_personal::KeyStore::attach(js.clone(), stream);

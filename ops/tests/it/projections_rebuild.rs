@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
 
@@ -88,5 +88,54 @@ async fn a_rebuild_under_writes_swaps_without_query_errors_and_equals_the_fold()
     let (got, want) = (read_models(&pool).await, read_models(&fresh).await);
     for ((table, g), (_, f)) in got.iter().zip(&want) {
         assert_eq!(g, f, "table {table} differs from a fresh fold after the swap");
+    }
+}
+
+/// A rebuild asked for while NATS is down (a restart, a leader election) waits for it
+/// instead of failing on the first unanswered request, then swaps in tables equal to the
+/// fold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_started_while_nats_is_down_completes_once_it_is_back() {
+    let mut server = nats().await;
+    let (cluster, pool) = pg().await;
+    let cfg = log_config();
+    let side = crate::harness::side(&server.url(), &cfg).await;
+    let w = workload::setup(&side).await;
+    for i in 0..300 {
+        workload::step(&side, &w, i).await.expect("command");
+    }
+    let last = side.log.last_sequence().await.expect("info");
+    let js = side.log.jetstream().clone();
+
+    server.kill();
+    let rebuilds = async {
+        let mut reports = Vec::new();
+        for p in covenant_projections::all() {
+            let r = covenant_projections::rebuild::rebuild(&js, &cfg.stream, &pool, p.as_ref(), |_, _| {}).await;
+            reports.push(r.expect("the rebuild completes"));
+        }
+        (reports, Instant::now())
+    };
+    let restart = async {
+        // Longer than the client's request timeout (2 s): the first requests go unanswered.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let at = Instant::now();
+        server.start().await.expect("restart nats-server on the same store and port");
+        at
+    };
+    let ((reports, done_at), restarted_at) =
+        tokio::time::timeout(Duration::from_secs(90), async { tokio::join!(rebuilds, restart) })
+            .await
+            .expect("the rebuilds end once NATS is back");
+    assert!(done_at > restarted_at, "the rebuilds waited for NATS");
+    for r in reports {
+        assert_eq!(r.swapped_at, last, "each rebuild replayed the whole stream");
+    }
+
+    let fresh = database(&cluster, "fold").await;
+    fold_until(&js, &cfg.stream, &fresh, last).await;
+    let (got, want) = (read_models(&pool).await, read_models(&fresh).await);
+    for ((table, g), (_, f)) in got.iter().zip(&want) {
+        assert_eq!(g, f, "table {table} differs from a fresh fold after the rebuild");
     }
 }
