@@ -20,9 +20,10 @@
 //! Introspection (`__schema`, `__type`) has its own depth bound: the standard query
 //! GraphiQL and code generators send nests `ofType` eight levels deep.
 //!
-//! [`Guard`] is the async-graphql extension that applies both to every request, over
-//! HTTP and over WebSocket, and replaces the parse step, so a document is parsed once (and
-//! a short one seen before is not parsed again: see `DOCUMENTS`).
+//! Both apply to every request: the HTTP handler runs [`parse_checked_async`] and hands
+//! the schema the checked document; over WebSocket, [`Guard`], an async-graphql extension,
+//! replaces the schema's parse step. A document is parsed once (and a short one seen
+//! before is not parsed again: see `DOCUMENTS`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -297,24 +298,9 @@ pub async fn parse_checked_async(
     })
 }
 
-/// A request's document, already parsed and checked by [`parse_checked_async`] (the HTTP
-/// handler needs its operation's type before it runs the schema): put in the request's
-/// data, the guard hands it to the schema instead of parsing the text a second time.
-pub struct Checked(std::sync::Mutex<Option<ExecutableDocument>>);
-
-impl Checked {
-    /// Wraps the checked document of this request.
-    pub fn new(doc: ExecutableDocument) -> Self {
-        Self(std::sync::Mutex::new(Some(doc)))
-    }
-
-    fn take(&self) -> Option<ExecutableDocument> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-    }
-}
-
-/// The async-graphql extension that parses every document through [`parse_checked`]
-/// (or takes the one [`Checked`] holds).
+/// The async-graphql extension that parses every document through [`parse_checked`]:
+/// the parse step of the WebSocket schema ([`crate::graphql::Parsing::Guarded`]). The
+/// HTTP handler calls [`parse_checked_async`] itself and hands the schema the document.
 pub struct Guard(pub Bounds);
 
 impl ExtensionFactory for Guard {
@@ -331,14 +317,11 @@ impl Extension for GuardExtension {
     /// checks walk spreads without memoising them, which is what the guard prevents.
     async fn parse_query(
         &self,
-        ctx: &ExtensionContext<'_>,
+        _ctx: &ExtensionContext<'_>,
         query: &str,
         variables: &Variables,
         _next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        if let Some(doc) = ctx.data_opt::<Checked>().and_then(Checked::take) {
-            return Ok(doc);
-        }
         parse_checked_async(query, variables, self.0).await
     }
 }

@@ -182,9 +182,9 @@ async fn execute(
         let status = if media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
         return request_error(status, media, Code::BadUserInput, &refusal.to_string());
     }
-    // Parsed once, here: the operation's type decides what follows, and the guard hands
-    // this document to the schema (a document that does not parse goes on, and the schema
-    // reports why).
+    // Parsed once, here: the operation's type decides what follows, and this document is
+    // what the schema runs (a document that does not parse or is refused goes on, and is
+    // answered with why where the schema would answer).
     let checked = crate::guard::parse_checked_async(&request.query, &request.variables, crate::guard::BOUNDS).await;
     let (kind, op_name) = match &checked {
         Ok(doc) => operation_type(doc, request.operation_name.as_deref()),
@@ -265,10 +265,7 @@ async fn execute(
     }
     let operation = state.operations.label(op_name.as_deref());
     let notes = crate::graphql::mutation::ReadModelNotes::default();
-    let mut request = request.data(principal).data(ClientIp(peer.ip())).data(notes.clone());
-    if let Ok(doc) = checked {
-        request = request.data(crate::guard::Checked::new(doc));
-    }
+    let request = request.data(principal).data(ClientIp(peer.ip())).data(notes.clone());
     let started = Instant::now();
     // Made only inside a sampled trace (see `covenant_telemetry::sampled`).
     let gql_span = if covenant_telemetry::sampled() {
@@ -282,7 +279,22 @@ async fn execute(
     } else {
         tracing::Span::none()
     };
-    let run = tracing::Instrument::instrument(state.schema.execute(request), gql_span);
+    // The schema takes the checked document and parses nothing itself
+    // (`Parsing::Prechecked`); a document the guard refused is answered with the guard's
+    // error, as a parse error is.
+    let run = tracing::Instrument::instrument(
+        async {
+            match checked {
+                Ok(doc) => {
+                    let mut request = request;
+                    request.set_parsed_query(doc);
+                    state.schema.execute(request).await
+                }
+                Err(e) => async_graphql::Response::from_errors(vec![e]),
+            }
+        },
+        gql_span,
+    );
     // Queries get a time budget. Mutations do not: one may already be stored in the
     // stream, and a stored command is never reported as failed (its own waits are bounded).
     let budget = if kind == "mutation" { crate::REQUEST_TIMEOUT } else { crate::GRAPHQL_TIME_BUDGET };

@@ -43,8 +43,12 @@ pub const GRAPHQL_TIME_BUDGET: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct AppState {
-    /// The GraphQL schema.
+    /// The GraphQL schema of the HTTP handler, which hands it documents the guard has
+    /// checked ([`graphql::Parsing::Prechecked`]).
     pub schema: graphql::CovenantSchema,
+    /// The GraphQL schema of WebSocket subscriptions, whose documents arrive as text: the
+    /// guard is its parse step ([`graphql::Parsing::Guarded`]).
+    pub ws_schema: graphql::CovenantSchema,
     /// Read-model pool.
     pub pool: PgPool,
     /// NATS connection (health, lag).
@@ -99,7 +103,22 @@ impl AppState {
         let principals = principals::Principals::new(pool.clone());
         let feed = graphql::subscription::EventFeed::new(async_nats::jetstream::new(nats.clone()), stream.clone());
         Self {
-            schema: graphql::schema(pool.clone(), feed, limits.clone(), side, principals.clone()),
+            schema: graphql::schema(
+                pool.clone(),
+                feed.clone(),
+                limits.clone(),
+                side.clone(),
+                principals.clone(),
+                graphql::Parsing::Prechecked,
+            ),
+            ws_schema: graphql::schema(
+                pool.clone(),
+                feed,
+                limits.clone(),
+                side,
+                principals.clone(),
+                graphql::Parsing::Guarded,
+            ),
             pool,
             nats,
             stream,

@@ -38,7 +38,7 @@ pub async fn graphiql_or_websocket(State(state): State<Arc<AppState>>, req: Requ
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
-    let schema = state.schema.clone();
+    let schema = state.ws_schema.clone();
     let principals = state.principals.clone();
     ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
         async_graphql_axum::GraphQLWebSocket::new(socket, schema, protocol)

@@ -144,6 +144,41 @@ async fn the_feed_needs_a_valid_sign_in() {
     app.stop().await;
 }
 
+/// Over WebSocket a document reaches the schema as text, and the guard is that schema's
+/// parse step: a document nested deeply enough to overflow the parser's stack, or whose
+/// fragments double at each level, is refused with the guard's reason, and the process
+/// (this test's own) lives on to answer the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_documents_over_websocket_are_refused_by_the_guard() {
+    let app = spawn_app().await;
+    let viewer = app.user_token("viewer@example.org", Role::Viewer).await;
+    let mut ws = connect(app.addr, serde_json::json!({ "Authorization": format!("Bearer {viewer}") })).await;
+    assert_eq!(next(&mut ws).await.expect("ack")["type"], "connection_ack");
+
+    let deep = format!("subscription {}sequence{}", "{ events ".repeat(5000), " }".repeat(5000));
+    let mut doubling = String::from("subscription { ...F24 }\nfragment F0 on Subscription { events { sequence } }\n");
+    for i in 1..=24 {
+        doubling.push_str(&format!("fragment F{i} on Subscription {{ ...F{} ...F{} }}\n", i - 1, i - 1));
+    }
+    for (id, query, reason) in
+        [("deep", deep, "nests brackets more than"), ("doubling", doubling, "once its fragments are expanded")]
+    {
+        let started = std::time::Instant::now();
+        send(&mut ws, serde_json::json!({ "id": id, "type": "subscribe", "payload": { "query": query } })).await;
+        let m = next(&mut ws).await.expect("an answer");
+        assert_eq!(error_code(&m), "BAD_USER_INPUT", "{id}: {m}");
+        assert!(m.to_string().contains(reason), "{id}: {m}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{id}: answered in {:?}", started.elapsed());
+        if m["type"] == "next" {
+            assert_eq!(next(&mut ws).await.expect("complete")["type"], "complete", "{id}");
+        }
+    }
+    let q = r#"subscription { events(afterSequence: "minus one") { sequence } }"#;
+    send(&mut ws, serde_json::json!({ "id": "after", "type": "subscribe", "payload": { "query": q } })).await;
+    assert_eq!(error_code(&next(&mut ws).await.expect("an answer")), "BAD_USER_INPUT", "still served");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_is_served_with_its_own_assets() {
     let app = spawn_app().await;
