@@ -61,6 +61,11 @@ pub(crate) struct Measured {
     /// Operations answered without their whole result: a conflict after the bus's retries,
     /// or a mutation's country null because the read models did not show it in time.
     partial: u64,
+    /// Operations done.
+    ops: u64,
+    /// CPU time the server process used during the run (its projections included), for
+    /// the scenarios it serves.
+    server_cpu: Option<Duration>,
 }
 
 /// Runs `scenario` with `c` clients for `seconds`.
@@ -94,11 +99,14 @@ pub(crate) async fn measure(
         _ => {
             let token = (scenario != Scenario::ReadAnonymous).then(|| t.token.clone());
             let (client, addr) = (client.clone(), t.server.addr);
-            drive(c, seconds, move || {
+            let before = t.server.cpu();
+            let mut m = drive(c, seconds, move || {
                 let (client, token) = (client.clone(), token.clone());
                 async move { http_once(&client, addr, token.as_deref(), scenario).await }
             })
-            .await
+            .await?;
+            m.server_cpu = before.zip(t.server.cpu()).map(|(b, a)| a.saturating_sub(b));
+            Ok(m)
         }
     }
 }
@@ -137,7 +145,7 @@ where
         partial += p;
         h.add(wh)?;
     }
-    Ok(Measured { figures: Figures::new(total, started.elapsed(), &h), partial })
+    Ok(Measured { figures: Figures::new(total, started.elapsed(), &h), partial, ops: total, server_cpu: None })
 }
 
 async fn http_once(client: &HttpClient, addr: SocketAddr, token: Option<&str>, scenario: Scenario) -> Result<bool> {
@@ -192,7 +200,13 @@ impl Table {
     /// Records and prints a run.
     pub(crate) fn add(&mut self, scenario: Scenario, c: usize, m: Measured) {
         let partial = if m.partial > 0 { format!("   ({} answered in part)", m.partial) } else { String::new() };
-        println!("{}{partial}", m.figures.row(&format!("  {}", scenario.label())));
+        // The server's CPU per request: unlike req/s, it hardly moves when a neighbour
+        // takes the machine's cores for a while.
+        let cpu = match m.server_cpu {
+            Some(cpu) if m.ops > 0 => format!("   server CPU {:>4.0} µs/op", cpu.as_secs_f64() * 1e6 / m.ops as f64),
+            _ => String::new(),
+        };
+        println!("{}{cpu}{partial}", m.figures.row(&format!("  {}", scenario.label())));
         self.0.insert((scenario, c), m);
     }
 
