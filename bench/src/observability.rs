@@ -103,9 +103,13 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
          SDK at sampling ratio {}, the Prometheus recorder)",
         opts.commands, opts.seconds, opts.concurrency, opts.sample_ratio
     );
-    for m in &opts.modes {
+    for (i, m) in opts.modes.iter().enumerate() {
         if m != "off" && m != "on" && !m.split('+').all(|p| ["metrics", "logs", "traces"].contains(&p)) {
             bail!("unknown mode {m}: off, on, or metrics/logs/traces joined by '+'");
+        }
+        // Each mode's figures are kept (and its database named) by the mode.
+        if opts.modes[..i].contains(m) {
+            bail!("mode {m} is given twice in --modes");
         }
     }
     // The targets: at most 10% at the service's default sampling ratio, 20% tracing every
