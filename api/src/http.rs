@@ -246,16 +246,14 @@ async fn execute(
         };
         // A sequence the stream has not reached yet would hold the request for the whole
         // wait and then answer UNAVAILABLE, as if the service were at fault: refuse it at
-        // once. (If the stream cannot be read, the wait below decides.)
+        // once. (If the stream cannot be read, the wait below decides.) The lookup answers
+        // with the stream's state: one request, not a second one for `info`.
         let js = async_nats::jetstream::new(state.nats.clone());
-        if let Ok(mut stream) = js.get_stream(&state.stream).await
-            && let Ok(info) = stream.info().await
-            && seq > info.state.last_sequence
+        if let Ok(stream) = js.get_stream(&state.stream).await
+            && let last = stream.cached_info().state.last_sequence
+            && seq > last
         {
-            let message = format!(
-                "Covenant-Min-Sequence {seq} is beyond the stream's last sequence {}",
-                info.state.last_sequence
-            );
+            let message = format!("Covenant-Min-Sequence {seq} is beyond the stream's last sequence {last}");
             return request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, &message);
         }
         if let Err(e) = wait_for_sequence(&state.pool, &PROJECTIONS, seq, MIN_SEQUENCE_WAIT).await {

@@ -14,8 +14,9 @@ pub async fn info(url: &str, s: &Settings) -> Result<()> {
     let client = connect::client(url).await?;
     let cfg = s.log_config();
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream(&cfg.stream).await.with_context(|| format!("stream {} not found", cfg.stream))?;
-    let info = stream.info().await?.clone();
+    // The lookups answer with the stream's and each consumer's state.
+    let stream = js.get_stream(&cfg.stream).await.with_context(|| format!("stream {} not found", cfg.stream))?;
+    let info = stream.cached_info().clone();
     let st = &info.state;
     println!("stream {}  subjects {:?}", info.config.name, info.config.subjects);
     println!(
@@ -44,9 +45,9 @@ pub async fn info(url: &str, s: &Settings) -> Result<()> {
     use futures::StreamExt;
     while let Some(name) = names.next().await {
         let name = name?;
-        let mut c: async_nats::jetstream::consumer::PullConsumer =
+        let c: async_nats::jetstream::consumer::PullConsumer =
             stream.get_consumer(&name).await.map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
-        let ci = c.info().await?;
+        let ci = c.cached_info();
         println!(
             "  consumer {name}: pending {}  ack pending {}  redelivered {}  delivered seq {}",
             ci.num_pending, ci.num_ack_pending, ci.num_redelivered, ci.delivered.stream_sequence

@@ -64,8 +64,9 @@ impl Monitor {
     /// # Errors
     /// When NATS or PostgreSQL cannot be read.
     pub async fn tick(&self) -> Result<Vec<ProjectionStatus>, MonitorError> {
-        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| MonitorError::Nats(e.to_string()))?;
-        let last = stream.info().await.map_err(|e| MonitorError::Nats(e.to_string()))?.state.last_sequence;
+        // The lookups answer with the stream's and each consumer's state (one request each).
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| MonitorError::Nats(e.to_string()))?;
+        let last = stream.cached_info().state.last_sequence;
         // Consumer pending comes from NATS alone, so it keeps moving while PostgreSQL is
         // down (that is when it matters).
         let mut pendings = Vec::new();
@@ -74,7 +75,7 @@ impl Monitor {
             let pending = match stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await {
                 // Not yet acknowledged: undelivered plus delivered-but-unacknowledged (a
                 // runner holding a batch it cannot commit keeps its messages unacknowledged).
-                Ok(mut c) => c.info().await.ok().map(|i| i.num_pending + i.num_ack_pending as u64),
+                Ok(c) => Some(c.cached_info().num_pending + c.cached_info().num_ack_pending as u64),
                 Err(_) => None,
             };
             if let Some(p) = pending {

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::RequestErrorKind;
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
@@ -166,19 +165,14 @@ async fn rename_all(conn: &mut PgConnection, projection: &dyn Projection) -> Res
 }
 
 async fn stream_last_seq(js: &jetstream::Context, stream: &str) -> Result<u64, RebuildError> {
-    let mut s = patiently(
+    // The lookup answers with the stream's state.
+    let s = patiently(
         "stream lookup",
         async || js.get_stream(stream).await,
         |e| matches!(e.kind(), jetstream::context::GetStreamErrorKind::Request),
     )
     .await?;
-    let info = patiently(
-        "stream info",
-        async || s.info().await.map(|i| i.state.last_sequence),
-        |e| matches!(e.kind(), RequestErrorKind::TimedOut | RequestErrorKind::NoResponders),
-    )
-    .await?;
-    Ok(info)
+    Ok(s.cached_info().state.last_sequence)
 }
 
 /// How long a rebuild keeps asking JetStream a question that goes unanswered: as long as

@@ -83,8 +83,9 @@ pub async fn scan(
 /// # Errors
 /// When the server stops answering.
 pub async fn checkpoints(js: &jetstream::Context, events: &str) -> Result<Vec<CheckpointText>> {
-    let Ok(mut s) = js.get_stream(checkpoints_stream(events)).await else { return Ok(Vec::new()) };
-    let info = s.info().await.context("checkpoint stream info")?;
+    // The lookup answers with the stream's state.
+    let Ok(s) = js.get_stream(checkpoints_stream(events)).await else { return Ok(Vec::new()) };
+    let info = s.cached_info();
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut out = Vec::new();
     if info.state.messages > 0 {
@@ -108,8 +109,8 @@ pub async fn verify_stream(
     threads: usize,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report> {
-    let mut s = js.get_stream(events).await.with_context(|| format!("stream {events} does not exist"))?;
-    let info = s.info().await.context("stream info")?.clone();
+    let s = js.get_stream(events).await.with_context(|| format!("stream {events} does not exist"))?;
+    let info = s.cached_info().clone();
     let config_findings = verify::check_config(&facts(&info.config));
     let cps = checkpoints(js, events).await?;
     let origin = origin(events);
