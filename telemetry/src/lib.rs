@@ -43,12 +43,12 @@ impl Telemetry {
 }
 
 /// The share of new traces the service samples unless `COVENANT_TRACE_SAMPLE_RATIO` says
-/// otherwise: one request in ten. Telemetry then costs 12–15% of a GraphQL request's
-/// throughput over the paired runs of `covenant-bench observability --paired` (12.2% and
-/// 14.5% this session, CPU per request +13% to +19%, about 25 µs of 170), against a 10%
-/// target; the logs are most of it (the request's span and line, 2.3 µs in a loop; the
-/// telemetry code is about 6% of a request's CPU samples under `perf`). Set 1 to trace
-/// every request.
+/// otherwise: one request in ten. Telemetry then costs 12–20% of a GraphQL request's
+/// throughput over the paired runs of `covenant-bench observability --paired` (12.2%,
+/// 14.5% and 20.4% in three runs this session; CPU per request +13% to +19%, about 30 µs
+/// of 180), against a 10% target. The logs are most of it, though the request's span and
+/// line cost 2.3 µs in a loop and the telemetry code is about 6% of a request's CPU
+/// samples under `perf`. Set 1 to trace every request.
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
 
 /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace exporter
