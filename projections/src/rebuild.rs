@@ -166,13 +166,17 @@ async fn rename_all(conn: &mut PgConnection, projection: &dyn Projection) -> Res
 
 async fn stream_last_seq(js: &jetstream::Context, stream: &str) -> Result<u64, RebuildError> {
     // The lookup answers with the stream's state.
-    let s = patiently(
+    Ok(lookup(js, stream).await?.cached_info().state.last_sequence)
+}
+
+/// The stream, looked up [`patiently`].
+async fn lookup(js: &jetstream::Context, stream: &str) -> Result<jetstream::stream::Stream, RebuildError> {
+    patiently(
         "stream lookup",
         async || js.get_stream(stream).await,
         |e| matches!(e.kind(), jetstream::context::GetStreamErrorKind::Request),
     )
-    .await?;
-    Ok(s.cached_info().state.last_sequence)
+    .await
 }
 
 /// How long a rebuild keeps asking JetStream a question that goes unanswered: as long as
@@ -182,10 +186,11 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Asks `request` again while its error is `transient` (a timeout, no responders), with
 /// backoff, for up to [`PATIENCE`]; any other error (no such stream) fails at once.
 ///
-/// A rebuild runs for minutes and asks only questions that change nothing (stream info,
-/// an ordered consumer's creation), so asking again is safe; one answer that came after
-/// the client's request timeout (a leader election, a server busy syncing) must not throw
-/// the replay away. Each retry is logged.
+/// A rebuild runs for minutes and its requests are safe to repeat: a stream lookup changes
+/// nothing, and an ordered consumer whose creation answer was lost is ephemeral (the
+/// server removes it once idle). One answer that came after the client's request timeout
+/// (a leader election, a server busy syncing) must not throw the replay away. Each retry
+/// is logged.
 async fn patiently<T, E: std::fmt::Display>(
     what: &str,
     mut request: impl AsyncFnMut() -> Result<T, E>,
@@ -223,12 +228,7 @@ pub async fn read_range(
         return Ok(());
     }
     let nats = |e: &dyn std::fmt::Display| RebuildError::Nats(e.to_string());
-    let s = patiently(
-        "stream lookup",
-        async || js.get_stream(stream).await,
-        |e| matches!(e.kind(), jetstream::context::GetStreamErrorKind::Request),
-    )
-    .await?;
+    let s = lookup(js, stream).await?;
     let config = consumer::pull::OrderedConfig {
         deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
         ..Default::default()
