@@ -38,7 +38,9 @@ pub struct ObservabilityBench {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Modes to run: `off`, `on`, and to see where the cost lies `metrics`, `logs`,
-    /// `traces` or a combination joined by `+` (`metrics+traces`).
+    /// `traces` or a combination joined by `+` (`metrics+traces`). `control` runs exactly
+    /// as `off` and is reported as a mode of its own: its "overhead" is the benchmark's own
+    /// spread and bias (`--paired --modes off,control`).
     #[arg(long, value_delimiter = ',', default_value = "off,on")]
     pub modes: Vec<String>,
     /// `COVENANT_TRACE_SAMPLE_RATIO` of the runs with traces (the service's default,
@@ -104,8 +106,10 @@ pub async fn run(opts: &ObservabilityBench) -> Result<()> {
         opts.commands, opts.seconds, opts.concurrency, opts.sample_ratio
     );
     for (i, m) in opts.modes.iter().enumerate() {
-        if m != "off" && m != "on" && !m.split('+').all(|p| ["metrics", "logs", "traces"].contains(&p)) {
-            bail!("unknown mode {m}: off, on, or metrics/logs/traces joined by '+'");
+        if !["off", "on", "control"].contains(&m.as_str())
+            && !m.split('+').all(|p| ["metrics", "logs", "traces"].contains(&p))
+        {
+            bail!("unknown mode {m}: off, on, control, or metrics/logs/traces joined by '+'");
         }
         // Each mode's figures are kept (and its database named) by the mode.
         if opts.modes[..i].contains(m) {
