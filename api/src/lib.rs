@@ -102,23 +102,13 @@ impl AppState {
         let limits = Arc::new(limits::RateLimits::new(options.limits));
         let principals = principals::Principals::new(pool.clone());
         let feed = graphql::subscription::EventFeed::new(async_nats::jetstream::new(nats.clone()), stream.clone());
+        // The two schemas differ only in how they parse (see `graphql::Parsing`).
+        let schema = |parsing| {
+            graphql::schema(pool.clone(), feed.clone(), limits.clone(), side.clone(), principals.clone(), parsing)
+        };
         Self {
-            schema: graphql::schema(
-                pool.clone(),
-                feed.clone(),
-                limits.clone(),
-                side.clone(),
-                principals.clone(),
-                graphql::Parsing::Prechecked,
-            ),
-            ws_schema: graphql::schema(
-                pool.clone(),
-                feed,
-                limits.clone(),
-                side,
-                principals.clone(),
-                graphql::Parsing::Guarded,
-            ),
+            schema: schema(graphql::Parsing::Prechecked),
+            ws_schema: schema(graphql::Parsing::Guarded),
             pool,
             nats,
             stream,

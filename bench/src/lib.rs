@@ -45,6 +45,25 @@ impl Figures {
     }
 }
 
+/// User and system CPU time process `pid` (this process when `None`) has used so far;
+/// `None` off Linux or when it cannot be read.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let process = match pid {
+            None => procfs::process::Process::myself(),
+            Some(pid) => procfs::process::Process::new(i32::try_from(pid).ok()?),
+        };
+        let stat = process.ok()?.stat().ok()?;
+        Some(Duration::from_secs_f64((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 /// A latency histogram in microseconds (1 µs to 60 s, 3 significant digits).
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")

@@ -75,7 +75,10 @@ impl Monitor {
             let pending = match stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await {
                 // Not yet acknowledged: undelivered plus delivered-but-unacknowledged (a
                 // runner holding a batch it cannot commit keeps its messages unacknowledged).
-                Ok(c) => Some(c.cached_info().num_pending + c.cached_info().num_ack_pending as u64),
+                Ok(c) => {
+                    let info = c.cached_info();
+                    Some(info.num_pending + info.num_ack_pending as u64)
+                }
                 Err(_) => None,
             };
             if let Some(p) = pending {

@@ -100,17 +100,7 @@ impl ServerProcess {
 
     /// CPU time (user and system) the server process has used so far (`None` off Linux).
     pub fn cpu(&self) -> Option<std::time::Duration> {
-        #[cfg(target_os = "linux")]
-        {
-            let pid = i32::try_from(self.child.id()?).ok()?;
-            let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-            let ticks = stat.utime + stat.stime;
-            Some(std::time::Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64))
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            None
-        }
+        crate::cpu_time(Some(self.child.id()?))
     }
 
     /// Resident memory of the server process, in bytes (`None` off Linux).

@@ -67,9 +67,9 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         let mut go = String::new();
         tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut go).await?;
     }
-    let cpu0 = cpu_seconds().unwrap_or(0.0);
+    let cpu0 = crate::cpu_time(None).map_or(0.0, |d| d.as_secs_f64());
     let f = load(&client, api.addr, w.concurrency, w.seconds, 20, token).await?;
-    let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
+    let cpu = crate::cpu_time(None).map_or(0.0, |d| d.as_secs_f64()) - cpu0;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -84,17 +84,4 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     };
     println!("{}", serde_json::to_string(&m)?);
     Ok(())
-}
-
-/// User and system CPU time of this process so far, in seconds; `None` off Linux.
-fn cpu_seconds() -> Option<f64> {
-    #[cfg(target_os = "linux")]
-    {
-        let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
-        Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
-    }
 }
