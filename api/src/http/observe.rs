@@ -7,6 +7,9 @@ use super::*;
 /// out: log pipelines filter on it).
 const REQUEST_LOG: &str = "covenant_api::http";
 
+/// The standard HTTP methods: the only ones a metric label or a kept span name spells out.
+const METHODS: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     match &state.metrics {
@@ -154,9 +157,21 @@ pub async fn track(req: Request, next: Next) -> Response {
     } else {
         tracing::info!(target: REQUEST_LOG, parent: &span, status, duration_ms = ms, "request finished");
     }
-    metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route, "status" => status.to_string())
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!(
+        "http_server_request_duration_seconds",
+        "method" => method_label(&method),
+        "route" => route,
+        "status" => status.to_string()
+    )
+    .record(elapsed.as_secs_f64());
     response
+}
+
+/// The `method` label: a standard method's name, else `_OTHER` (as OpenTelemetry's HTTP
+/// conventions say). HTTP allows any token as a method; a label per token would let a
+/// client add series to the registry, held in memory and scraped, without bound.
+fn method_label(method: &str) -> &'static str {
+    METHODS.into_iter().find(|m| *m == method).unwrap_or("_OTHER")
 }
 
 /// `HTTP <method> <route>`, the server span's name: made once for each standard method and
@@ -164,7 +179,6 @@ pub async fn track(req: Request, next: Next) -> Response {
 fn server_span_name(method: &str, route: &str) -> std::borrow::Cow<'static, str> {
     use std::collections::HashMap;
     use std::sync::{Mutex, PoisonError};
-    const METHODS: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
     /// Per route pattern, the name for each method of `METHODS`.
     type Names = HashMap<String, [Option<&'static str>; 9]>;
     static NAMES: Mutex<Option<Names>> = Mutex::new(None);

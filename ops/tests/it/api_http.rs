@@ -137,8 +137,13 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     let (status, _, body) = http(addr, "GET", "/api/healthcheck", &[], "").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""status":"ok""#), "{body}");
+    // Any token is a method in HTTP; one the standard does not name is labelled `_OTHER`,
+    // so a client cannot add series without bound.
+    let (status, _, _) = http(addr, "BREW", "/api/healthcheck", &[], "").await;
+    assert_eq!(status, 405);
     let (status, _, text) = http(addr, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200);
+    assert!(text.contains(r#"method="_OTHER""#) && !text.contains("BREW"), "{text}");
     assert!(
         text.contains(r#"http_server_request_duration_seconds_bucket{method="POST",route="/api/graphql",status="200""#),
         "{text}"
