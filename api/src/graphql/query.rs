@@ -81,11 +81,9 @@ impl Query {
         let has_next_page = rows.len() as i64 > n;
         rows.truncate(n as usize);
         let end_cursor = rows.last().map(|r| encode_cursor(&[r.code.clone(), r.gdp_usd.to_string()]));
-        let total_count = db!("country_count", views::country_count(pool(ctx))).await.map_err(gql)?;
         Ok(CountryConnection {
             nodes: rows.into_iter().map(Into::into).collect(),
             page_info: PageInfo { has_next_page, end_cursor },
-            total_count,
         })
     }
 
@@ -199,6 +197,14 @@ impl Query {
         let feed = ctx.data_unchecked::<super::subscription::EventFeed>();
         super::personal::present(&feed.keys, super::personal::is_admin(ctx), &mut events).await;
         Ok(events)
+    }
+}
+
+#[ComplexObject]
+impl CountryConnection {
+    /// Registered countries in all.
+    async fn total_count(&self, ctx: &Context<'_>) -> ApiResult<i64> {
+        db!("country_count", views::country_count(pool(ctx))).await.map_err(gql)
     }
 }
 

@@ -255,15 +255,15 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-/// A page of countries.
+/// A page of countries (`totalCount` is a resolver: its count query runs only when the
+/// client selects it).
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct CountryConnection {
     /// The countries.
     pub nodes: Vec<Country>,
     /// Paging.
     pub page_info: PageInfo,
-    /// Registered countries in all.
-    pub total_count: i64,
 }
 
 /// A page of projects.
