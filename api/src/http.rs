@@ -22,7 +22,7 @@ mod graphiql;
 mod observe;
 mod operations;
 pub use graphiql::{graphiql_asset, graphiql_or_websocket};
-pub use observe::{describe, health, metrics_text, track};
+pub use observe::{REQUEST_ID_MAX, describe, health, metrics_text, track, usable_request_id};
 pub use operations::OperationLabels;
 use operations::operation_type;
 

@@ -153,9 +153,11 @@ fn outer_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S
         // The body limit is applied where the body is read, so the GraphQL handler answers
         // an oversized body with a GraphQL error.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        // An `x-request-id` is taken from the request or set (a UUID), and returned.
+        // An `x-request-id` is taken from the request if usable, else set (a UUID), and
+        // returned.
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
+        .layer(axum::middleware::map_request(http::usable_request_id))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -103,6 +103,26 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// The longest `x-request-id` a client may give.
+pub const REQUEST_ID_MAX: usize = 128;
+
+/// Drops an `x-request-id` the service will not adopt, so that a new one is made: empty,
+/// longer than [`REQUEST_ID_MAX`] or not visible ASCII. The id is written on every log line
+/// of the request and echoed: taken as sent, a client could make each line as long as the
+/// header limit allows (hundreds of KB) or break a log pipeline's parsing.
+pub async fn usable_request_id(mut req: Request) -> Request {
+    let usable = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= REQUEST_ID_MAX && b.iter().all(|c| c.is_ascii_graphic())
+    };
+    if req.headers().get_all("x-request-id").iter().count() > 1
+        || req.headers().get("x-request-id").is_some_and(|v| !usable(v))
+    {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
 /// The request's span (`HTTP <method> <route>`, kind server, parented on an incoming
 /// W3C `traceparent`), `http_server_request_duration_seconds{method,route,status}` (route =
 /// the matched path pattern, never the raw URI) and one log line per request with its

@@ -7,7 +7,7 @@ use covenant_commands::CommandContext;
 use covenant_domain::{CountryCode, CountryCommand, Name, ProjectCommand, Usd};
 use covenant_projections::checkpoint::{PROJECTIONS, wait_for_sequence};
 
-use crate::harness::{graphql, http, log_config, nats, pg, register_country};
+use crate::harness::{graphql, http, http_exchange, log_config, nats, pg, register_country};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
@@ -148,6 +148,18 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     assert_eq!(status, 415);
     let (status, ctype, page) = http(addr, "GET", "/api/graphql", &[], "").await;
     assert!(status == 200 && ctype.starts_with("text/html") && page.contains("graphiql"), "{status} {ctype}");
+
+    // A usable `x-request-id` is adopted and echoed; one too long, or not visible ASCII,
+    // is replaced by a new UUID (it would be written on every line of the request).
+    let echoed = |id: String| async move {
+        let r = http_exchange(addr, "GET", "/api/healthcheck", &[("x-request-id", &id)], "").await;
+        r.header("x-request-id").unwrap_or_default().to_owned()
+    };
+    assert_eq!(echoed("edge-7f3a:42".into()).await, "edge-7f3a:42");
+    for bad in ["x".repeat(covenant_api::http::REQUEST_ID_MAX + 1), "two words".into()] {
+        let id = echoed(bad.clone()).await;
+        assert!(id.len() == 36 && uuid::Uuid::parse_str(&id).is_ok(), "{} chars sent, {id:?} echoed", bad.len());
+    }
 
     // Health and metrics.
     let (status, _, body) = http(addr, "GET", "/api/healthcheck", &[], "").await;
