@@ -301,15 +301,17 @@ pub async fn parse_checked_async(
 /// The async-graphql extension that parses every document through [`parse_checked`]:
 /// the parse step of the WebSocket schema ([`crate::graphql::Parsing::Guarded`]). The
 /// HTTP handler calls [`parse_checked_async`] itself and hands the schema the document.
-pub struct Guard(pub Bounds);
+/// The function runs on each document the guard accepted: the schema's own check
+/// (`crate::graphql::check_variable_types`), which the guard does not know.
+pub struct Guard(pub Bounds, pub fn(&ExecutableDocument) -> ServerResult<()>);
 
 impl ExtensionFactory for Guard {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardExtension(self.0))
+        Arc::new(GuardExtension(self.0, self.1))
     }
 }
 
-struct GuardExtension(Bounds);
+struct GuardExtension(Bounds, fn(&ExecutableDocument) -> ServerResult<()>);
 
 #[async_trait::async_trait]
 impl Extension for GuardExtension {
@@ -322,7 +324,9 @@ impl Extension for GuardExtension {
         variables: &Variables,
         _next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        parse_checked_async(query, variables, self.0).await
+        let doc = parse_checked_async(query, variables, self.0).await?;
+        (self.1)(&doc)?;
+        Ok(doc)
     }
 }
 

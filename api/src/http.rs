@@ -185,7 +185,9 @@ async fn execute(
     // Parsed once, here: the operation's type decides what follows, and this document is
     // what the schema runs (a document that does not parse or is refused goes on, and is
     // answered with why where the schema would answer).
-    let checked = crate::guard::parse_checked_async(&request.query, &request.variables, crate::guard::BOUNDS).await;
+    let checked = crate::guard::parse_checked_async(&request.query, &request.variables, crate::guard::BOUNDS)
+        .await
+        .and_then(|doc| crate::graphql::check_variable_types(&doc).map(|()| doc));
     let (kind, op_name) = match &checked {
         Ok(doc) => operation_type(doc, request.operation_name.as_deref()),
         Err(_) => ("invalid", None),
