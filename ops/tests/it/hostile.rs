@@ -3,8 +3,10 @@
 //! generated from the GraphQL grammar (documents, variables, headers and bodies, some of
 //! them corrupted), plus every class of attack the guard exists for, each at several sizes.
 //! The process must not crash, no answer may be a 5xx or show internals, every GraphQL
-//! error must carry a documented code other than `INTERNAL`, and a trivial query sent
-//! alongside must stay under 100 ms at p99.
+//! error must carry a documented code other than `INTERNAL`, every answer's
+//! `x-request-id` must be one the logs can carry (a client's too long or odd one is
+//! replaced), made-up methods must share the metrics' `_OTHER` label, and a trivial query
+//! sent alongside must stay under 100 ms at p99.
 //!
 //! The README's test command runs this test on its own after the others (`--skip
 //! hostile::`, then `hostile::`), so the probe's latency measures the server under hostile
@@ -57,10 +59,12 @@ const INTERNALS: &[&str] = &[
 struct Answer {
     status: u16,
     body: String,
+    /// The `x-request-id` the server answered with.
+    request_id: Option<Vec<u8>>,
 }
 
 async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &str, r: &Req) -> Result<Answer, String> {
-    let mut b = hyper::Request::builder().method(r.method).uri(format!("{base}{}", r.path));
+    let mut b = hyper::Request::builder().method(r.method.as_ref()).uri(format!("{base}{}", r.path));
     for (k, v) in &r.headers {
         b = b.header(k.as_str(), hyper::header::HeaderValue::from_bytes(v).map_err(|e| e.to_string())?);
     }
@@ -70,14 +74,23 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &str, r: &Req) 
         .map_err(|_| "no answer in 30 s".to_owned())?
         .map_err(|e| format!("{e:?}"))?;
     let status = res.status().as_u16();
+    let request_id = res.headers().get("x-request-id").map(|v| v.as_bytes().to_vec());
     let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned(), request_id })
 }
 
 /// What is wrong with an answer, if anything.
 fn judge(a: &Answer) -> Option<String> {
     if a.status >= 500 {
         return Some(format!("status {}", a.status));
+    }
+    // The id is written on every log line of the request: at most 128 visible characters.
+    match &a.request_id {
+        None => return Some("no x-request-id in the answer".into()),
+        Some(id) if id.is_empty() || id.len() > 128 || !id.iter().all(u8::is_ascii_graphic) => {
+            return Some(format!("x-request-id {:?} echoed", String::from_utf8_lossy(&id[..id.len().min(40)])));
+        }
+        Some(_) => {}
     }
     if let Some(w) = INTERNALS.iter().find(|w| a.body.contains(**w)) {
         return Some(format!("shows internals ({w:?})"));
@@ -132,7 +145,7 @@ async fn twenty_thousand_hostile_requests_crash_nothing_and_leak_nothing() {
     let logfile = tempfile::NamedTempFile::new().expect("log");
     let mut child = spawn_serve(&env, logfile.path());
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let health = Req { method: "GET", path: "/api/healthcheck".into(), headers: Vec::new(), body: Vec::new() };
+    let health = Req { method: "GET".into(), path: "/api/healthcheck".into(), headers: Vec::new(), body: Vec::new() };
     let up = crate::harness::eventually(Duration::from_secs(60), async || {
         send(&client, &base, &health).await.is_ok_and(|a| a.status == 200)
     })
@@ -236,11 +249,14 @@ async fn twenty_thousand_hostile_requests_crash_nothing_and_leak_nothing() {
     let (p50, p99, max) = (quantile(&times, 0.5), quantile(&times, 0.99), *times.last().expect("samples"));
 
     let alive = child.try_wait().expect("try_wait").is_none();
-    let metrics =
-        send(&client, &base, &Req { method: "GET", path: "/metrics".into(), headers: Vec::new(), body: Vec::new() })
-            .await
-            .map(|a| a.body)
-            .unwrap_or_default();
+    let metrics = send(
+        &client,
+        &base,
+        &Req { method: "GET".into(), path: "/metrics".into(), headers: Vec::new(), body: Vec::new() },
+    )
+    .await
+    .map(|a| a.body)
+    .unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
@@ -259,6 +275,14 @@ async fn twenty_thousand_hostile_requests_crash_nothing_and_leak_nothing() {
         metrics.lines().all(|l| !l.starts_with("covenant_http_panics_total") || l.ends_with(" 0")),
         "a request panicked"
     );
+    // Made-up methods share one label: a series per token would grow without bound.
+    let methods: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds"))
+        .filter_map(|l| l.split("method=\"").nth(1).and_then(|m| m.split('"').next()))
+        .collect();
+    assert!(methods.contains("_OTHER"), "made-up methods were sent: {methods:?}");
+    assert!(methods.iter().all(|m| ["GET", "POST", "_OTHER"].contains(m)), "method labels {methods:?}");
     assert!(failures.is_empty(), "{} class failures:\n{}", failures.len(), failures.join("\n"));
     assert!(
         problems.is_empty(),

@@ -2,7 +2,8 @@
 
 /// One request to send.
 pub(super) struct Req {
-    pub(super) method: &'static str,
+    /// A standard method, or a token the generator made up.
+    pub(super) method: std::borrow::Cow<'static, str>,
     pub(super) path: String,
     pub(super) headers: Vec<(String, Vec<u8>)>,
     pub(super) body: Vec<u8>,
@@ -18,7 +19,7 @@ pub(super) fn post_json(body: serde_json::Value) -> Req {
 
 pub(super) fn post_bytes(body: Vec<u8>) -> Req {
     Req {
-        method: "POST",
+        method: "POST".into(),
         path: "/api/graphql".into(),
         headers: vec![
             ("content-type".into(), b"application/json".to_vec()),
@@ -92,7 +93,7 @@ pub(super) fn classes() -> Vec<(String, Req)> {
     out.push((
         "invalid UTF-8 in the URL".into(),
         Req {
-            method: "GET",
+            method: "GET".into(),
             path: "/api/graphql?query=%FF%FE".into(),
             headers: vec![("accept".into(), b"application/json".to_vec())],
             body: Vec::new(),

@@ -355,6 +355,16 @@ impl Gen {
             headers.push(("traceparent".into(), v[self.rng.random_range(0..3)].as_bytes().to_vec()));
         }
         if self.chance(0.05) {
+            // Too long, or with bytes a log line should not carry: replaced, never echoed.
+            let id = match self.rng.random_range(0..4) {
+                0 => "r".repeat(self.rng.random_range(100..2000)).into_bytes(),
+                1 => b"two words".to_vec(),
+                2 => vec![b'r', 0x80, b'\t', b'"'],
+                _ => format!("req-{}", self.rng.random_range(0..1_000_000)).into_bytes(),
+            };
+            headers.push(("x-request-id".into(), id));
+        }
+        if self.chance(0.05) {
             headers.push(("idempotency-key".into(), "k".repeat(self.rng.random_range(0..600)).into_bytes()));
         }
         if self.chance(0.05) {
@@ -368,8 +378,14 @@ impl Gen {
                 1 => format!("query={enc}&variables=%7B%22v%22%3A%5B%5B%5B"),
                 _ => "query=%FF%FE&x=%".to_owned(),
             };
-            return Req { method: "GET", path: format!("/api/graphql?{q}"), headers, body: Vec::new() };
+            return Req { method: "GET".into(), path: format!("/api/graphql?{q}"), headers, body: Vec::new() };
         }
-        Req { method: "POST", path: "/api/graphql".into(), headers, body }
+        if self.chance(0.03) {
+            // A method no standard names: a label of its own would grow the metrics.
+            let token: String =
+                (0..self.rng.random_range(1..12)).map(|_| self.rng.random_range(b'A'..=b'Z') as char).collect();
+            return Req { method: format!("X{token}").into(), path: "/api/graphql".into(), headers, body };
+        }
+        Req { method: "POST".into(), path: "/api/graphql".into(), headers, body }
     }
 }
