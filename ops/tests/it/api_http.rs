@@ -66,21 +66,17 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     assert_eq!((c["pageInfo"]["hasNextPage"].as_bool(), c["totalCount"].as_i64()), (Some(true), Some(3)));
     let cursor = c["pageInfo"]["endCursor"].as_str().expect("cursor").to_owned();
     // The count query runs only when `totalCount` is selected (no other test counts).
-    let counts = || async {
-        let (_, _, text) = http(addr, "GET", "/metrics", &[], "").await;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(r#"db_client_operation_duration_seconds_count{operation="country_count"}"#))
-            .map(str::to_owned);
-        line.and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok())).expect("a country_count series")
+    let counts = || {
+        crate::harness::metric_value("db_client_operation_duration_seconds_count", &[r#"operation="country_count""#])
+            .expect("a country_count series")
     };
-    let before = counts().await;
+    let before = counts();
     let (_, body) = graphql(addr, "{ countries(first: 2) { nodes { code } } }", &[]).await;
     assert_eq!(body["data"]["countries"]["nodes"][0]["code"], "DE", "{body}");
-    assert_eq!(counts().await, before, "a page without totalCount does not count");
+    assert_eq!(counts(), before, "a page without totalCount does not count");
     let (_, body) = graphql(addr, "{ countries(first: 0) { totalCount } }", &[]).await;
     assert_eq!(body["data"]["countries"]["totalCount"], 3, "{body}");
-    assert_eq!(counts().await, before + 1, "a selected totalCount counts once");
+    assert_eq!(counts(), before + 1.0, "a selected totalCount counts once");
     let (_, body) = graphql(addr, &format!(r#"{{ countries(first: 2, orderBy: GDP_DESC, after: "{cursor}") {{ nodes {{ code }} pageInfo {{ hasNextPage }} }} }}"#), &[]).await;
     assert_eq!(body["data"]["countries"]["nodes"][0]["code"], "FR", "{body}");
     assert_eq!(body["data"]["countries"]["pageInfo"]["hasNextPage"], false);

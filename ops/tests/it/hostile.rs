@@ -84,10 +84,15 @@ fn judge(a: &Answer) -> Option<String> {
     if a.status >= 500 {
         return Some(format!("status {}", a.status));
     }
-    // The id is written on every log line of the request: at most 128 visible characters.
+    // The id is written on every log line of the request: at most REQUEST_ID_MAX visible
+    // characters.
     match &a.request_id {
         None => return Some("no x-request-id in the answer".into()),
-        Some(id) if id.is_empty() || id.len() > 128 || !id.iter().all(u8::is_ascii_graphic) => {
+        Some(id)
+            if id.is_empty()
+                || id.len() > covenant_api::http::REQUEST_ID_MAX
+                || !id.iter().all(u8::is_ascii_graphic) =>
+        {
             return Some(format!("x-request-id {:?} echoed", String::from_utf8_lossy(&id[..id.len().min(40)])));
         }
         Some(_) => {}
