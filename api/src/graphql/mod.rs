@@ -62,6 +62,9 @@ pub fn schema(
     if parsing == Parsing::Guarded {
         b = b.extension(crate::guard::Guard(crate::guard::BOUNDS, check_variable_types));
     }
+    // The type names come from a schema of their own: made here, at start-up, rather than
+    // on the first request that declares a variable.
+    LazyLock::force(&TYPE_NAMES);
     if let Some(s) = side {
         b = b.data(s);
     }
