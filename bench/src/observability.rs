@@ -225,7 +225,9 @@ fn worker_command(
 
 /// Runs a worker and reads its figures.
 async fn run_worker(mut cmd: tokio::process::Command, mode: &str) -> Result<Measured> {
-    let out = cmd.output().await.context("running a worker")?;
+    // Not `Command::output`: tokio's pipes stderr whatever the command says, and the logs
+    // would go down a pipe into this process's memory instead of to `/dev/null`.
+    let out = cmd.spawn().context("starting a worker")?.wait_with_output().await.context("running a worker")?;
     parse_result(&String::from_utf8_lossy(&out.stdout), mode)
         .with_context(|| format!("the worker exited with {} (run it alone to see its errors)", out.status))
 }
