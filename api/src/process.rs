@@ -1,6 +1,7 @@
 //! Figures read at scrape time into the metrics recorder, so `/metrics` is the exporter's
 //! rendering alone: the process (memory, CPU, file descriptors, threads: the BEAM
-//! stand-ins, through `metrics-process`), the tokio runtime, the PostgreSQL pool.
+//! stand-ins, through `metrics-process`), the tokio runtime, the PostgreSQL pool, the log
+//! lines dropped.
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 
@@ -13,6 +14,10 @@ pub fn describe() {
     describe_counter!("tokio_busy_seconds_total", "Time the runtime's workers spent busy, in whole seconds.");
     describe_gauge!("db_client_connections", "Connections of the read-model pool by state.");
     describe_gauge!("db_client_connection_max", "Largest size of the read-model pool.");
+    describe_counter!(
+        "covenant_log_lines_dropped_total",
+        "Log lines dropped because the log output (stderr) was not being read and the queue was full."
+    );
 }
 
 /// Records the process, runtime and pool figures as they are now.
@@ -31,4 +36,5 @@ pub fn collect(pool: &sqlx::PgPool) {
     gauge!("db_client_connections", "state" => "idle").set(f64::from(idle));
     gauge!("db_client_connections", "state" => "used").set(f64::from(size - idle));
     gauge!("db_client_connection_max").set(f64::from(pool.options().get_max_connections()));
+    counter!("covenant_log_lines_dropped_total").absolute(covenant_telemetry::dropped_log_lines());
 }

@@ -107,6 +107,7 @@ DASHBOARDS = {
         {"title": "Tokio tasks alive (runaway concurrency)", "exprs": [f"tokio_alive_tasks{{{J}}}"]},
         {"title": "Tokio busy share", "unit": "percentunit", "exprs": [f"rate(tokio_busy_seconds_total{{{J}}}[5m]) / tokio_workers{{{J}}}"]},
         {"title": "Tokio global queue depth", "exprs": [f"tokio_global_queue_depth{{{J}}}"]},
+        {"title": "Log lines dropped (stderr not read)", "unit": "ops", "exprs": [f"rate(covenant_log_lines_dropped_total{{{J}}}[5m])"]},
     ], ["runtime"]),
     "covenant-nats": dashboard("covenant-nats", "Covenant NATS streams", [
         {"title": "Projection lag (events)", "exprs": [f"covenant_projection_lag_events{{{J}}}"]},

@@ -5,7 +5,8 @@
 //!   `timestamp`, `level`, `message`, `target`, the fields of the enclosing spans (such as
 //!   `request_id`, `user_id`, `role`) and of the event (`status`, `duration_ms`), and
 //!   `trace_id`/`span_id` when traces are exported. `text` is for terminals; the default is
-//!   `text` on a terminal and `json` otherwise.
+//!   `text` on a terminal and `json` otherwise. Lines reach stderr through a queue and a
+//!   thread of their own, never from the request itself ([`dropped_log_lines`]).
 //! - **Traces**: `tracing` spans, exported through `tracing-opentelemetry` over OTLP gRPC
 //!   when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`OTEL_SERVICE_NAME`, default `covenant`;
 //!   `COVENANT_TRACE_SAMPLE_RATIO`, default [`DEFAULT_SAMPLE_RATIO`], parent-based: a
@@ -31,6 +32,8 @@ pub use tracing_opentelemetry::OpenTelemetrySpanExt;
 #[must_use]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Flushes the log lines still queued when dropped (waiting at most about a second).
+    logs: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Telemetry {
@@ -39,6 +42,8 @@ impl Telemetry {
         if let Some(p) = self.provider {
             let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
         }
+        let logs = self.logs;
+        let _ = tokio::task::spawn_blocking(move || drop(logs)).await;
     }
 }
 
@@ -64,8 +69,39 @@ pub fn init() -> Telemetry {
             }
         }
     });
-    install(LogFormat::from_env(), provider.clone(), std::io::stderr);
-    Telemetry { provider }
+    let (writer, logs) = log_writer(std::io::stderr());
+    install(LogFormat::from_env(), provider.clone(), writer);
+    Telemetry { provider, logs }
+}
+
+/// Log lines the writer holds while its output is not taken (about 5 MB of JSON lines).
+pub const LOG_QUEUE_LINES: usize = 16_384;
+
+/// The count of lines the log writer dropped, once [`init`] made it.
+static DROPPED_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+
+/// Log lines dropped since start because the log output was not being read (see
+/// [`init`]): exported as `covenant_log_lines_dropped_total`.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LINES.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// The service's log writer: lines go through a queue of [`LOG_QUEUE_LINES`] to a thread
+/// of their own, which writes them to `out` in batches. Written from the request, a line
+/// blocks its runtime thread whenever `out` is a pipe its reader stopped draining (a stuck
+/// log shipper, `covenant serve | less` left alone): with every worker thread blocked so,
+/// the service stopped answering, health checks included. A full queue drops the
+/// line and counts it in [`dropped_log_lines`] instead.
+fn log_writer<W: std::io::Write + Send + 'static>(
+    out: W,
+) -> (tracing_appender::non_blocking::NonBlocking, tracing_appender::non_blocking::WorkerGuard) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("covenant-logs")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, out));
+    let _ = DROPPED_LINES.set(writer.error_counter());
+    (writer, guard)
 }
 
 /// Spans made, batched and dropped (`OTEL_EXPORTER_OTLP_ENDPOINT=discard`): the

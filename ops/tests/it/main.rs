@@ -22,6 +22,7 @@ mod first_contact;
 mod group_commit;
 mod hostile;
 mod idempotency;
+mod log_backpressure;
 mod managed_postgres;
 mod metrics_scrape;
 mod nats_faults;
