@@ -120,7 +120,7 @@ async fn a_log_reader_that_stops_reading_does_not_stop_the_service() {
     let t = Instant::now();
     let (status, body) = get(&client, &base, "/api/healthcheck", "probe").await.expect("health while the log is stuck");
     assert_eq!(status, 200, "{body}");
-    assert!(t.elapsed() < Duration::from_secs(2), "health check took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "health check took {:?}", t.elapsed());
 
     // Reading the pipe again: the queued lines come out whole, and new ones are written.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
