@@ -67,7 +67,11 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
         t.server.log.display(),
         opts.seconds,
     );
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        // Below the server's header timeout, which closes idle connections.
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build_http();
     let mut table = scenarios::Table::default();
     for &c in &opts.concurrency {
         println!("c={c}");

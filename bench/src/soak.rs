@@ -52,7 +52,11 @@ pub async fn run(o: &SoakBench) -> Result<()> {
          and under 256 MiB",
         o.minutes, o.concurrency, o.mutations, o.interval, o.warmup
     );
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        // Below the server's header timeout, which closes idle connections.
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build_http();
     let started = Instant::now();
     let (end, warm) = (Duration::from_secs(o.minutes * 60), Duration::from_secs(o.warmup * 60));
     let mut after_warmup = Vec::new();

@@ -257,6 +257,11 @@ async fn run_seed(side: &covenant_commands::CommandSide) -> Result<seed::SeedRep
 }
 
 async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
+    // Every HTTP connection is a file descriptor: the soft limit (often 1024) goes up to the
+    // hard one, as Go's runtime and nats-server do; the connection bound is then set below it.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
     let nats = connect::nats(s).await?;
     let db = connect::database(s).await?;
     let side = std::sync::Arc::new(connect::command_side(&nats.url, s).await?);
@@ -288,7 +293,7 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     // Keys, roles and revocations in memory, followed from the stream: signed-in users keep
     // writing while PostgreSQL is down.
     state.follow(&s.subject_prefix, stop_rx.clone()).await;
-    let http = covenant_ops::http::serve(s.http_addr, state, stop_rx.clone()).await?;
+    let http = covenant_ops::http::serve_with(s.http_addr, state, stop_rx.clone(), s.connections()).await?;
     let mut demo_login = None;
     if demo {
         run_seed(&side).await?;

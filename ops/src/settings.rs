@@ -65,6 +65,31 @@ pub struct Settings {
     #[arg(long, env = "COVENANT_HTTP_ADDR", default_value = "127.0.0.1:4000", global = true)]
     pub http_addr: std::net::SocketAddr,
 
+    /// Most HTTP connections open at once (WebSockets included); more wait to be accepted.
+    /// Lowered at start to what the open-file limit (`ulimit -n`, raised to its hard limit)
+    /// leaves for them.
+    #[arg(
+        long,
+        env = "COVENANT_HTTP_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true,
+        help_heading = "API limits"
+    )]
+    pub http_max_connections: u32,
+
+    /// How long a client has to send a request's headers once connected or answered
+    /// (`10s`, `1500ms`): slower or idle connections are closed.
+    #[arg(
+        long,
+        env = "COVENANT_HTTP_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_header_timeout,
+        global = true,
+        help_heading = "API limits"
+    )]
+    pub http_header_timeout: std::time::Duration,
+
     /// NATS server URL(s), comma-separated. Unset: a managed nats-server is started under
     /// the data directory on 127.0.0.1:14222.
     #[arg(long, env = "COVENANT_NATS_URL", global = true)]
@@ -154,6 +179,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The HTTP server's connection bounds.
+    pub fn connections(&self) -> crate::http::Connections {
+        crate::http::Connections {
+            max: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+            header_timeout: self.http_header_timeout,
+        }
+    }
+
     /// The API's options: these settings' rate limits.
     pub fn api_options(&self) -> covenant_api::ApiOptions {
         covenant_api::ApiOptions {
@@ -198,8 +231,18 @@ pub fn parse_group_commit(s: &str) -> Result<usize, String> {
 
 /// Parses a lease time to live: `<N>s` or `<N>ms`, from 300 ms to 10 minutes.
 fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s, "a lease time")
+}
+
+/// Parses the HTTP header timeout: `<N>s` or `<N>ms`, from 300 ms to 10 minutes.
+fn parse_header_timeout(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s, "a header timeout")
+}
+
+/// `<N>s` or `<N>ms`, from 300 ms to 10 minutes; the error names `what` was expected.
+fn parse_duration(s: &str, what: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let bad = || format!("`{s}` is not a lease time: write 6s or 1500ms (300ms to 600s)");
+    let bad = || format!("`{s}` is not {what}: write 6s or 1500ms (300ms to 600s)");
     let ms = if let Some(n) = s.strip_suffix("ms") {
         n.trim().parse::<u64>().map_err(|_| bad())?
     } else if let Some(n) = s.strip_suffix('s') {

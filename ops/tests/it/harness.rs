@@ -274,6 +274,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a [`TestApp`] with `options`.
 pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
+    spawn_app_serving(options, covenant_ops::http::Connections::default()).await
+}
+
+/// Starts a [`TestApp`] with `options`, its HTTP server within `connections`.
+pub async fn spawn_app_serving(
+    options: covenant_api::ApiOptions,
+    connections: covenant_ops::http::Connections,
+) -> TestApp {
     let nats = nats().await;
     let (pg, pool) = pg().await;
     let cfg = log_config();
@@ -291,7 +299,9 @@ pub async fn spawn_app_with(options: covenant_api::ApiOptions) -> TestApp {
         options,
     );
     state.follow(&cfg.subject_prefix, rx.clone()).await;
-    let api = covenant_ops::http::serve("127.0.0.1:0".parse().expect("addr"), state, rx).await.expect("serve the API");
+    let api = covenant_ops::http::serve_with("127.0.0.1:0".parse().expect("addr"), state, rx, connections)
+        .await
+        .expect("serve the API");
     tasks.push(api.task);
     TestApp { nats, pg, pool, side, addr: api.addr, stop, tasks }
 }

@@ -21,6 +21,7 @@ mod domain_purity;
 mod first_contact;
 mod group_commit;
 mod hostile;
+mod http_connections;
 mod idempotency;
 mod log_backpressure;
 mod managed_postgres;
