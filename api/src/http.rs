@@ -21,7 +21,7 @@ use crate::graphql::mutation::ClientIp;
 mod graphiql;
 mod observe;
 mod operations;
-pub use graphiql::{graphiql_asset, graphiql_or_websocket};
+pub use graphiql::{ConnectionHold, WS_INIT_TIMEOUT, graphiql_asset, graphiql_or_websocket};
 pub use observe::{REQUEST_ID_MAX, describe, health, metrics_text, track, usable_request_id};
 pub use operations::OperationLabels;
 use operations::operation_type;

@@ -1,7 +1,7 @@
-//! Serving the HTTP API from this process: hyper's connection builder over a listener,
+//! Serving the HTTP API from this process: hyper's HTTP/1.1 connections over a listener,
 //! with what a server facing the internet needs that `axum::serve` does not set: a bound
-//! on the connections open at once, and a time limit on a request's headers (which also
-//! closes idle keep-alive connections).
+//! on the connections open at once (WebSockets included), and a time limit on a request's
+//! headers (which also closes idle keep-alive connections).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,9 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::extract::Request;
 use covenant_api::AppState;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use covenant_api::http::ConnectionHold;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use tokio::sync::{Semaphore, watch};
 use tower::{Service as _, ServiceExt as _};
@@ -29,9 +28,10 @@ pub struct HttpServer {
 /// What clients may hold of the server's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connections {
-    /// Most connections open at once (WebSockets included). More wait in the kernel's
-    /// listen backlog until one closes, so that the process keeps file descriptors for
-    /// PostgreSQL, NATS and its files: lowered at start to what `ulimit -n` leaves.
+    /// Most connections open at once, WebSockets included (a WebSocket keeps its
+    /// connection's place until it closes). More wait in the kernel's listen backlog until
+    /// one closes, so that the process keeps file descriptors for PostgreSQL, NATS and its
+    /// files: lowered at start to what `ulimit -n` leaves.
     pub max: usize,
     /// How long a client has to send a request's headers, counted from its connection or
     /// its previous answer. A connection that sends them slower (slowloris) or sits idle
@@ -58,14 +58,19 @@ pub async fn serve(addr: SocketAddr, state: AppState, shutdown: watch::Receiver<
 }
 
 /// Binds `addr` and serves the API within `connections` until `shutdown` turns true, then
-/// stops accepting and drains the connections' requests in flight.
+/// stops accepting and waits for the requests in flight (each connection closes after its
+/// current answer; WebSockets are closed).
+///
+/// HTTP/1.1 only: HTTP/2 without TLS (prior knowledge) has no header timeout in hyper, so
+/// an idle HTTP/2 connection would hold its place for ever. A proxy terminating TLS
+/// speaks HTTP/1.1 to the service.
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub async fn serve_with(
     addr: SocketAddr,
     state: AppState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     connections: Connections,
 ) -> Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -83,30 +88,22 @@ pub async fn serve_with(
     gauge!("http_server_open_connections").set(0.0);
     counter!("http_server_connections_timed_out_total").increment(0);
     let mut make_service = covenant_api::router(Arc::new(state)).into_make_service_with_connect_info::<SocketAddr>();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(connections.header_timeout);
-    // As axum::serve: WebSockets over HTTP/2 use CONNECT.
-    builder.http2().enable_connect_protocol();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(connections.header_timeout);
     let permits = Arc::new(Semaphore::new(max));
     let task = tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let stop = async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        tokio::pin!(stop);
+        // Each connection task holds a receiver: the sender is closed once they all ended.
+        let (ended_tx, ended_rx) = watch::channel(());
+        let mut stop = shutdown.clone();
         loop {
             let permit = tokio::select! {
                 biased;
-                () = &mut stop => break,
+                () = stopped(&mut stop) => break,
                 permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             let (stream, peer) = tokio::select! {
                 biased;
-                () = &mut stop => break,
+                () = stopped(&mut stop) => break,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -115,29 +112,66 @@ pub async fn serve_with(
                     }
                 },
             };
+            // The connection's place: freed when the connection ends and any WebSocket it
+            // became is closed.
+            let hold = ConnectionHold::new(Open::new(permit));
             let service = make_service.call(peer).await.unwrap_or_else(|e: Infallible| match e {});
-            let service = hyper_util::service::TowerToHyperService::new(
-                service.map_request(|req: Request<hyper::body::Incoming>| req.map(axum::body::Body::new)),
-            );
-            let conn =
-                graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
-            gauge!("http_server_open_connections").increment(1.0);
+            let service = hyper_util::service::TowerToHyperService::new(service.map_request(
+                move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(hold.clone());
+                    req.map(axum::body::Body::new)
+                },
+            ));
+            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let (mut stop, ended) = (shutdown.clone(), ended_rx.clone());
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                let _ended = ended;
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = stopped(&mut stop) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    if e.is_timeout() {
                         counter!("http_server_connections_timed_out_total").increment(1);
                     } else {
                         tracing::debug!(error = %e, "HTTP connection ended with an error");
                     }
                 }
-                gauge!("http_server_open_connections").decrement(1.0);
-                drop(permit);
             });
         }
         drop(listener);
-        graceful.shutdown().await;
+        // Every connection's requests answered (WebSockets are not waited for).
+        drop(ended_rx);
+        ended_tx.closed().await;
     });
     Ok(HttpServer { addr, task })
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// An open connection's place in the bound, counted in `http_server_open_connections`.
+struct Open {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        gauge!("http_server_open_connections").increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        gauge!("http_server_open_connections").decrement(1.0);
+    }
 }
 
 /// `max`, lowered (with a warning) to what the process's file-descriptor limit leaves

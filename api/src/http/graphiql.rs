@@ -40,11 +40,50 @@ pub async fn graphiql_or_websocket(State(state): State<Arc<AppState>>, req: Requ
     };
     let schema = state.ws_schema.clone();
     let principals = state.principals.clone();
-    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
-        async_graphql_axum::GraphQLWebSocket::new(socket, schema, protocol)
-            .on_connection_init(move |payload| async move { connection_data(&principals, &payload, peer).await })
-            .serve()
+    let hold = parts.extensions.get::<ConnectionHold>().cloned();
+    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
+        // The connection's place in the server's bound, kept while the socket is open.
+        let _hold = hold;
+        let (init_tx, init_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = async_graphql_axum::GraphQLWebSocket::new(socket, schema, protocol)
+            .on_connection_init(move |payload| async move {
+                let _ = init_tx.send(());
+                connection_data(&principals, &payload, peer).await
+            })
+            .serve();
+        tokio::pin!(serve);
+        tokio::select! {
+            () = &mut serve => return,
+            init = tokio::time::timeout(WS_INIT_TIMEOUT, init_rx) => {
+                if init.is_err() {
+                    metrics::counter!("covenant_websocket_init_timed_out_total").increment(1);
+                    return;
+                }
+            }
+        }
+        serve.await;
     })
+}
+
+/// How long a WebSocket has to send `connection_init` before it is closed (the
+/// `graphql-transport-ws` protocol's initialisation timeout): a socket that never does
+/// would hold a connection's place in the server's bound for ever.
+pub const WS_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection's place in the HTTP server's bound on open connections
+/// (`covenant_ops::http`), in the extensions of each request on it. The WebSocket a
+/// request becomes keeps a clone while it is open: the connection's request loop ends at
+/// the upgrade, and the socket would otherwise hold a file descriptor outside the bound.
+#[derive(Clone)]
+pub struct ConnectionHold {
+    _place: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl ConnectionHold {
+    /// Holds `place` until the last clone is dropped.
+    pub fn new(place: impl Send + Sync + 'static) -> Self {
+        Self { _place: Arc::new(place) }
+    }
 }
 
 /// The per-connection data of a WebSocket: the principal of the `connection_init` token.

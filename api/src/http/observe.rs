@@ -28,6 +28,10 @@ pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 pub fn describe() {
     metrics::describe_gauge!("covenant_nats_connected", "Whether the service is connected to NATS.");
     metrics::describe_counter!(
+        "covenant_websocket_init_timed_out_total",
+        "WebSockets closed because they sent no connection_init in time."
+    );
+    metrics::describe_counter!(
         "covenant_graphql_document_cache_total",
         "GraphQL documents found already parsed (hit) or parsed (miss)."
     );

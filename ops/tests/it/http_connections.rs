@@ -1,7 +1,8 @@
 //! The HTTP server's connection bounds against clients that hold connections: headers
 //! sent too slowly (slowloris) and idle keep-alive connections are closed after the header
-//! timeout, and past the connection bound new clients wait for a place instead of taking
-//! the process's last file descriptors.
+//! timeout, past the connection bound new clients wait for a place instead of taking the
+//! process's last file descriptors, WebSockets count against the bound and must sign in
+//! (`connection_init`) in time, and HTTP/2 without TLS (no header timeout) is refused.
 
 use std::time::{Duration, Instant};
 
@@ -80,5 +81,94 @@ async fn slow_and_idle_connections_are_closed_and_the_bound_makes_newcomers_wait
         "{timed_out} connections counted as timed out, expected at least {}",
         MAX + 1
     );
+    app.stop().await;
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A `graphql-transport-ws` socket, signed in anonymously (`connection_init` sent and
+/// acknowledged) when `init`.
+async fn websocket(addr: std::net::SocketAddr, init: bool) -> Socket {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{addr}/api/graphql").into_client_request().expect("request");
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().expect("header"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("WebSocket upgrade");
+    if init {
+        ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#)).await.expect("init");
+        let ack = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("ack in time");
+        assert!(matches!(&ack, Some(Ok(Message::Text(t))) if t.contains("connection_ack")), "{ack:?}");
+    }
+    ws
+}
+
+/// Waits until the server ends `ws`: the time it took, or `None` if it was still open
+/// after `within`.
+async fn ws_closed_within(ws: &mut Socket, within: Duration) -> Option<Duration> {
+    use futures::StreamExt as _;
+    let started = Instant::now();
+    tokio::time::timeout(within, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+        started.elapsed()
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_hold_their_place_and_one_that_never_signs_in_is_closed() {
+    let app = spawn_app_serving(
+        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
+        covenant_ops::http::Connections { max: 2, header_timeout: HEADER_TIMEOUT },
+    )
+    .await;
+    // Two sockets fill the bound: one signed in, one that never sends connection_init.
+    let mut live = websocket(app.addr, true).await;
+    let opened = Instant::now();
+    let mut silent = websocket(app.addr, false).await;
+    let newcomer =
+        tokio::spawn(async move { crate::harness::http(app.addr, "GET", "/api/healthcheck", &[], "").await });
+    tokio::time::sleep(HEADER_TIMEOUT * 3).await;
+    assert!(!newcomer.is_finished(), "a third connection was served while two WebSockets held the bound of 2");
+    assert_eq!(metric_value("http_server_open_connections", &[]), Some(2.0));
+
+    // The silent socket is closed after the init timeout, and its place goes to the newcomer.
+    let limit = covenant_api::http::WS_INIT_TIMEOUT + Duration::from_secs(10);
+    let closed = ws_closed_within(&mut silent, limit).await.map(|_| opened.elapsed());
+    assert!(
+        closed.is_some_and(|t| t >= covenant_api::http::WS_INIT_TIMEOUT - Duration::from_secs(1)),
+        "a WebSocket that never sent connection_init: closed after {closed:?} (timeout {:?})",
+        covenant_api::http::WS_INIT_TIMEOUT
+    );
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), newcomer)
+        .await
+        .expect("the newcomer is answered once the silent socket is closed")
+        .expect("request task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric_value("covenant_websocket_init_timed_out_total", &[]), Some(1.0));
+    // The signed-in socket stays open.
+    assert!(ws_closed_within(&mut live, Duration::from_millis(500)).await.is_none(), "the signed-in socket was closed");
+    drop(live);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_without_tls_is_refused_at_once() {
+    // HTTP/2 by prior knowledge has no header timeout: an idle connection would hold its
+    // place for ever. The server speaks HTTP/1.1 only and closes such a connection at once.
+    let app = spawn_app_serving(
+        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
+        covenant_ops::http::Connections::default(),
+    )
+    .await;
+    let mut s = TcpStream::connect(app.addr).await.expect("connect");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
+    let t = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(t.is_some(), "an HTTP/2 connection is still open after 5 s (header timeout 10 s)");
     app.stop().await;
 }
