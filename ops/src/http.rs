@@ -85,7 +85,8 @@ pub async fn serve_with(
         "HTTP connections closed because a request's headers did not arrive in time (slow or idle clients)."
     );
     gauge!("http_server_connection_limit").set(max as f64);
-    gauge!("http_server_open_connections").set(0.0);
+    // Not set to 0: the connections of another server in this process (tests) count too.
+    gauge!("http_server_open_connections").increment(0.0);
     counter!("http_server_connections_timed_out_total").increment(0);
     let mut make_service = covenant_api::router(Arc::new(state)).into_make_service_with_connect_info::<SocketAddr>();
     let mut builder = hyper::server::conn::http1::Builder::new();
