@@ -14,6 +14,15 @@ use crate::harness::{metric_value, spawn_app_serving};
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX: usize = 4;
 
+/// A running Covenant without rate limits, its HTTP server within `connections`.
+async fn app_within(connections: covenant_ops::http::Connections) -> crate::harness::TestApp {
+    spawn_app_serving(
+        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
+        connections,
+    )
+    .await
+}
+
 /// Reads until the server closes `stream`: the time it took, or `None` if it was still
 /// open after `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
@@ -33,11 +42,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_closed_and_the_bound_makes_newcomers_wait() {
-    let app = spawn_app_serving(
-        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
-        covenant_ops::http::Connections { max: MAX, header_timeout: HEADER_TIMEOUT },
-    )
-    .await;
+    let app = app_within(covenant_ops::http::Connections { max: MAX, header_timeout: HEADER_TIMEOUT }).await;
 
     // An idle keep-alive connection: answered, then closed once the timeout has passed.
     let mut idle = TcpStream::connect(app.addr).await.expect("connect");
@@ -121,11 +126,7 @@ async fn ws_closed_within(ws: &mut Socket, within: Duration) -> Option<Duration>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_hold_their_place_and_one_that_never_signs_in_is_closed() {
-    let app = spawn_app_serving(
-        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
-        covenant_ops::http::Connections { max: 2, header_timeout: HEADER_TIMEOUT },
-    )
-    .await;
+    let app = app_within(covenant_ops::http::Connections { max: 2, header_timeout: HEADER_TIMEOUT }).await;
     // Two sockets fill the bound: one signed in, one that never sends connection_init.
     let mut live = websocket(app.addr, true).await;
     let opened = Instant::now();
@@ -163,11 +164,7 @@ async fn websockets_hold_their_place_and_one_that_never_signs_in_is_closed() {
 async fn http2_without_tls_is_refused_at_once() {
     // HTTP/2 by prior knowledge has no header timeout: an idle connection would hold its
     // place for ever. The server speaks HTTP/1.1 only and closes such a connection at once.
-    let app = spawn_app_serving(
-        covenant_api::ApiOptions { limits: covenant_api::limits::LimitSettings::off(), ..Default::default() },
-        covenant_ops::http::Connections::default(),
-    )
-    .await;
+    let app = app_within(covenant_ops::http::Connections::default()).await;
     let mut s = TcpStream::connect(app.addr).await.expect("connect");
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
     let t = closed_within(&mut s, Duration::from_secs(5)).await;
