@@ -59,7 +59,7 @@ pub async fn serve(addr: SocketAddr, state: AppState, shutdown: watch::Receiver<
 
 /// Binds `addr` and serves the API within `connections` until `shutdown` turns true, then
 /// stops accepting and waits for the requests in flight (each connection closes after its
-/// current answer; WebSockets are closed).
+/// current answer). WebSockets are not waited for: they end with the process.
 ///
 /// HTTP/1.1 only: HTTP/2 without TLS (prior knowledge) has no header timeout in hyper, so
 /// an idle HTTP/2 connection would hold its place for ever. A proxy terminating TLS
