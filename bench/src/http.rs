@@ -47,6 +47,15 @@ pub fn country(i: usize) -> &'static str {
 /// The benchmark's HTTP client.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// The benchmarks' HTTP client: keep-alive connections, each dropped once idle for 5 s,
+/// below the server's header timeout (10 s), which closes idle connections.
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build_http()
+}
+
 /// Runs the benchmark and prints its figures.
 ///
 /// # Errors
@@ -67,11 +76,7 @@ pub async fn run(opts: &HttpBench) -> Result<()> {
         t.server.log.display(),
         opts.seconds,
     );
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        // Below the server's header timeout, which closes idle connections.
-        .pool_idle_timeout(Duration::from_secs(5))
-        .build_http();
+    let client = client();
     let mut table = scenarios::Table::default();
     for &c in &opts.concurrency {
         println!("c={c}");

@@ -14,7 +14,7 @@ use covenant_commands::{CommandContext, CommandSide, LogConfig};
 use covenant_domain::{CountryCode, CountryCommand, Name, Usd};
 use futures::future::try_join_all;
 
-use crate::http::{COUNTRIES, HttpClient, admin_bearer, country, load};
+use crate::http::{COUNTRIES, admin_bearer, country, load};
 use covenant_ops::connect;
 use covenant_ops::managed::nats::{NatsServer, SyncPolicy};
 use covenant_ops::managed::postgres::PgCluster;

@@ -6,10 +6,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-use crate::http::{HttpClient, Target, load};
+use crate::http::{Target, load};
 
 /// Options of the soak run.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,11 +50,7 @@ pub async fn run(o: &SoakBench) -> Result<()> {
          and under 256 MiB",
         o.minutes, o.concurrency, o.mutations, o.interval, o.warmup
     );
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        // Below the server's header timeout, which closes idle connections.
-        .pool_idle_timeout(Duration::from_secs(5))
-        .build_http();
+    let client = crate::http::client();
     let started = Instant::now();
     let (end, warm) = (Duration::from_secs(o.minutes * 60), Duration::from_secs(o.warmup * 60));
     let mut after_warmup = Vec::new();

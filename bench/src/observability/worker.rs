@@ -60,10 +60,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     // The HTTP load updates the first COUNTRIES codes, all registered above.
     debug_assert!(codes.contains(&country(COUNTRIES - 1)));
     let token = admin_bearer(&side, &pool, "obs@covenant.local", Duration::from_secs(60)).await?;
-    let client: HttpClient = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        // Below the server's header timeout, which closes idle connections.
-        .pool_idle_timeout(Duration::from_secs(5))
-        .build_http();
+    let client = crate::http::client();
     if w.barrier {
         println!("ready");
         let mut go = String::new();
