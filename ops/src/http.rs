@@ -3,19 +3,18 @@
 //! on the connections open at once (WebSockets included), and a time limit on a request's
 //! headers (which also closes idle keep-alive connections).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use covenant_api::AppState;
 use covenant_api::http::ConnectionHold;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use tokio::sync::{Semaphore, watch};
-use tower::{Service as _, ServiceExt as _};
+use tower::ServiceExt as _;
 
 /// A running HTTP server.
 pub struct HttpServer {
@@ -88,7 +87,7 @@ pub async fn serve_with(
     // Not set to 0: the connections of another server in this process (tests) count too.
     gauge!("http_server_open_connections").increment(0.0);
     counter!("http_server_connections_timed_out_total").increment(0);
-    let mut make_service = covenant_api::router(Arc::new(state)).into_make_service_with_connect_info::<SocketAddr>();
+    let router = covenant_api::router(Arc::new(state));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(connections.header_timeout);
     let permits = Arc::new(Semaphore::new(max));
@@ -116,9 +115,10 @@ pub async fn serve_with(
             // The connection's place: freed when the connection ends and any WebSocket it
             // became is closed.
             let hold = ConnectionHold::new(Open::new(permit));
-            let service = make_service.call(peer).await.unwrap_or_else(|e: Infallible| match e {});
-            let service = hyper_util::service::TowerToHyperService::new(service.map_request(
+            // What `into_make_service_with_connect_info` would add, and the place beside it.
+            let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
                 move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
                     req.extensions_mut().insert(hold.clone());
                     req.map(axum::body::Body::new)
                 },
