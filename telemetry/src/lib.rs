@@ -48,12 +48,12 @@ impl Telemetry {
 }
 
 /// The share of new traces the service samples unless `COVENANT_TRACE_SAMPLE_RATIO` says
-/// otherwise: one request in ten. Telemetry then costs 12–20% of a GraphQL request's
-/// throughput over the paired runs of `covenant-bench observability --paired` (12.2%,
-/// 14.5% and 20.4% in three runs this session; CPU per request +13% to +19%, about 30 µs
-/// of 180), against a 10% target. The logs are most of it, though the request's span and
-/// line cost 2.3 µs in a loop and the telemetry code is about 6% of a request's CPU
-/// samples under `perf`. Set 1 to trace every request.
+/// otherwise: one request in ten. Telemetry then costs 8–13% of a GraphQL request's
+/// throughput and about 15% of its CPU time (`covenant-bench observability --paired
+/// --rounds 9`, four runs on 2026-12-07: CPU +14.6% to +15.0%), against a 10% target.
+/// The request's span and its log line are about 5 points each (measured by leaving each
+/// out); the telemetry code is about 8% of a request's CPU samples under `perf`, spread
+/// over span bookkeeping, JSON formatting and the log thread. Set 1 to trace every request.
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
 
 /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace exporter
@@ -162,6 +162,9 @@ fn provider_sampling<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
 /// inside a request, so that unsampled requests (and everything when traces are not
 /// exported) build none.
 pub fn sampled() -> bool {
+    if !sampling::exporting() {
+        return false;
+    }
     let span = tracing::Span::current();
     !span.is_none() && span.context().span().span_context().is_sampled()
 }

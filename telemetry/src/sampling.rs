@@ -10,7 +10,7 @@
 //! provider itself then samples every root it is shown (parent-based `AlwaysOn`).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use opentelemetry::trace::{SpanKind, TraceContextExt as _};
 use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample as _};
@@ -27,16 +27,26 @@ thread_local! {
     static UNSAMPLED_ROOT: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether a tracer provider was made: until then nothing is sampled (not even under a
+/// sampled caller), and [`crate::sampled`] answers without looking up the current span.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
 /// Sets the ratio [`sample`] applies to new traces (when a tracer provider is made).
 pub(crate) fn set_ratio(ratio: f64) {
     RATIO.store(ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    EXPORTING.store(true, Ordering::Relaxed);
+}
+
+/// Whether traces are exported (a tracer provider was made).
+pub(crate) fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// Whether a new request's trace is sampled: the flag of `parent` (an incoming W3C
 /// context) when it is valid, else the SDK's `TraceIdRatioBased` sampler at
 /// `COVENANT_TRACE_SAMPLE_RATIO` over a fresh trace id. False when traces are not exported.
 pub fn sample(parent: &opentelemetry::Context) -> bool {
-    sample_at(parent, f64::from_bits(RATIO.load(Ordering::Relaxed)))
+    exporting() && sample_at(parent, f64::from_bits(RATIO.load(Ordering::Relaxed)))
 }
 
 /// [`sample`] at `ratio`.
