@@ -28,8 +28,10 @@ pub struct ObservabilityBench {
     /// Commands per run.
     #[arg(long, default_value_t = 20_000)]
     pub commands: usize,
-    /// Seconds of HTTP load per run.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds of HTTP load per run. Long enough for the paired median to settle: three
+    /// paired runs of one binary gave CPU-per-request overheads of 10.2%, 15.0% and 16.3%
+    /// with 5-second runs, and 14.9%, 15.0% and 15.0% with 15-second runs.
+    #[arg(long, default_value_t = 15)]
     pub seconds: u64,
     /// Concurrent HTTP clients.
     #[arg(long, default_value_t = 16)]
@@ -75,8 +77,9 @@ pub struct ObservabilityWorker {
     /// Concurrent HTTP clients.
     #[arg(long)]
     pub concurrency: usize,
-    /// Print `ready` before the HTTP load and wait for a line on standard input (so paired
-    /// runs load the machine at the same time).
+    /// Print `ready` before the command phase and again before the HTTP load, each time
+    /// waiting for a line on standard input (so paired runs load the machine at the same
+    /// time in both phases).
     #[arg(long)]
     pub barrier: bool,
 }
@@ -240,27 +243,33 @@ fn parse_result(text: &str, mode: &str) -> Result<Measured> {
         .with_context(|| format!("worker ({mode}) printed no result: {text}"))
 }
 
-/// Runs the round's workers together: each prepares (commands, projections caught up),
-/// then all start their HTTP load at once.
+/// Runs the round's workers together: each prepares (countries registered), then all run
+/// their commands at once; each catches up (projections), then all start their HTTP load
+/// at once. Without the first barrier the command phases overlapped by chance (the first
+/// worker started had the machine to itself for a while), and the rounds' command ratios
+/// spread from about -30% to +35%.
 async fn paired(runs: Vec<(tokio::process::Command, &str)>) -> Result<Vec<Measured>> {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
     let mut children = Vec::new();
     for (mut cmd, mode) in runs {
         let mut child = cmd.spawn().context("starting a worker")?;
         let out = child.stdout.take().context("worker stdout")?;
-        let mut lines = tokio::io::BufReader::new(out).lines();
-        loop {
-            match lines.next_line().await.context("reading a worker")? {
-                Some(l) if l == "ready" => break,
-                Some(_) => {}
-                None => bail!("worker ({mode}) ended before its HTTP load"),
+        children.push((child, tokio::io::BufReader::new(out).lines(), mode));
+    }
+    for phase in ["commands", "HTTP load"] {
+        for (_, lines, mode) in &mut children {
+            loop {
+                match lines.next_line().await.context("reading a worker")? {
+                    Some(l) if l == "ready" => break,
+                    Some(_) => {}
+                    None => bail!("worker ({mode}) ended before its {phase}"),
+                }
             }
         }
-        children.push((child, lines, mode));
-    }
-    for (child, ..) in &mut children {
-        if let Some(stdin) = child.stdin.as_mut() {
-            stdin.write_all(b"go\n").await.context("starting a worker's load")?;
+        for (child, ..) in &mut children {
+            if let Some(stdin) = child.stdin.as_mut() {
+                stdin.write_all(b"go\n").await.context("starting a worker's phase")?;
+            }
         }
     }
     let mut out = Vec::new();

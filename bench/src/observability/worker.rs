@@ -32,6 +32,10 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         side.countries.execute(c, cmd, &ctx).await?;
     }
     let per_worker = w.commands / 64;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    if w.barrier {
+        barrier(&mut stdin).await?;
+    }
     let started = Instant::now();
     try_join_all((0..64).map(|k| {
         let side = side.clone();
@@ -62,9 +66,7 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
     let token = admin_bearer(&side, &pool, "obs@covenant.local", Duration::from_secs(60)).await?;
     let client = crate::http::client();
     if w.barrier {
-        println!("ready");
-        let mut go = String::new();
-        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut go).await?;
+        barrier(&mut stdin).await?;
     }
     let cpu0 = crate::cpu_time(None).map_or(0.0, |d| d.as_secs_f64());
     let f = load(&client, api.addr, w.concurrency, w.seconds, 20, token).await?;
@@ -82,5 +84,14 @@ pub async fn worker(w: &ObservabilityWorker) -> Result<()> {
         http_cpu_us: cpu * 1e6 / requests.max(1.0),
     };
     println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+/// Prints `ready` and waits for a line on standard input: the parent starts the phase of
+/// every paired worker at once.
+async fn barrier(stdin: &mut tokio::io::BufReader<tokio::io::Stdin>) -> Result<()> {
+    println!("ready");
+    let mut go = String::new();
+    tokio::io::AsyncBufReadExt::read_line(stdin, &mut go).await?;
     Ok(())
 }
