@@ -92,8 +92,10 @@ DASHBOARDS = {
             f"histogram_quantile(0.95, sum by (le) (rate(covenant_command_duration_seconds_bucket{{{J}}}[5m])))"]},
         {"title": "HTTP connections open / bound", "legend": ["open", "bound"], "exprs": [
             f"http_server_open_connections{{{J}}}", f"http_server_connection_limit{{{J}}}"]},
-        {"title": "Connections closed by the header timeout", "unit": "ops", "exprs": [
-            f"rate(http_server_connections_timed_out_total{{{J}}}[5m])"]},
+        {"title": "Connections closed by the header timeout / refused for their address", "unit": "ops",
+         "legend": ["header timeout", "address at its bound"], "exprs": [
+            f"rate(http_server_connections_timed_out_total{{{J}}}[5m])",
+            f"rate(http_server_connections_refused_total{{{J}}}[5m])"]},
     ], ["api"]),
     "covenant-database": dashboard("covenant-database", "Covenant database", [
         {"title": "Operation p95 by operation", "unit": "s", "exprs": [

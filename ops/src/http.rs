@@ -3,7 +3,7 @@
 //! on the connections open at once (WebSockets included), and a time limit on a request's
 //! headers (which also closes idle keep-alive connections).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,11 +36,16 @@ pub struct Connections {
     /// its previous answer. A connection that sends them slower (slowloris) or sits idle
     /// between requests is closed, and its place freed, after it.
     pub header_timeout: Duration,
+    /// Most connections open at once from one client address (an IPv6 address's /64
+    /// network counts as one), or none. Without it one client could hold every place of
+    /// [`Self::max`] and the service would accept no one else; past it, the client's next
+    /// connection is answered `503` and closed.
+    pub per_address: Option<usize>,
 }
 
 impl Default for Connections {
     fn default() -> Self {
-        Self { max: 4096, header_timeout: Duration::from_secs(10) }
+        Self { max: 4096, header_timeout: Duration::from_secs(10), per_address: Some(256) }
     }
 }
 
@@ -87,6 +92,12 @@ pub async fn serve_with(
     // Not set to 0: the connections of another server in this process (tests) count too.
     gauge!("http_server_open_connections").increment(0.0);
     counter!("http_server_connections_timed_out_total").increment(0);
+    describe_counter!(
+        "http_server_connections_refused_total",
+        "HTTP connections answered 503 and closed: their client address held its most connections already."
+    );
+    counter!("http_server_connections_refused_total").increment(0);
+    let addresses = Addresses::new(connections.per_address);
     let router = covenant_api::router(Arc::new(state));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(connections.header_timeout);
@@ -112,9 +123,14 @@ pub async fn serve_with(
                     }
                 },
             };
+            let Some(address) = addresses.take(peer.ip()) else {
+                drop(permit);
+                refuse(stream);
+                continue;
+            };
             // The connection's place: freed when the connection ends and any WebSocket it
             // became is closed.
-            let hold = ConnectionHold::new(Open::new(permit));
+            let hold = ConnectionHold::new(Open::new(permit, address));
             // What `into_make_service_with_connect_info` would add, and the place beside it.
             let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
                 move |mut req: Request<hyper::body::Incoming>| {
@@ -157,16 +173,93 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// An open connection's place in the bound, counted in `http_server_open_connections`.
+/// An open connection's place in the bound and its address's share, counted in
+/// `http_server_open_connections`.
 struct Open {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _address: AddressHold,
 }
 
 impl Open {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, address: AddressHold) -> Self {
         gauge!("http_server_open_connections").increment(1.0);
-        Self { _permit: permit }
+        Self { _permit: permit, _address: address }
     }
+}
+
+/// The connections open per client address, within [`Connections::per_address`].
+#[derive(Clone)]
+struct Addresses {
+    most: Option<usize>,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+}
+
+impl Addresses {
+    fn new(most: Option<usize>) -> Self {
+        Self { most, open: Arc::default() }
+    }
+
+    /// A place for one more connection from `ip`, unless its address holds its most.
+    fn take(&self, ip: IpAddr) -> Option<AddressHold> {
+        let Some(most) = self.most else {
+            return Some(AddressHold { addresses: self.clone(), key: None });
+        };
+        let key = client_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(key).or_insert(0);
+        if *n >= most {
+            return None;
+        }
+        *n += 1;
+        Some(AddressHold { addresses: self.clone(), key: Some(key) })
+    }
+}
+
+/// One connection's share of its address (none without a bound); given back when dropped.
+struct AddressHold {
+    addresses: Addresses,
+    key: Option<IpAddr>,
+}
+
+impl Drop for AddressHold {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut open = self.addresses.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let std::collections::hash_map::Entry::Occupied(mut e) = open.entry(key) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// The address a client's connections are counted under: an IPv4 address (an IPv4-mapped
+/// IPv6 one as IPv4), or the /64 network of an IPv6 address, which one subscriber usually
+/// holds whole.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// The answer to a connection over its address's bound, written without waiting (a client
+/// that does not read it loses it) before the connection is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 57\r\n\
+connection: close\r\nretry-after: 1\r\n\r\ntoo many connections open from this address; retry later\n";
+
+/// Answers `503` on a connection refused for its address, and closes it. Best effort, and
+/// never waiting: what the client sent already is read first (closing a socket with
+/// unread data resets it, and the client may lose the answer), what it sends later is not.
+fn refuse(stream: tokio::net::TcpStream) {
+    counter!("http_server_connections_refused_total").increment(1);
+    let mut sent = [0u8; 4096];
+    while matches!(stream.try_read(&mut sent), Ok(n) if n > 0) {}
+    let _ = stream.try_write(REFUSED);
 }
 
 impl Drop for Open {
@@ -201,4 +294,32 @@ async fn accept_failed(e: &std::io::Error) {
     }
     tracing::error!(error = %e, "accepting an HTTP connection failed; retrying in 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Addresses, client_key};
+
+    #[test]
+    fn an_ipv6_network_is_one_address_and_a_mapped_ipv4_is_its_ipv4() {
+        let key = |s: &str| client_key(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
+
+    #[test]
+    fn an_address_gets_its_places_back_and_no_bound_takes_none() {
+        let ip = "192.0.2.7".parse().expect("address");
+        let bounded = Addresses::new(Some(2));
+        let (a, b) = (bounded.take(ip).expect("first"), bounded.take(ip).expect("second"));
+        assert!(bounded.take(ip).is_none(), "a third place");
+        assert!(bounded.take("192.0.2.8".parse().expect("address")).is_some(), "another address");
+        drop((a, b));
+        assert!(bounded.open.lock().expect("lock").is_empty(), "entries left after every connection ended");
+        let unbounded = Addresses::new(None);
+        let held: Vec<_> = (0..1000).map(|_| unbounded.take(ip).expect("no bound")).collect();
+        assert!(unbounded.open.lock().expect("lock").is_empty() && held.len() == 1000);
+    }
 }

@@ -90,6 +90,20 @@ pub struct Settings {
     )]
     pub http_header_timeout: std::time::Duration,
 
+    /// Most HTTP connections open at once from one client address (an IPv6 /64 counts as
+    /// one address), or `off`: one client cannot hold every connection. Past it, its next
+    /// connection is answered 503 and closed. Behind a proxy every client has the proxy's
+    /// address: set `off` there and bound connections at the proxy.
+    #[arg(
+        long,
+        env = "COVENANT_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value = "256",
+        value_parser = parse_per_address,
+        global = true,
+        help_heading = "API limits"
+    )]
+    pub http_max_connections_per_address: PerAddress,
+
     /// NATS server URL(s), comma-separated. Unset: a managed nats-server is started under
     /// the data directory on 127.0.0.1:14222.
     #[arg(long, env = "COVENANT_NATS_URL", global = true)]
@@ -184,6 +198,7 @@ impl Settings {
         crate::http::Connections {
             max: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
             header_timeout: self.http_header_timeout,
+            per_address: self.http_max_connections_per_address.0,
         }
     }
 
@@ -254,4 +269,34 @@ fn parse_duration(s: &str, what: &str) -> Result<std::time::Duration, String> {
         return Err(bad());
     }
     Ok(std::time::Duration::from_millis(ms))
+}
+
+/// [`Settings::http_max_connections_per_address`]: a number of connections, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerAddress(pub Option<usize>);
+
+/// `off`, or a number of connections from 1 up.
+fn parse_per_address(s: &str) -> Result<PerAddress, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(PerAddress(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(PerAddress(Some(n))),
+        _ => Err(format!("`{s}` is not a number of connections: write a number from 1 up, or off")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connections_per_address_are_a_number_or_off() {
+        use super::{PerAddress, parse_per_address};
+        assert_eq!(parse_per_address("256"), Ok(PerAddress(Some(256))));
+        assert_eq!(parse_per_address(" OFF "), Ok(PerAddress(None)));
+        for bad in ["0", "-1", "lots", ""] {
+            let e = parse_per_address(bad).expect_err(bad);
+            assert!(e.contains("from 1 up, or off"), "{e}");
+        }
+    }
 }

@@ -2,12 +2,13 @@
 //! sent too slowly (slowloris) and idle keep-alive connections are closed after the header
 //! timeout, past the connection bound new clients wait for a place instead of taking the
 //! process's last file descriptors, WebSockets count against the bound and must sign in
-//! (`connection_init`) in time, and HTTP/2 without TLS (no header timeout) is refused.
+//! (`connection_init`) in time, HTTP/2 without TLS (no header timeout) is refused, and one
+//! client address cannot hold every place.
 
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::harness::{metric_value, spawn_app_serving};
 
@@ -42,7 +43,9 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_closed_and_the_bound_makes_newcomers_wait() {
-    let app = app_within(covenant_ops::http::Connections { max: MAX, header_timeout: HEADER_TIMEOUT }).await;
+    let app =
+        app_within(covenant_ops::http::Connections { max: MAX, header_timeout: HEADER_TIMEOUT, ..Default::default() })
+            .await;
 
     // An idle keep-alive connection: answered, then closed once the timeout has passed.
     let mut idle = TcpStream::connect(app.addr).await.expect("connect");
@@ -126,7 +129,9 @@ async fn ws_closed_within(ws: &mut Socket, within: Duration) -> Option<Duration>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_hold_their_place_and_one_that_never_signs_in_is_closed() {
-    let app = app_within(covenant_ops::http::Connections { max: 2, header_timeout: HEADER_TIMEOUT }).await;
+    let app =
+        app_within(covenant_ops::http::Connections { max: 2, header_timeout: HEADER_TIMEOUT, ..Default::default() })
+            .await;
     // Two sockets fill the bound: one signed in, one that never sends connection_init.
     let mut live = websocket(app.addr, true).await;
     let opened = Instant::now();
@@ -169,5 +174,63 @@ async fn http2_without_tls_is_refused_at_once() {
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
     let t = closed_within(&mut s, Duration::from_secs(5)).await;
     assert!(t.is_some(), "an HTTP/2 connection is still open after 5 s (header timeout 10 s)");
+    app.stop().await;
+}
+
+/// A connection to `to` from the loopback address `from` (127.0.0.2 is a second client).
+async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind((from, 0).into()).expect("bind a loopback address");
+    socket.connect(to).await.expect("connect")
+}
+
+/// A request on a new connection from `from`: the status line, or what went wrong.
+async fn health_from(from: [u8; 4], to: std::net::SocketAddr) -> String {
+    let mut s = connect_from(from, to).await;
+    if let Err(e) = s.write_all(b"GET /api/healthcheck HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await {
+        return e.to_string();
+    }
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await {
+        Ok(Ok(_)) => String::from_utf8_lossy(&answer).lines().next().unwrap_or("nothing").to_owned(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in 10 s".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_connection() {
+    const ONE: [u8; 4] = [127, 0, 0, 1];
+    const TWO: [u8; 4] = [127, 0, 0, 2];
+    let connections =
+        covenant_ops::http::Connections { max: 8, header_timeout: Duration::from_secs(30), per_address: Some(2) };
+    let app = app_within(connections).await;
+    let refused = metric_value("http_server_connections_refused_total", &[]).unwrap_or(0.0);
+    // Two idle connections fill the first address's share (accepted in order, before the third).
+    let mut held = vec![connect_from(ONE, app.addr).await, connect_from(ONE, app.addr).await];
+
+    // Its third is answered 503 at once, with a reason, and closed.
+    let mut third = connect_from(ONE, app.addr).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("the third connection is closed at once")
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1") && answer.ends_with("from this address; retry later\n"), "{answer}");
+    let now = metric_value("http_server_connections_refused_total", &[]).unwrap_or(0.0);
+    assert!(now >= refused + 1.0, "http_server_connections_refused_total {refused} -> {now}");
+
+    // Another address is served while the first holds its share.
+    assert_eq!(health_from(TWO, app.addr).await, "HTTP/1.1 200 OK");
+    // A connection that ends gives its place back to its address.
+    drop(held.pop());
+    let served = crate::harness::eventually(Duration::from_secs(10), async || {
+        health_from(ONE, app.addr).await == "HTTP/1.1 200 OK"
+    })
+    .await;
+    assert!(served, "the first address was not served again after closing one of its connections");
+    drop(held);
     app.stop().await;
 }
