@@ -301,11 +301,12 @@ async fn serve(s: &Settings, demo: bool, projections: bool) -> Result<()> {
     }
     let data_dir = s.data_dir.clone();
     // The demo seals its log too, with a sealer in a process of its own (the API never
-    // holds the signing key).
+    // holds the signing key). It stops by itself should this process end without stopping
+    // it (killed outright): `--parent`.
     let mut sealer = None;
     if demo {
         let child = std::process::Command::new(std::env::current_exe().context("locating the covenant binary")?)
-            .args(["audit", "seal"])
+            .args(["audit", "seal", "--parent", &std::process::id().to_string()])
             .env("COVENANT_NATS_URL", &nats.url)
             .env("COVENANT_STREAM", &s.stream)
             .env("COVENANT_DATA_DIR", &data_dir)

@@ -34,6 +34,11 @@ pub enum AuditCmd {
         /// One round, then exit.
         #[arg(long)]
         once: bool,
+        /// Stop (releasing the lease) once process PID is no longer this sealer's parent:
+        /// the demo's sealer ends with the `covenant serve` that started it, even when that
+        /// one is killed outright.
+        #[arg(long, value_name = "PID")]
+        parent: Option<u32>,
     },
     /// Verifies the live stream (or a bundle with --bundle, offline): config, gaps,
     /// hashes, chains, event ids, checkpoints and signatures. Exit 0 pass, 1 tampered,
@@ -176,11 +181,11 @@ async fn live(
     cmd: AuditCmd,
 ) -> Result<u8> {
     match cmd {
-        AuditCmd::Seal { interval, once } => {
+        AuditCmd::Seal { interval, once, parent } => {
             let key = sealer_key(s, registry_path, key_path)?;
             let interval = Duration::from_secs(interval.max(1));
             let mut sealer = Sealer::open(js, &s.stream, s.stream_replicas, key, interval).await?;
-            seal_loop(&mut sealer, interval, once, key_path).await
+            seal_loop(&mut sealer, interval, once, key_path, parent).await
         }
         AuditCmd::Export { dir, redact } => {
             let registry = keys::load_registry(registry_path)?;
@@ -311,8 +316,19 @@ fn sealer_key(s: &Settings, registry_path: &std::path::Path, key_path: &std::pat
     Ok(key)
 }
 
-async fn seal_loop(sealer: &mut Sealer, interval: Duration, once: bool, key_path: &std::path::Path) -> Result<u8> {
-    let mut stop = std::pin::pin!(crate::shutdown_signal());
+async fn seal_loop(
+    sealer: &mut Sealer,
+    interval: Duration,
+    once: bool,
+    key_path: &std::path::Path,
+    parent: Option<u32>,
+) -> Result<u8> {
+    let mut stop = std::pin::pin!(async {
+        tokio::select! {
+            () = crate::shutdown_signal() => {}
+            () = orphaned(parent) => tracing::warn!("the process that started this sealer has ended: stopping"),
+        }
+    });
     loop {
         // A rotation run by another process replaced the key file: sign with the new key.
         if std::env::var_os("COVENANT_SEALER_KEY").is_none()
@@ -359,5 +375,14 @@ async fn seal_loop(sealer: &mut Sealer, interval: Duration, once: bool, key_path
                 return Ok(0);
             }
         }
+    }
+}
+
+/// Resolves once process `parent` is no longer this process's parent (it ended, and this
+/// one was handed to another), checked every second; never without one.
+async fn orphaned(parent: Option<u32>) {
+    let Some(parent) = parent else { return std::future::pending().await };
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

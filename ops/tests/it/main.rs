@@ -38,6 +38,7 @@ mod projections_rebuild;
 mod projections_verify;
 mod read_your_writes;
 mod runbook;
+mod sealer_lifetime;
 mod snapshots;
 mod web;
 mod workload;
