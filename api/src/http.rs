@@ -372,7 +372,7 @@ fn rate_limited(wait: Duration, message: &str) -> Response {
 /// Middleware: the per-address limit (`/api/graphql` only).
 pub async fn limit_per_ip(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
-        && let Err(wait) = state.limits.per_ip.check(&peer.ip())
+        && let Err(wait) = state.limits.per_ip.check(&crate::limits::client_key(peer.ip()))
     {
         return rate_limited(wait, "too many requests from this address");
     }

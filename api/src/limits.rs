@@ -137,11 +137,11 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
 
 /// The limiters a running API shares.
 pub struct RateLimits {
-    /// Per client address.
+    /// Per client address ([`client_key`]: an IPv6 /64 is one).
     pub per_ip: Keyed<IpAddr>,
     /// Per user id.
     pub per_user: Keyed<uuid::Uuid>,
-    /// Per client address and account (lower-cased email).
+    /// Per client address ([`client_key`]) and account (lower-cased email).
     pub login: Keyed<(IpAddr, String)>,
     /// What they were built from.
     pub settings: LimitSettings,
@@ -157,6 +157,22 @@ impl RateLimits {
             login: Keyed::new(settings.login),
             settings,
         }
+    }
+}
+
+/// The address a client is counted under by the per-address limits (requests, logins,
+/// and the HTTP server's connections): an IPv4 address (an IPv4-mapped IPv6 one as
+/// IPv4), or the /64 network of an IPv6 address. One subscriber usually holds a whole /64:
+/// keyed by the full address, such a client would get a fresh limit for each of its 2^64
+/// addresses.
+#[must_use]
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -192,6 +208,22 @@ mod tests {
         assert!(wait <= Duration::from_secs(10) && wait > Duration::from_secs(9), "{wait:?}");
         assert_eq!(retry_after_secs(wait), 10);
         assert!(k.check(&2).is_ok(), "other keys are not affected");
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_client_and_a_mapped_ipv4_is_its_ipv4() {
+        let key = |s: &str| client_key(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        // Two addresses of one /64 share one request limit.
+        let per_ip = Keyed::new(Limit::new(2, Duration::from_secs(60)));
+        for a in ["2001:db8::1", "2001:db8::2"] {
+            assert!(per_ip.check(&key(a)).is_ok(), "{a}");
+        }
+        assert!(per_ip.check(&key("2001:db8::3")).is_err(), "a third address of the same /64");
+        assert!(per_ip.check(&key("2001:db8:0:1::1")).is_ok(), "another /64");
     }
 
     #[test]

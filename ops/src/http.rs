@@ -204,7 +204,7 @@ impl Addresses {
         let Some(most) = self.most else {
             return Some(AddressHold { addresses: self.clone(), key: None });
         };
-        let key = client_key(ip);
+        let key = covenant_api::limits::client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = open.entry(key).or_insert(0);
         if *n >= most {
@@ -231,19 +231,6 @@ impl Drop for AddressHold {
                 e.remove();
             }
         }
-    }
-}
-
-/// The address a client's connections are counted under: an IPv4 address (an IPv4-mapped
-/// IPv6 one as IPv4), or the /64 network of an IPv6 address, which one subscriber usually
-/// holds whole.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
     }
 }
 
@@ -298,16 +285,7 @@ async fn accept_failed(e: &std::io::Error) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Addresses, client_key};
-
-    #[test]
-    fn an_ipv6_network_is_one_address_and_a_mapped_ipv4_is_its_ipv4() {
-        let key = |s: &str| client_key(s.parse().expect("address"));
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
-        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
-    }
+    use super::Addresses;
 
     #[test]
     fn an_address_gets_its_places_back_and_no_bound_takes_none() {

@@ -99,7 +99,7 @@ impl Mutation {
     async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> ApiResult<Session> {
         let ip = ctx.data_opt::<ClientIp>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0);
         if let Some(limits) = ctx.data_opt::<std::sync::Arc<crate::limits::RateLimits>>()
-            && let Err(wait) = limits.login.check(&(ip, email.trim().to_lowercase()))
+            && let Err(wait) = limits.login.check(&(crate::limits::client_key(ip), email.trim().to_lowercase()))
         {
             let secs = crate::limits::retry_after_secs(wait);
             ctx.insert_http_header(axum::http::header::RETRY_AFTER, secs.to_string());
