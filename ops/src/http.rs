@@ -88,14 +88,14 @@ pub async fn serve_with(
         "http_server_connections_timed_out_total",
         "HTTP connections closed because a request's headers did not arrive in time (slow or idle clients)."
     );
-    gauge!("http_server_connection_limit").set(max as f64);
-    // Not set to 0: the connections of another server in this process (tests) count too.
-    gauge!("http_server_open_connections").increment(0.0);
-    counter!("http_server_connections_timed_out_total").increment(0);
     describe_counter!(
         "http_server_connections_refused_total",
         "HTTP connections answered 503 and closed: their client address held its most connections already."
     );
+    gauge!("http_server_connection_limit").set(max as f64);
+    // Not set to 0: the connections of another server in this process (tests) count too.
+    gauge!("http_server_open_connections").increment(0.0);
+    counter!("http_server_connections_timed_out_total").increment(0);
     counter!("http_server_connections_refused_total").increment(0);
     let addresses = Addresses::new(connections.per_address);
     let router = covenant_api::router(Arc::new(state));
@@ -187,6 +187,12 @@ impl Open {
     }
 }
 
+impl Drop for Open {
+    fn drop(&mut self) {
+        gauge!("http_server_open_connections").decrement(1.0);
+    }
+}
+
 /// The connections open per client address, within [`Connections::per_address`].
 #[derive(Clone)]
 struct Addresses {
@@ -247,12 +253,6 @@ fn refuse(stream: tokio::net::TcpStream) {
     let mut sent = [0u8; 4096];
     while matches!(stream.try_read(&mut sent), Ok(n) if n > 0) {}
     let _ = stream.try_write(REFUSED);
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        gauge!("http_server_open_connections").decrement(1.0);
-    }
 }
 
 /// `max`, lowered (with a warning) to what the process's file-descriptor limit leaves

@@ -156,7 +156,7 @@ pub struct Settings {
     #[arg(long, env = "COVENANT_SUBJECT_PREFIX", default_value = "covenant.events", global = true)]
     pub subject_prefix: String,
 
-    /// Requests to /api/graphql per client address, as N/WINDOW (`60/1m`, `10/30s`) or
+    /// Requests to /api/graphql per client address (an IPv6 /64 counts as one), as N/WINDOW (`60/1m`, `10/30s`) or
     /// `off`. Health and metrics are never limited.
     #[arg(long, env = "COVENANT_RATE_LIMIT_IP", default_value = "60/1m", global = true, help_heading = "API limits")]
     pub rate_limit_ip: covenant_api::limits::Limit,
@@ -171,7 +171,8 @@ pub struct Settings {
     )]
     pub rate_limit_user: covenant_api::limits::Limit,
 
-    /// Login attempts per client address and account, as N/WINDOW or `off`.
+    /// Login attempts per client address (an IPv6 /64 counts as one) and account, as
+    /// N/WINDOW or `off`.
     #[arg(
         long,
         env = "COVENANT_RATE_LIMIT_LOGIN",
