@@ -156,8 +156,8 @@ pub struct Settings {
     #[arg(long, env = "COVENANT_SUBJECT_PREFIX", default_value = "covenant.events", global = true)]
     pub subject_prefix: String,
 
-    /// Requests to /api/graphql per client address (an IPv6 /64 counts as one), as N/WINDOW (`60/1m`, `10/30s`) or
-    /// `off`. Health and metrics are never limited.
+    /// Requests to /api/graphql per client address (an IPv6 /64 counts as one), as
+    /// N/WINDOW (`60/1m`, `10/30s`) or `off`. Health and metrics are never limited.
     #[arg(long, env = "COVENANT_RATE_LIMIT_IP", default_value = "60/1m", global = true, help_heading = "API limits")]
     pub rate_limit_ip: covenant_api::limits::Limit,
 
