@@ -66,6 +66,9 @@ pub(crate) struct Measured {
     /// CPU time the server process used during the run (its projections included), for
     /// the scenarios it serves.
     server_cpu: Option<Duration>,
+    /// CPU time this process used during the run: the load generator's, or the baseline's
+    /// client side (sqlx, the CommandBus).
+    client_cpu: Option<Duration>,
 }
 
 /// Runs `scenario` with `c` clients for `seconds`.
@@ -79,6 +82,14 @@ pub(crate) async fn measure(
     c: usize,
     seconds: u64,
 ) -> Result<Measured> {
+    let before = crate::cpu_time(None);
+    let mut m = run(t, client, scenario, c, seconds).await?;
+    m.client_cpu = before.zip(crate::cpu_time(None)).map(|(b, a)| a.saturating_sub(b));
+    Ok(m)
+}
+
+/// [`measure`], without this process's CPU time.
+async fn run(t: &Target, client: &HttpClient, scenario: Scenario, c: usize, seconds: u64) -> Result<Measured> {
     match scenario {
         Scenario::ReadSqlx => {
             let pool = t.pool.clone();
@@ -145,7 +156,13 @@ where
         partial += p;
         h.add(wh)?;
     }
-    Ok(Measured { figures: Figures::new(total, started.elapsed(), &h), partial, ops: total, server_cpu: None })
+    Ok(Measured {
+        figures: Figures::new(total, started.elapsed(), &h),
+        partial,
+        ops: total,
+        server_cpu: None,
+        client_cpu: None,
+    })
 }
 
 async fn http_once(client: &HttpClient, addr: SocketAddr, token: Option<&str>, scenario: Scenario) -> Result<bool> {
@@ -202,11 +219,14 @@ impl Table {
         let partial = if m.partial > 0 { format!("   ({} answered in part)", m.partial) } else { String::new() };
         // The server's CPU per request: unlike req/s, it hardly moves when a neighbour
         // takes the machine's cores for a while.
-        let cpu = match m.server_cpu {
-            Some(cpu) if m.ops > 0 => format!("   server CPU {:>4.0} µs/op", cpu.as_secs_f64() * 1e6 / m.ops as f64),
+        // This process's CPU per request: the load generator shares the machine with the
+        // server, and what it spends is not the server's to use.
+        let per_op = |cpu: Option<Duration>, whose: &str| match cpu {
+            Some(cpu) if m.ops > 0 => format!("   {whose} CPU {:>4.0} µs/op", cpu.as_secs_f64() * 1e6 / m.ops as f64),
             _ => String::new(),
         };
-        println!("{}{cpu}{partial}", m.figures.row(&format!("  {}", scenario.label())));
+        let (server, client) = (per_op(m.server_cpu, "server"), per_op(m.client_cpu, "client"));
+        println!("{}{server}{client}{partial}", m.figures.row(&format!("  {}", scenario.label())));
         self.0.insert((scenario, c), m);
     }
 
