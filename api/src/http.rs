@@ -219,18 +219,7 @@ async fn execute(
     };
     if let Some(p) = &principal {
         // The request's span (`track`): its log lines and its server span name the user.
-        // Both fields in one record: the JSON log layer re-serialises a span's fields at
-        // each record.
-        let span = tracing::Span::current();
-        if let Some(meta) = span.metadata() {
-            let fields = meta.fields();
-            if let (Some(user), Some(role)) = (fields.field("user_id"), fields.field("role")) {
-                let user_id = tracing::field::display(p.user_id);
-                let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 2] =
-                    [(&user, Some(&user_id)), (&role, Some(&p.role.as_str()))];
-                span.record_all(&fields.value_set(&values));
-            }
-        }
+        covenant_telemetry::set_user(&tracing::Span::current(), &p.user_id.to_string(), p.role.as_str());
     }
     if let Some(p) = &principal
         && let Err(wait) = state.limits.per_user.check(&p.user_id)

@@ -22,8 +22,7 @@ mod logs;
 pub mod propagation;
 mod sampling;
 
-pub use logs::{DEFAULT_FILTER, LogFormat, install};
-use opentelemetry::trace::TraceContextExt as _;
+pub use logs::{DEFAULT_FILTER, LogFormat, install, set_user};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 pub use sampling::{root_span, sample};
 pub use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -48,12 +47,17 @@ impl Telemetry {
 }
 
 /// The share of new traces the service samples unless `COVENANT_TRACE_SAMPLE_RATIO` says
-/// otherwise: one request in ten. Telemetry then costs 8–13% of a GraphQL request's
-/// throughput and about 15% of its CPU time (`covenant-bench observability --paired
-/// --rounds 9`, four runs on 2026-12-07: CPU +14.6% to +15.0%), against a 10% target.
-/// The request's span and its log line are about 5 points each (measured by leaving each
-/// out); the telemetry code is about 8% of a request's CPU samples under `perf`, spread
-/// over span bookkeeping, JSON formatting and the log thread. Set 1 to trace every request.
+/// otherwise: one request in ten. Set 1 to trace every request.
+///
+/// What telemetry costs a GraphQL request at this ratio (2026-12-07), against a 10%
+/// target: 13.2% more instructions (callgrind, 418.5k against 369.6k per request of the
+/// observability benchmark's mix; 17.6% before the trace layer's per-layer filter was
+/// replaced, see `sampling::Exported`), and a paired median of 12.1% more CPU time
+/// (`covenant-bench observability --paired --rounds 9`; 14.6% to 15.0% before). What is
+/// left is spread thin: the request's log line (about 15k instructions, most of it the
+/// JSON layer's field handling), the request's span (made, entered at each poll of a
+/// query stream, closed: about 17k), the metrics (about 5k) and the sampled tenth's
+/// OpenTelemetry spans (about 4k on average).
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
 
 /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace exporter
@@ -162,9 +166,5 @@ fn provider_sampling<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
 /// inside a request, so that unsampled requests (and everything when traces are not
 /// exported) build none.
 pub fn sampled() -> bool {
-    if !sampling::exporting() {
-        return false;
-    }
-    let span = tracing::Span::current();
-    !span.is_none() && span.context().span().span_context().is_sampled()
+    sampling::exporting() && sampling::current_is_traced()
 }

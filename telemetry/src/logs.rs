@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
 use tracing::dispatcher::{Dispatch, WeakDispatch};
@@ -15,6 +15,8 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod request;
+
+pub use request::set_user;
 
 /// The default log filter.
 pub const DEFAULT_FILTER: &str = "info,async_nats=warn,sqlx::postgres::notice=warn";
@@ -52,32 +54,20 @@ where
         .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("the default filter parses"));
     let max = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter);
     let owner = Owner::default();
-    // Spans only, whatever the logs show: events are log lines, not span events.
-    let traces = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("covenant"))
-            .with_location(false)
-            .with_threads(false)
-            .with_level(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            // Nothing here reads OpenTelemetry's current context: entering a span (at every
-            // poll of an instrumented future) need not attach it.
-            .with_context_activation(false)
-            .with_filter(crate::sampling::Exported)
-    });
-    // Without a trace layer the filter is global (a span or event it refuses is never
-    // built): a per-layer filter costs a lookup of the span at each enter and exit, about
-    // 15% of a request's log line (300 of 2,000 ns in a loop). With one, each layer keeps
-    // its own: the trace layer's spans do not depend on what the logs show.
+    let traces = provider.as_ref().map(crate::sampling::trace_layer);
+    // One global filter, no per-layer filters: a per-layer filter looks the span up at
+    // each enter and exit (see `sampling::Exported`). A span or event the filter refuses is
+    // never built. With traces, it lets through every `info` span as well, whatever the
+    // logs show, so that the traces do not depend on `RUST_LOG`.
     let dispatch = match traces {
         None => {
-            let global = tracing_subscriber::registry().with(filter);
-            Dispatch::new(global.with(logs_layer(format, writer, owner.clone())))
+            let logs = logs_layer(format, writer, owner.clone());
+            Dispatch::new(tracing_subscriber::registry().with(filter).with(logs))
         }
         Some(traces) => {
             let logs = logs_layer(format, writer, owner.clone());
-            Dispatch::new(tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces))
+            let filter = crate::sampling::LogsAndSpans(filter);
+            Dispatch::new(tracing_subscriber::registry().with(filter).with(logs).with(traces))
         }
     };
     let _ = owner.set(dispatch.downgrade());
@@ -199,16 +189,18 @@ mod tests {
     #[test]
     fn json_lines_carry_the_span_fields_and_the_event() {
         let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // As `install` arranges them: the filter global (no traces), or the logs' own.
-        for global in [true, false] {
+        // As `install` arranges them: the logs' filter alone (no traces), or with every
+        // `info` span let through for the traces.
+        for traces in [false, true] {
             let buf = Buf::default();
             let filter: Targets = DEFAULT_FILTER.parse().expect("filter");
-            let dispatch = if global {
+            let dispatch = if traces {
                 let logs = logs_layer(LogFormat::Json, buf.clone(), Owner::default());
+                let filter = crate::sampling::LogsAndSpans(filter);
                 Dispatch::new(tracing_subscriber::registry().with(filter).with(logs))
             } else {
                 let logs = logs_layer(LogFormat::Json, buf.clone(), Owner::default());
-                Dispatch::new(tracing_subscriber::registry().with(logs.with_filter(filter)))
+                Dispatch::new(tracing_subscriber::registry().with(filter).with(logs))
             };
             tracing::dispatcher::with_default(&dispatch, || {
                 let span = tracing::info_span!("http", request_id = "r-1", user_id = tracing::field::Empty);
@@ -221,7 +213,7 @@ mod tests {
                 tracing::warn!("outside any span");
             });
             let lines = buf.lines();
-            assert_eq!(lines.len(), 2, "global filter {global}: {lines:?}");
+            assert_eq!(lines.len(), 2, "traces {traces}: {lines:?}");
             let line = &lines[0];
             assert_eq!(line["message"], "done");
             assert_eq!((line["request_id"].as_str(), line["user_id"].as_str()), (Some("r-1"), Some("u-9")));
@@ -233,6 +225,39 @@ mod tests {
             assert!(at.len() == "2026-12-04T06:05:01.123456Z".len() && at.ends_with('Z'), "{at}");
             assert!(line["target"].is_string() && line.get("trace_id").is_none(), "{line}");
             assert!(lines[1].get("request_id").is_none(), "{}", lines[1]);
+        }
+    }
+
+    /// `set_user` names the user once on each line of the request, its own and those of
+    /// the spans below it; in the text format the span records it.
+    #[test]
+    fn set_user_names_the_user_on_every_line_of_the_request() {
+        let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let buf = Buf::default();
+            let filter: Targets = DEFAULT_FILTER.parse().expect("filter");
+            let logs = logs_layer(format, buf.clone(), Owner::default());
+            let dispatch = Dispatch::new(tracing_subscriber::registry().with(filter).with(logs));
+            tracing::dispatcher::with_default(&dispatch, || {
+                let empty = tracing::field::Empty;
+                let span = tracing::info_span!("http", request_id = "r-3", user_id = empty, role = empty);
+                crate::set_user(&span, "u-7", "steward");
+                span.in_scope(|| {
+                    tracing::info!("own line");
+                    tracing::info_span!("command").in_scope(|| tracing::info!("inner line"));
+                });
+            });
+            let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf-8");
+            assert_eq!(text.lines().count(), 2, "{text}");
+            for line in text.lines() {
+                assert!(line.contains("u-7") && line.contains("steward") && line.contains("r-3"), "{line}");
+            }
+            if format == LogFormat::Json {
+                for line in text.lines() {
+                    assert_eq!(line.matches("\"user_id\"").count(), 1, "{line}");
+                    assert_eq!(line.matches("\"role\"").count(), 1, "{line}");
+                }
+            }
         }
     }
 
