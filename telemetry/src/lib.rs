@@ -52,9 +52,9 @@ impl Telemetry {
 /// What telemetry costs a GraphQL request at this ratio (2026-12-07), against a 10%
 /// target: 13.2% more instructions (callgrind, 418.5k against 369.6k per request of the
 /// observability benchmark's mix; 17.6% before the trace layer's per-layer filter was
-/// replaced, see `sampling::Exported`), and a paired median of 12.1% and 14.4% more CPU
-/// time in two runs (`covenant-bench observability --paired --rounds 9`; 14.6% to 15.0%
-/// in five runs before). At ratio 1: 26.8% more CPU time, 18.9% less throughput. What is
+/// replaced, see `sampling::Exported`), and paired medians of 12.1%, 14.4% and 13.7% more
+/// CPU time in three runs (`covenant-bench observability --paired --rounds 9`; 14.6% to
+/// 15.0% in five runs before). At ratio 1: 26.8% more CPU time, 18.9% less throughput. What is
 /// left is spread thin: the request's log line (about 15k instructions, most of it the
 /// JSON layer's field handling), the request's span (made, entered at each poll of a
 /// query stream, closed: about 17k), the metrics (about 5k) and the sampled tenth's
