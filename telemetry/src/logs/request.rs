@@ -107,25 +107,24 @@ where
 /// format) they are recorded.
 pub fn set_user(span: &tracing::Span, user_id: &str, role: &str) {
     use crate::OpenTelemetrySpanExt as _;
+    // `Some(exported)` once the values are in the span's kept request fields.
     let kept = span.with_subscriber(|(id, dispatch)| {
-        let Some(data) = dispatch.downcast_ref::<tracing_subscriber::Registry>().and_then(|r| r.span(id)) else {
-            return (false, false);
-        };
+        let data = dispatch.downcast_ref::<tracing_subscriber::Registry>()?.span(id)?;
         let traced = crate::sampling::is_traced(&data);
         let mut extensions = data.extensions_mut();
-        let Some(fields) = extensions.get_mut::<RequestFields>() else { return (false, traced) };
+        let fields = extensions.get_mut::<RequestFields>()?;
         fields.set("user_id", user_id.to_owned(), false);
         fields.set("role", role.to_owned(), false);
-        (true, traced)
+        Some(traced)
     });
-    match kept {
-        Some((true, traced)) => {
+    match kept.flatten() {
+        Some(traced) => {
             if traced {
                 span.set_attribute("user_id", user_id.to_owned());
                 span.set_attribute("role", role.to_owned());
             }
         }
-        _ => {
+        None => {
             span.record("user_id", user_id);
             span.record("role", role);
         }
