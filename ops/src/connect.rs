@@ -14,7 +14,8 @@ pub struct NatsHandle {
     pub url: String,
     /// Durability in force when known (managed server), for reports.
     pub sync: Option<SyncPolicy>,
-    /// The managed server, when this process started it (dropped = killed).
+    /// The managed server, when this process started it or took it over from a process
+    /// that ended without stopping it (dropped = killed).
     pub managed: Option<NatsServer>,
 }
 
@@ -38,7 +39,27 @@ pub async fn nats(settings: &Settings) -> Result<NatsHandle> {
                  or COVENANT_NATS_URL to use a server of your own"
             )
         })?;
-        return Ok(NatsHandle { url, sync: None, managed: None });
+        // A server whose owner ended without stopping it (killed, crashed) is taken over,
+        // to be stopped when this process ends; one whose owner runs is left to it.
+        let dir = settings.data_dir.join("nats");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let adopted = match crate::managed::Owner::claim(&dir)? {
+            None => None,
+            Some(owner) => {
+                let server = NatsServer::adopt(&dir, port, owner);
+                if server.is_some() {
+                    tracing::info!(port, dir = %dir.display(), "took over the managed nats-server a process that ended left running: it stops with this one");
+                } else {
+                    tracing::warn!(
+                        port,
+                        dir = %dir.display(),
+                        "the managed nats-server has no running owner, but its pid cannot be told: it keeps running after this process"
+                    );
+                }
+                server
+            }
+        };
+        return Ok(NatsHandle { url, sync: None, managed: adopted });
     }
     let bin = nats::locate(settings.nats_server.as_deref())?;
     let dir = settings.data_dir.join("nats");
@@ -89,7 +110,8 @@ pub struct DbHandle {
     pub pool: sqlx::PgPool,
     /// URL (for display; managed URLs carry no password).
     pub url: String,
-    /// The managed cluster when this process started it.
+    /// The managed cluster when this process started it or took it over from a process
+    /// that ended without stopping it.
     pub managed: Option<crate::managed::postgres::PgCluster>,
 }
 
@@ -115,7 +137,13 @@ pub async fn database(settings: &Settings) -> Result<DbHandle> {
                     settings.data_dir.display()
                 );
             }
-            (format!("postgres://postgres@127.0.0.1:{port}/covenant"), None)
+            // One whose owner ended without stopping it (killed, crashed) is taken over, to
+            // be stopped when this process ends; one whose owner runs is left to it.
+            let adopted = PgCluster::adopt(&dir, port)?;
+            if adopted.is_some() {
+                tracing::info!(port, dir = %dir.display(), "took over the managed PostgreSQL a process that ended left running: it stops with this one");
+            }
+            (format!("postgres://postgres@127.0.0.1:{port}/covenant"), adopted)
         }
         None => {
             let dir = cluster_dir(&settings.data_dir)?;

@@ -11,7 +11,9 @@ use covenant_ops::{connect, seed, telemetry};
 /// JetStream, with a tamper-evident audit trail.
 ///
 /// With no COVENANT_NATS_URL / COVENANT_DATABASE_URL, commands start (or reuse) a managed
-/// nats-server and PostgreSQL cluster under COVENANT_DATA_DIR (default ./.covenant).
+/// nats-server and PostgreSQL cluster under COVENANT_DATA_DIR (default ./.covenant). They
+/// stop with the process that started them; ones that a killed process left running are
+/// taken over by the next command and stop with it.
 #[derive(Parser)]
 #[command(name = "covenant", version, propagate_version = true)]
 struct Cli {

@@ -108,3 +108,77 @@ fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
     }
     Ok(())
 }
+
+/// Who stops a managed service kept in a directory: the process holding the exclusive
+/// lock on the directory's `owner.lock`.
+///
+/// The kernel drops the lock when its process ends, however it ends. So a service left
+/// running by a Covenant process that crashed (or was killed) has no owner, and the next
+/// Covenant process that finds it running takes it over ([`Owner::claim`]) and stops it
+/// when it ends, instead of leaving it running for good. A service whose owner is alive
+/// (`covenant serve`, while a CLI command uses its services) is used and left alone.
+#[derive(Debug)]
+pub struct Owner(#[allow(dead_code, reason = "held for its lock")] std::fs::File);
+
+impl Owner {
+    /// Ownership of the service kept in `dir`, or `None` while a live process holds it.
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or locked for another reason than a holder.
+    pub fn claim(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("owner.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+}
+
+/// Stops process `pid` (not a child of this one: a service taken over from a process that
+/// ended) politely (SIGTERM), then forcefully after `grace`; waits until it is gone.
+pub fn terminate_pid(pid: u32, grace: Duration) {
+    let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = std::time::Instant::now() + grace;
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive() {
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Whether `pid` has ended and waits for its parent to reap it.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One owner at a time; ownership is free again once its holder is gone (here, its
+    /// file closed; a process that ends closes its files, however it ends).
+    #[test]
+    fn a_directory_has_one_owner_until_it_lets_go() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let first = Owner::claim(dir.path()).expect("claim").expect("free at first");
+        assert!(Owner::claim(dir.path()).expect("claim").is_none(), "a second owner while the first holds it");
+        drop(first);
+        assert!(Owner::claim(dir.path()).expect("claim").is_some(), "not free after the owner let go");
+    }
+}

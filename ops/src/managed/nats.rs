@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{candidates, ensure, free_port, terminate, wait_until};
+use super::{Owner, candidates, ensure, free_port, terminate, terminate_pid, wait_until};
 
 /// The oldest nats-server with atomic batch publish.
 pub const MIN_VERSION: (u32, u32) = (2, 12);
@@ -76,6 +76,12 @@ pub struct NatsServer {
     cluster: Option<(u16, Vec<u16>)>,
     sync: SyncPolicy,
     child: Option<Child>,
+    /// A server taken over from a Covenant process that ended without stopping it: its
+    /// pid (it is not this process's child).
+    adopted: Option<u32>,
+    /// Ownership of a server kept in a directory that outlives this process (see
+    /// [`Owner`]).
+    owner: Option<Owner>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -98,9 +104,47 @@ impl NatsServer {
     /// As [`NatsServer::start_temp`].
     pub async fn start_in(bin: PathBuf, dir: &Path, port: u16, sync: SyncPolicy) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let Some(owner) = Owner::claim(dir)? else {
+            bail!("another Covenant process owns the managed nats-server in {} but it is not listening", dir.display());
+        };
         let mut s = Self::configure(bin, dir.to_path_buf(), "covenant", port, None, sync)?;
+        s.owner = Some(owner);
         s.start().await?;
         Ok(s)
+    }
+
+    /// Takes over the managed nats-server of `dir` listening on `port`, which a Covenant
+    /// process started and ended without stopping (`owner` shows none holds it): this
+    /// handle stops it as if it had started it. `None` when the server's pid cannot be
+    /// told (no pid file, or its process is not that server, as when a server of another
+    /// version or directory listens there).
+    pub fn adopt(dir: &Path, port: u16, owner: Owner) -> Option<Self> {
+        let conf = dir.join("covenant.conf");
+        let pid: u32 = std::fs::read_to_string(dir.join("covenant.pid")).ok()?.trim().parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let runs_conf = args.iter().any(|a| *a == conf.as_os_str().as_encoded_bytes());
+        if !(args.first().is_some_and(|a| a.ends_with(b"nats-server")) && runs_conf) {
+            return None;
+        }
+        let mut s = Self::configure(
+            PathBuf::from("nats-server"),
+            dir.to_path_buf(),
+            "covenant",
+            port,
+            None,
+            SyncPolicy::Default,
+        )
+        .ok()?;
+        s.adopted = Some(pid);
+        s.owner = Some(owner);
+        Some(s)
+    }
+
+    /// Whether this handle took its server over from a process that ended (see
+    /// [`NatsServer::adopt`]).
+    pub fn is_adopted(&self) -> bool {
+        self.adopted.is_some()
     }
 
     fn configure(
@@ -111,7 +155,19 @@ impl NatsServer {
         cluster: Option<(u16, Vec<u16>)>,
         sync: SyncPolicy,
     ) -> Result<Self> {
-        Ok(Self { bin, dir, name: name.into(), port, http_port: free_port()?, cluster, sync, child: None, _tmp: None })
+        Ok(Self {
+            bin,
+            dir,
+            name: name.into(),
+            port,
+            http_port: free_port()?,
+            cluster,
+            sync,
+            child: None,
+            adopted: None,
+            owner: None,
+            _tmp: None,
+        })
     }
 
     fn config_text(&self) -> String {
@@ -120,11 +176,13 @@ impl NatsServer {
             SyncPolicy::Always => "\n  sync_interval: always",
             SyncPolicy::Default => "",
         };
+        // The pid file lets a later process stop a server whose owner ended (`adopt`).
         let mut c = format!(
-            "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nmax_payload: 1MB\njetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
+            "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nmax_payload: 1MB\npid_file: \"{}\"\njetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
             self.name,
             self.port,
             self.http_port,
+            self.dir.join(format!("{}.pid", self.name)).display(),
             store.display()
         );
         if let Some((cport, routes)) = &self.cluster {
@@ -143,7 +201,7 @@ impl NatsServer {
     /// # Errors
     /// When it cannot be spawned or is not healthy within 20 s.
     pub async fn start(&mut self) -> Result<()> {
-        ensure(self.child.is_none(), || "nats-server already running".into())?;
+        ensure(self.child.is_none() && self.adopted.is_none(), || "nats-server already running".into())?;
         let conf = self.dir.join(format!("{}.conf", self.name));
         std::fs::write(&conf, self.config_text())?;
         let log =
@@ -182,12 +240,18 @@ impl NatsServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(pid) = self.adopted.take() {
+            terminate_pid(pid, Duration::ZERO);
+        }
     }
 
     /// Stops the process gracefully (SIGTERM, then SIGKILL after 10 s).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             terminate(&mut c, Duration::from_secs(10));
+        }
+        if let Some(pid) = self.adopted.take() {
+            terminate_pid(pid, Duration::from_secs(10));
         }
     }
 

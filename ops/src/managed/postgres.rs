@@ -44,6 +44,9 @@ pub struct PgCluster {
     port: u16,
     run_as: Option<String>,
     running: bool,
+    /// Ownership of a cluster kept in a directory that outlives this process (see
+    /// [`super::Owner`]).
+    owner: Option<super::Owner>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -138,15 +141,32 @@ impl PgCluster {
     /// As [`PgCluster::start_temp`].
     pub async fn start_in(dir: &Path, port: u16) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let Some(owner) = super::Owner::claim(dir)? else {
+            bail!("another Covenant process owns the managed PostgreSQL in {} but it is not listening", dir.display());
+        };
         let mut c = Self::init(dir, port, true)?;
+        c.owner = Some(owner);
         c.start().await?;
         Ok(c)
+    }
+
+    /// Takes over the running cluster kept in `dir`, listening on `port`, when the Covenant
+    /// process that started it ended without stopping it (no live process owns it): this
+    /// handle stops it as if it had started it. `None` while its owner runs.
+    ///
+    /// # Errors
+    /// When the ownership lock cannot be taken or the server binaries are not found.
+    pub fn adopt(dir: &Path, port: u16) -> Result<Option<Self>> {
+        let Some(owner) = super::Owner::claim(dir)? else { return Ok(None) };
+        let bin = locate_bin_dir(std::env::var_os("COVENANT_PG_BIN").map(PathBuf::from).as_deref())?;
+        let run_as = is_root().then(|| "postgres".to_owned());
+        Ok(Some(Self { bin, dir: dir.to_path_buf(), port, run_as, running: true, owner: Some(owner), _tmp: None }))
     }
 
     fn init(dir: &Path, port: u16, durable: bool) -> Result<Self> {
         let bin = locate_bin_dir(std::env::var_os("COVENANT_PG_BIN").map(PathBuf::from).as_deref())?;
         let run_as = is_root().then(|| "postgres".to_owned());
-        let c = Self { bin, dir: dir.to_path_buf(), port, run_as, running: false, _tmp: None };
+        let c = Self { bin, dir: dir.to_path_buf(), port, run_as, running: false, owner: None, _tmp: None };
         for sub in ["data", "run"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -201,8 +221,10 @@ impl PgCluster {
     pub async fn start(&mut self) -> Result<()> {
         let status = self.pg_command("pg_ctl").arg("-D").arg(self.dir.join("data")).arg("status").output()?;
         if status.status.success() {
-            // Already running (another covenant process, or one that did not shut down):
-            // use it, but leave stopping it to whoever started it.
+            // Already running: started by a process that ended without stopping it when
+            // this handle owns the directory (then it is this handle's to stop), else by
+            // another process, which stops it.
+            self.running = self.owner.is_some();
             return Ok(());
         }
         let out = self

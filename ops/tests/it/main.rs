@@ -25,6 +25,7 @@ mod http_connections;
 mod idempotency;
 mod log_backpressure;
 mod managed_postgres;
+mod managed_takeover;
 mod metrics_scrape;
 mod nats_faults;
 mod ops_kit;
