@@ -144,7 +144,7 @@ impl Owner {
 /// Stops process `pid` (not a child of this one: a service taken over from a process that
 /// ended) politely (SIGTERM), then forcefully after `grace`; waits until it is gone.
 pub fn terminate_pid(pid: u32, grace: Duration) {
-    let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
+    let alive = || running(pid);
     let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let deadline = std::time::Instant::now() + grace;
     while alive() && std::time::Instant::now() < deadline {
@@ -159,12 +159,12 @@ pub fn terminate_pid(pid: u32, grace: Duration) {
     }
 }
 
-/// Whether `pid` has ended and waits for its parent to reap it.
-fn is_zombie(pid: u32) -> bool {
+/// Whether process `pid` still runs (neither gone nor a zombie waiting to be reaped).
+pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
+        .and_then(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
 #[cfg(test)]

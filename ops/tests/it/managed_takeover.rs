@@ -5,15 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::eventually;
+use covenant_ops::managed::running;
 
-/// Whether process `pid` still runs (neither gone nor a zombie waiting to be reaped).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
-        .is_some_and(|state| state != 'Z' && state != 'X')
-}
+use crate::harness::eventually;
 
 /// The pid of the process whose command line names `arg`, found in `/proc` (so the test
 /// does not rely on the pid files the service writes).

@@ -5,15 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{log_config, nats, register_country};
+use covenant_ops::managed::running;
 
-/// Whether process `pid` still runs (neither gone nor a zombie waiting to be reaped).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
-        .is_some_and(|state| state != 'Z' && state != 'X')
-}
+use crate::harness::{log_config, nats, register_country};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealer_with_a_parent_stops_when_its_parent_is_killed() {
