@@ -30,6 +30,7 @@ pub async fn nats(settings: &Settings) -> Result<NatsHandle> {
     }
     let port = settings.managed_nats_port;
     let url = format!("nats://127.0.0.1:{port}");
+    let dir = settings.data_dir.join("nats");
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         // Reuse a managed server (another covenant process started it), but nothing else.
         nats::check_managed(port).map_err(|why| {
@@ -41,7 +42,6 @@ pub async fn nats(settings: &Settings) -> Result<NatsHandle> {
         })?;
         // A server whose owner ended without stopping it (killed, crashed) is taken over,
         // to be stopped when this process ends; one whose owner runs is left to it.
-        let dir = settings.data_dir.join("nats");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let adopted = match crate::managed::Owner::claim(&dir)? {
             None => None,
@@ -62,7 +62,6 @@ pub async fn nats(settings: &Settings) -> Result<NatsHandle> {
         return Ok(NatsHandle { url, sync: None, managed: adopted });
     }
     let bin = nats::locate(settings.nats_server.as_deref())?;
-    let dir = settings.data_dir.join("nats");
     let server = NatsServer::start_in(bin, &dir, port, settings.nats_sync.into())
         .await
         .with_context(|| format!("starting the managed nats-server in {}", dir.display()))?;

@@ -89,15 +89,8 @@ fn candidates(name: &str, explicit: Option<&Path>) -> Vec<PathBuf> {
 
 /// Stops a child politely (SIGTERM), then forcefully after `grace`.
 pub fn terminate(child: &mut std::process::Child, grace: Duration) {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
+    let pid = child.id();
+    signal_until_gone(pid, grace, || !matches!(child.try_wait(), Ok(Some(_))));
     let _ = child.wait();
 }
 
@@ -144,18 +137,24 @@ impl Owner {
 /// Stops process `pid` (not a child of this one: a service taken over from a process that
 /// ended) politely (SIGTERM), then forcefully after `grace`; waits until it is gone.
 pub fn terminate_pid(pid: u32, grace: Duration) {
-    let alive = || running(pid);
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let deadline = std::time::Instant::now() + grace;
-    while alive() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if alive() {
-        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    signal_until_gone(pid, grace, || running(pid));
+}
+
+/// SIGTERM to `pid`, then, if it is still `alive` after `grace`, SIGKILL; waits (at most
+/// 5 s more) until it is gone.
+fn signal_until_gone(pid: u32, grace: Duration, mut alive: impl FnMut() -> bool) {
+    let signal = |name: &str| std::process::Command::new("kill").args([name, &pid.to_string()]).status();
+    let mut wait = |within: Duration| {
+        let deadline = std::time::Instant::now() + within;
         while alive() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        alive()
+    };
+    let _ = signal("-TERM");
+    if wait(grace) {
+        let _ = signal("-KILL");
+        wait(Duration::from_secs(5));
     }
 }
 

@@ -119,14 +119,6 @@ impl NatsServer {
     /// told (no pid file, or its process is not that server, as when a server of another
     /// version or directory listens there).
     pub fn adopt(dir: &Path, port: u16, owner: Owner) -> Option<Self> {
-        let conf = dir.join("covenant.conf");
-        let pid: u32 = std::fs::read_to_string(dir.join("covenant.pid")).ok()?.trim().parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let runs_conf = args.iter().any(|a| *a == conf.as_os_str().as_encoded_bytes());
-        if !(args.first().is_some_and(|a| a.ends_with(b"nats-server")) && runs_conf) {
-            return None;
-        }
         let mut s = Self::configure(
             PathBuf::from("nats-server"),
             dir.to_path_buf(),
@@ -136,15 +128,23 @@ impl NatsServer {
             SyncPolicy::Default,
         )
         .ok()?;
+        let pid: u32 = std::fs::read_to_string(s.file("pid")).ok()?.trim().parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let conf = s.file("conf");
+        let runs_conf = args.iter().any(|a| *a == conf.as_os_str().as_encoded_bytes());
+        if !(args.first().is_some_and(|a| a.ends_with(b"nats-server")) && runs_conf) {
+            return None;
+        }
         s.adopted = Some(pid);
         s.owner = Some(owner);
         Some(s)
     }
 
-    /// Whether this handle took its server over from a process that ended (see
-    /// [`NatsServer::adopt`]).
-    pub fn is_adopted(&self) -> bool {
-        self.adopted.is_some()
+    /// The server's file in its directory with extension `ext`: `conf` (its
+    /// configuration), `log` (its standard error), `pid` (the pid file it writes).
+    fn file(&self, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", self.name))
     }
 
     fn configure(
@@ -182,7 +182,7 @@ impl NatsServer {
             self.name,
             self.port,
             self.http_port,
-            self.dir.join(format!("{}.pid", self.name)).display(),
+            self.file("pid").display(),
             store.display()
         );
         if let Some((cport, routes)) = &self.cluster {
@@ -202,10 +202,9 @@ impl NatsServer {
     /// When it cannot be spawned or is not healthy within 20 s.
     pub async fn start(&mut self) -> Result<()> {
         ensure(self.child.is_none() && self.adopted.is_none(), || "nats-server already running".into())?;
-        let conf = self.dir.join(format!("{}.conf", self.name));
+        let conf = self.file("conf");
         std::fs::write(&conf, self.config_text())?;
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", self.name)))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.file("log"))?;
         let child = Command::new(&self.bin)
             .arg("-c")
             .arg(&conf)
@@ -226,7 +225,7 @@ impl NatsServer {
         let within = Duration::from_secs(if self.cluster.is_some() { 30 } else { 20 });
         let res = wait_until("nats-server", within, || http_ok(port, path)).await;
         if let Err(e) = res {
-            let log = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default();
+            let log = std::fs::read_to_string(self.file("log")).unwrap_or_default();
             let tail: String =
                 log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             bail!("{e:#}\n--- nats-server log ---\n{tail}");

@@ -158,15 +158,21 @@ impl PgCluster {
     /// When the ownership lock cannot be taken or the server binaries are not found.
     pub fn adopt(dir: &Path, port: u16) -> Result<Option<Self>> {
         let Some(owner) = super::Owner::claim(dir)? else { return Ok(None) };
+        let mut c = Self::handle(dir, port)?;
+        c.running = true;
+        c.owner = Some(owner);
+        Ok(Some(c))
+    }
+
+    /// A handle on the cluster kept in `dir`, on `port`, which it has not started.
+    fn handle(dir: &Path, port: u16) -> Result<Self> {
         let bin = locate_bin_dir(std::env::var_os("COVENANT_PG_BIN").map(PathBuf::from).as_deref())?;
         let run_as = is_root().then(|| "postgres".to_owned());
-        Ok(Some(Self { bin, dir: dir.to_path_buf(), port, run_as, running: true, owner: Some(owner), _tmp: None }))
+        Ok(Self { bin, dir: dir.to_path_buf(), port, run_as, running: false, owner: None, _tmp: None })
     }
 
     fn init(dir: &Path, port: u16, durable: bool) -> Result<Self> {
-        let bin = locate_bin_dir(std::env::var_os("COVENANT_PG_BIN").map(PathBuf::from).as_deref())?;
-        let run_as = is_root().then(|| "postgres".to_owned());
-        let c = Self { bin, dir: dir.to_path_buf(), port, run_as, running: false, owner: None, _tmp: None };
+        let c = Self::handle(dir, port)?;
         for sub in ["data", "run"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
