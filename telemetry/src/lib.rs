@@ -54,10 +54,12 @@ impl Telemetry {
 /// observability benchmark's mix; 17.6% before the trace layer's per-layer filter was
 /// replaced, see `sampling::Exported`), and paired medians of 12.1%, 14.4% and 13.7% more
 /// CPU time in three runs (`covenant-bench observability --paired --rounds 9`; 14.6% to
-/// 15.0% in five runs before). At ratio 1: 26.8% more CPU time, 18.9% less throughput. What is
-/// left is spread thin: the request's log line (about 15k instructions, most of it the
-/// JSON layer's field handling), the request's span (made, entered at each poll of a
-/// query stream, closed: about 17k), the metrics (about 5k) and the sampled tenth's
+/// 15.0% in five runs before). At ratio 1: 26.8% more CPU time, 18.9% less throughput.
+/// On 2026-12-08, with the timestamp written through `humantime` (1.8k instructions less
+/// per request): a paired median of 12.3% more CPU time; 24.1% at ratio 1. What is left
+/// is spread thin: the request's log line (about 13.7k instructions, most of it the JSON
+/// layer's field handling), the request's span (made, entered at each poll of a query
+/// stream, closed: about 17k), the metrics (about 4k) and the sampled tenth's
 /// OpenTelemetry spans (about 4k on average).
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
 
