@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use std::sync::Arc;
 
 use crate::principals::Principals;
 
@@ -135,10 +136,59 @@ pub async fn issue(principals: &Principals, user_id: uuid::Uuid) -> Result<(Stri
 /// Checks a bearer token: HS256 only, a `kid` in force, signature, expiry, not revoked,
 /// and a registered user whose current role is returned.
 ///
+/// A token whose header, signature and claims were checked once is kept, by its exact
+/// text, in [`Principals::verified`]; later requests with it skip the decoding and the
+/// HMAC (53k instructions per request under callgrind, a seventh of a signed-in request's
+/// server and client work together; 2k on a hit). What can change after that first
+/// check is checked on every request, cached or not: that its key is still in force with
+/// the same secret, that it has not expired, that it was not revoked, and the user's role.
+///
 /// # Errors
 /// [`AuthError::InvalidToken`] for any failed check; [`AuthError::Database`] when a fact
 /// not held in memory could not be read.
 pub async fn authenticate(principals: &Principals, token: &str) -> Result<Principal, AuthError> {
+    let verified = match principals.verified(token) {
+        Some(v) => {
+            let secret = principals.key(&v.kid).await?.ok_or(AuthError::InvalidToken)?;
+            if secret != v.secret {
+                return Err(AuthError::InvalidToken);
+            }
+            v
+        }
+        None => {
+            let v = Arc::new(verify(principals, token).await?);
+            principals.remember_verified(token, v.clone());
+            v
+        }
+    };
+    // As `jsonwebtoken` checks it with no leeway: expired once `exp` is in the past.
+    if verified.exp < jsonwebtoken::get_current_timestamp() as i64 {
+        return Err(AuthError::InvalidToken);
+    }
+    if principals.revoked(verified.jti).await? {
+        return Err(AuthError::InvalidToken);
+    }
+    let role = principals.role(verified.user_id).await?.ok_or(AuthError::InvalidToken)?;
+    let expires_at = DateTime::from_timestamp(verified.exp, 0).unwrap_or_default();
+    Ok(Principal { user_id: verified.user_id, role, jti: verified.jti, expires_at })
+}
+
+/// What a token's text proves once its signature is checked: kept by
+/// [`Principals::remember_verified`].
+#[derive(Debug)]
+pub struct Verified {
+    /// The key that signed it, and that key's secret when it was checked.
+    kid: String,
+    secret: Vec<u8>,
+    user_id: uuid::Uuid,
+    jti: uuid::Uuid,
+    /// Expiry, in seconds since the epoch.
+    exp: i64,
+}
+
+/// The checks of a token's text: header (HS256, a `kid` in force), signature, required
+/// claims, expiry.
+async fn verify(principals: &Principals, token: &str) -> Result<Verified, AuthError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
     if header.alg != Algorithm::HS256 {
         return Err(AuthError::InvalidToken);
@@ -156,12 +206,7 @@ pub async fn authenticate(principals: &Principals, token: &str) -> Result<Princi
         .map_err(|_| AuthError::InvalidToken)?;
     let user_id = uuid::Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::InvalidToken)?;
     let jti = uuid::Uuid::parse_str(&data.claims.jti).map_err(|_| AuthError::InvalidToken)?;
-    if principals.revoked(jti).await? {
-        return Err(AuthError::InvalidToken);
-    }
-    let role = principals.role(user_id).await?.ok_or(AuthError::InvalidToken)?;
-    let expires_at = DateTime::from_timestamp(data.claims.exp, 0).unwrap_or_default();
-    Ok(Principal { user_id, role, jti, expires_at })
+    Ok(Verified { kid, secret, user_id, jti, exp: data.claims.exp })
 }
 
 /// Ends a token before its expiry.

@@ -30,6 +30,11 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
+/// Checked tokens kept by their text: a few MB at most (a token is about 300 bytes). Only a
+/// token this service signed gets in, so a client cannot fill it with forgeries; beyond
+/// the bound, the least used are checked again when they come back.
+pub const VERIFIED_TOKENS: usize = 16_384;
+
 /// How often the JWT keys are reloaded from PostgreSQL (a rotation's event also reloads them).
 pub const KEY_REFRESH: Duration = Duration::from_secs(5);
 
@@ -69,6 +74,8 @@ pub struct Principals {
     miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Held by each reload of the keys, so reloads apply in the order they read.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Tokens whose text was checked, by that text (see [`crate::auth::authenticate`]).
+    verified: quick_cache::sync::Cache<Box<str>, Arc<crate::auth::Verified>>,
 }
 
 impl Principals {
@@ -82,6 +89,7 @@ impl Principals {
             applied: watch::channel(0).0,
             miss_reload: tokio::sync::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         })
     }
 
@@ -382,6 +390,16 @@ impl Principals {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some())
+    }
+
+    /// What an earlier check of `token`'s text found, if it is kept.
+    pub fn verified(&self, token: &str) -> Option<Arc<crate::auth::Verified>> {
+        self.verified.get(token)
+    }
+
+    /// Keeps what the check of `token`'s text found.
+    pub fn remember_verified(&self, token: &str, verified: Arc<crate::auth::Verified>) {
+        self.verified.insert(token.into(), verified);
     }
 
     /// Records a revocation here at once (the logout's event tells every instance).

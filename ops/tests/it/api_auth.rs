@@ -105,6 +105,16 @@ async fn tokens_and_roles_gate_every_mutation_and_refusals_append_nothing() {
             assert_eq!(code(&body), "UNAUTHENTICATED", "{what}: {body}");
         }
     }
+    // A token accepted once is kept as checked; its expiry is still checked every time.
+    let exp = chrono::Utc::now().timestamp() + 1;
+    let short = sign(&kid, &secret, exp);
+    let (status, body) = app.graphql("{ me { email } }", Some(&short)).await;
+    assert_eq!(status, 200, "a token in its last second: {body}");
+    while chrono::Utc::now().timestamp() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, body) = app.graphql("{ me { email } }", Some(&short)).await;
+    assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "the same token once expired: {body}");
 
     // Rotation refuses every earlier token; logout ends one.
     let (_, body) = app.graphql("mutation { rotateSecret }", Some(&admin)).await;
