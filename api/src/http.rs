@@ -22,7 +22,7 @@ mod graphiql;
 mod observe;
 mod operations;
 pub use graphiql::{ConnectionHold, WS_INIT_TIMEOUT, graphiql_asset, graphiql_or_websocket};
-pub use observe::{REQUEST_ID_MAX, describe, health, metrics_text, track, usable_request_id};
+pub use observe::{REQUEST_ID_MAX, RequestHistograms, describe, health, metrics_text, track, usable_request_id};
 pub use operations::OperationLabels;
 use operations::operation_type;
 
@@ -303,8 +303,13 @@ async fn execute(
         let notes = async_graphql::Value::from_json(serde_json::Value::Array(notes)).unwrap_or_default();
         response.extensions.insert("readModels".into(), notes);
     }
-    metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation, "type" => kind)
-        .record(started.elapsed().as_secs_f64());
+    state.histograms.operations.record(
+        (operation, kind),
+        |(operation, kind)| {
+            vec![metrics::Label::new("operation", operation.clone()), metrics::Label::new("type", *kind)]
+        },
+        started.elapsed().as_secs_f64(),
+    );
     // Parse, validation and variable errors stop the request before execution: no data
     // and no error path. That is a request error: 400 under the new media type, and no
     // `data` entry. A resolver's error (it has a path) is an execution result, even when it

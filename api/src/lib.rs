@@ -63,6 +63,8 @@ pub struct AppState {
     pub limits: Arc<limits::RateLimits>,
     /// Operation names seen (metric labels).
     pub operations: http::OperationLabels,
+    /// The handles of the histograms every request records.
+    pub histograms: http::RequestHistograms,
     /// Keys, roles and revocations in memory (start following with
     /// [`principals::Principals::start`]; until then they are read from PostgreSQL).
     pub principals: Arc<principals::Principals>,
@@ -116,6 +118,7 @@ impl AppState {
             max_lag: options.max_lag,
             limits,
             operations: http::OperationLabels::default(),
+            histograms: http::RequestHistograms::default(),
             principals,
         }
     }
@@ -142,7 +145,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/graphiql/{file}", get(http::graphiql_asset))
         .route("/api/healthcheck", get(http::health))
         .route("/metrics", get(http::metrics_text))
-        .route_layer(axum::middleware::from_fn(http::track));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::track));
     outer_layers(routes).with_state(state)
 }
 

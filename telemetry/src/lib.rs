@@ -19,6 +19,7 @@
 //!   `TraceContextPropagator`, into and out of NATS and HTTP headers.
 
 mod logs;
+pub mod metrics;
 pub mod propagation;
 mod sampling;
 

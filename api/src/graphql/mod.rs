@@ -54,6 +54,7 @@ pub fn schema(
         .data(principals)
         .data(feed)
         .data(limits)
+        .data(query::SqlDurations::default())
         // The guard bounds every document first (nesting, fragment expansion, ordinary
         // depth 10); async-graphql's depth limit then counts introspection too, so it is
         // set to introspection's bound.

@@ -11,8 +11,8 @@ use crate::error::{ApiError, ApiResult, gql};
 
 /// [`select`] of a read model named by a literal: the span's name is made at compile time.
 macro_rules! db {
-    ($operation:literal, $query:expr $(,)?) => {
-        select($operation, concat!("SELECT ", $operation), $query)
+    ($ctx:expr, $operation:literal, $query:expr $(,)?) => {
+        select($ctx, $operation, concat!("SELECT ", $operation), $query)
     };
 }
 
@@ -77,7 +77,7 @@ impl Query {
             CountryOrder::GdpDesc => views::CountryOrder::GdpDesc,
         };
         let mut rows =
-            db!("countries", views::countries(pool(ctx), order, n, after_row.as_ref())).await.map_err(gql)?;
+            db!(ctx, "countries", views::countries(pool(ctx), order, n, after_row.as_ref())).await.map_err(gql)?;
         let has_next_page = rows.len() as i64 > n;
         rows.truncate(n as usize);
         let end_cursor = rows.last().map(|r| encode_cursor(&[r.code.clone(), r.gdp_usd.to_string()]));
@@ -90,7 +90,7 @@ impl Query {
     /// One country by ISO code, or null.
     async fn country(&self, ctx: &Context<'_>, code: String) -> ApiResult<Option<Country>> {
         covenant_domain::CountryCode::parse(&code).map_err(|e| gql(ApiError::BadInput(e.to_string())))?;
-        Ok(db!("country", views::country(pool(ctx), &code)).await.map_err(gql)?.map(Into::into))
+        Ok(db!(ctx, "country", views::country(pool(ctx), &code)).await.map_err(gql)?.map(Into::into))
     }
 
     /// Live projects, optionally of one country and status, a page at a time.
@@ -113,6 +113,7 @@ impl Query {
             None => None,
         };
         let mut rows = db!(
+            ctx,
             "projects",
             views::projects(pool(ctx), country_code.as_deref(), status.map(ProjectStatus::as_str), n, after),
         )
@@ -130,7 +131,7 @@ impl Query {
     /// One project by id (deleted ones too, with `deletedAt`), or null.
     async fn project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Project>> {
         let id = uuid::Uuid::parse_str(&id).map_err(|_| gql(ApiError::BadInput("project id must be a UUID".into())))?;
-        Ok(db!("project", views::project(pool(ctx), id)).await.map_err(gql)?.map(Into::into))
+        Ok(db!(ctx, "project", views::project(pool(ctx), id)).await.map_err(gql)?.map(Into::into))
     }
 
     /// The signed-in user, or null.
@@ -146,7 +147,7 @@ impl Query {
 
     /// The covenant fund: sum of GDP and counts, with the sequence they reflect.
     async fn covenant_fund(&self, ctx: &Context<'_>) -> ApiResult<CovenantFund> {
-        Ok(db!("fund", views::fund(pool(ctx))).await.map_err(gql)?.into())
+        Ok(db!(ctx, "fund", views::fund(pool(ctx))).await.map_err(gql)?.into())
     }
 
     /// The audit trail: the stream's last sequence, the latest signed checkpoint (what
@@ -188,6 +189,7 @@ impl Query {
         }
         let n = page_size(last)?;
         let rows = db!(
+            ctx,
             "recent_events",
             views::recent_events(pool(ctx), n.max(1), event_type.as_deref(), subject.as_deref(), None),
         )
@@ -204,7 +206,7 @@ impl Query {
 impl CountryConnection {
     /// Registered countries in all.
     async fn total_count(&self, ctx: &Context<'_>) -> ApiResult<i64> {
-        db!("country_count", views::country_count(pool(ctx))).await.map_err(gql)
+        db!(ctx, "country_count", views::country_count(pool(ctx))).await.map_err(gql)
     }
 }
 
@@ -212,7 +214,7 @@ impl CountryConnection {
 impl Country {
     /// Every GDP figure recorded, oldest first.
     async fn gdp_history(&self, ctx: &Context<'_>) -> ApiResult<Vec<GdpPoint>> {
-        Ok(db!("gdp_history", views::gdp_history(pool(ctx), &self.code))
+        Ok(db!(ctx, "gdp_history", views::gdp_history(pool(ctx), &self.code))
             .await
             .map_err(gql)?
             .into_iter()
@@ -225,9 +227,25 @@ fn unavailable<E>(_: E) -> async_graphql::Error {
     super::errors::err(crate::error::Code::Unavailable, "the event stream is not reachable")
 }
 
+/// The handles of `db_client_operation_duration_seconds{operation}`, by operation (see
+/// `covenant_telemetry::metrics`): schema data.
+#[derive(Debug)]
+pub(crate) struct SqlDurations(covenant_telemetry::metrics::Histograms<&'static str>);
+
+impl Default for SqlDurations {
+    fn default() -> Self {
+        Self(covenant_telemetry::metrics::Histograms::new("db_client_operation_duration_seconds"))
+    }
+}
+
 /// Awaits a read-model query, recording `db_client_operation_duration_seconds{operation}`
 /// inside a client span (`name`, `SELECT <operation>`) when the request's trace is sampled.
-async fn select<T>(operation: &'static str, name: &'static str, query: impl std::future::Future<Output = T>) -> T {
+async fn select<T>(
+    ctx: &Context<'_>,
+    operation: &'static str,
+    name: &'static str,
+    query: impl std::future::Future<Output = T>,
+) -> T {
     let span = if covenant_telemetry::sampled() {
         tracing::info_span!(
             "sql",
@@ -241,7 +259,10 @@ async fn select<T>(operation: &'static str, name: &'static str, query: impl std:
     };
     let started = std::time::Instant::now();
     let out = tracing::Instrument::instrument(query, span).await;
-    metrics::histogram!("db_client_operation_duration_seconds", "operation" => operation)
-        .record(started.elapsed().as_secs_f64());
+    ctx.data_unchecked::<SqlDurations>().0.record(
+        operation,
+        |operation| vec![metrics::Label::new("operation", *operation)],
+        started.elapsed().as_secs_f64(),
+    );
     out
 }

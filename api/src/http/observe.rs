@@ -2,6 +2,7 @@
 //! each request's span, metric and log line.
 
 use super::*;
+use covenant_telemetry::metrics::Histograms;
 
 /// The target of the per-request log line (kept as it was before this module was split
 /// out: log pipelines filter on it).
@@ -132,7 +133,7 @@ pub async fn usable_request_id(mut req: Request) -> Request {
 /// the matched path pattern, never the raw URI) and one log line per request with its
 /// `request_id`, `status`, `duration_ms` and, once signed in, `user_id` and `role` (the
 /// fields of its `tracing` span).
-pub async fn track(req: Request, next: Next) -> Response {
+pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     use covenant_telemetry::OpenTelemetrySpanExt as _;
     use opentelemetry::trace::TraceContextExt as _;
     use tracing::Instrument as _;
@@ -181,14 +182,38 @@ pub async fn track(req: Request, next: Next) -> Response {
     } else {
         tracing::info!(target: REQUEST_LOG, parent: &span, status, duration_ms = ms, "request finished");
     }
-    metrics::histogram!(
-        "http_server_request_duration_seconds",
-        "method" => method_label(&method),
-        "route" => route,
-        "status" => status.to_string()
-    )
-    .record(elapsed.as_secs_f64());
+    let method = method_label(&method);
+    state.histograms.requests.record(
+        (method, route, status),
+        |(method, route, status)| {
+            vec![
+                metrics::Label::new("method", *method),
+                metrics::Label::new("route", route.clone()),
+                metrics::Label::new("status", status.to_string()),
+            ]
+        },
+        elapsed.as_secs_f64(),
+    );
     response
+}
+
+/// The handles of the histograms every request records (see
+/// `covenant_telemetry::metrics`): held by the service's state.
+#[derive(Debug)]
+pub struct RequestHistograms {
+    /// `http_server_request_duration_seconds{method,route,status}`.
+    requests: Histograms<(&'static str, String, u16)>,
+    /// `graphql_operation_duration_seconds{operation,type}`.
+    pub(crate) operations: Histograms<(String, &'static str)>,
+}
+
+impl Default for RequestHistograms {
+    fn default() -> Self {
+        Self {
+            requests: Histograms::new("http_server_request_duration_seconds"),
+            operations: Histograms::new("graphql_operation_duration_seconds"),
+        }
+    }
 }
 
 /// The `method` label: a standard method's name, else `_OTHER` (as OpenTelemetry's HTTP
