@@ -5,6 +5,8 @@
 //! [`crate::principals::Principals`], so a signed-in user keeps writing while PostgreSQL is
 //! down.
 
+use std::sync::Arc;
+
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use chrono::{DateTime, Utc};
 use covenant_domain::Role;
@@ -12,7 +14,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use std::sync::Arc;
 
 use crate::principals::Principals;
 

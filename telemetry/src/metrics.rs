@@ -4,7 +4,8 @@
 //! the series on every call: the Prometheus recorder copies the key (`Key::to_retained`),
 //! hashes it and compares it under a lock, about a thousand instructions a call, and a
 //! GraphQL read records three such histograms. A handle made once per label set and kept
-//! here records in about a tenth of that.
+//! here takes about 340 instructions a call, the record itself included (callgrind: the
+//! server's instructions per request fell by 4.0k).
 //!
 //! A handle belongs to the recorder in force when it was made. So these are owned by a
 //! service's state, made with it, never kept in a static: a test that records under a local
