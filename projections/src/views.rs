@@ -98,6 +98,25 @@ pub enum CountryOrder {
     GdpDesc,
 }
 
+/// The page query's two statements (by code, by GDP), its columns followed by `$extra`.
+macro_rules! country_page_sql {
+    ($extra:literal) => {
+        (
+            concat!(
+                "SELECT code, name, gdp_usd, version, registered_at, updated_at",
+                $extra,
+                " FROM countries WHERE ($1::text IS NULL OR code > $1) ORDER BY code LIMIT $2"
+            ),
+            concat!(
+                "SELECT code, name, gdp_usd, version, registered_at, updated_at",
+                $extra,
+                " FROM countries WHERE ($1::bigint IS NULL OR (gdp_usd, code) < ($1, $2)) \
+                 ORDER BY gdp_usd DESC, code DESC LIMIT $3"
+            ),
+        )
+    };
+}
+
 /// A page of countries after the keyset cursor `after` (the last row of the previous
 /// page), `first + 1` rows so the caller knows whether another page follows.
 ///
@@ -109,25 +128,51 @@ pub async fn countries(
     first: i64,
     after: Option<&CountryRow>,
 ) -> Result<Vec<CountryRow>, sqlx::Error> {
-    let cols = "code, name, gdp_usd, version, registered_at, updated_at";
+    page_query(country_page_sql!(""), order, first, after).fetch_all(pool).await
+}
+
+/// [`countries`] with the number of registered countries in all, read by the same
+/// statement: one round trip instead of two, and the count and the page from one
+/// snapshot. The count is `None` when the page is empty (no row carries it; ask
+/// [`country_count`]).
+///
+/// # Errors
+/// Database errors.
+pub async fn countries_counted(
+    pool: &PgPool,
+    order: CountryOrder,
+    first: i64,
+    after: Option<&CountryRow>,
+) -> Result<(Vec<CountryRow>, Option<i64>), sqlx::Error> {
+    let sql = country_page_sql!(", (SELECT count(*) FROM countries) AS total_count");
+    let rows: Vec<CountedRow> = page_query(sql, order, first, after).fetch_all(pool).await?;
+    let total = rows.first().map(|r| r.total_count);
+    Ok((rows.into_iter().map(|r| r.row).collect(), total))
+}
+
+/// A row of [`countries_counted`].
+#[derive(sqlx::FromRow)]
+struct CountedRow {
+    #[sqlx(flatten)]
+    row: CountryRow,
+    total_count: i64,
+}
+
+/// The page query of [`countries`] in `order`, of the statements `sql` (by code, by GDP).
+fn page_query<R>(
+    (by_code, by_gdp): (&'static str, &'static str),
+    order: CountryOrder,
+    first: i64,
+    after: Option<&CountryRow>,
+) -> sqlx::query::QueryAs<'static, sqlx::Postgres, R, sqlx::postgres::PgArguments>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
     let limit = first.clamp(0, 500) + 1;
     match order {
-        CountryOrder::Code => {
-            sqlx::query_as(&format!("SELECT {cols} FROM countries WHERE ($1::text IS NULL OR code > $1) ORDER BY code LIMIT $2"))
-                .bind(after.map(|a| a.code.clone()))
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-        }
+        CountryOrder::Code => sqlx::query_as(by_code).bind(after.map(|a| a.code.clone())).bind(limit),
         CountryOrder::GdpDesc => {
-            sqlx::query_as(&format!(
-                "SELECT {cols} FROM countries WHERE ($1::bigint IS NULL OR (gdp_usd, code) < ($1, $2)) ORDER BY gdp_usd DESC, code DESC LIMIT $3"
-            ))
-            .bind(after.map(|a| a.gdp_usd))
-            .bind(after.map(|a| a.code.clone()))
-            .bind(limit)
-            .fetch_all(pool)
-            .await
+            sqlx::query_as(by_gdp).bind(after.map(|a| a.gdp_usd)).bind(after.map(|a| a.code.clone())).bind(limit)
         }
     }
 }

@@ -76,14 +76,21 @@ impl Query {
             CountryOrder::Code => views::CountryOrder::Code,
             CountryOrder::GdpDesc => views::CountryOrder::GdpDesc,
         };
-        let mut rows =
-            db!(ctx, "countries", views::countries(pool(ctx), order, n, after_row.as_ref())).await.map_err(gql)?;
+        // A selected `totalCount` is read by the page's own statement.
+        let (mut rows, total_count) = if ctx.look_ahead().field("totalCount").exists() {
+            db!(ctx, "countries_counted", views::countries_counted(pool(ctx), order, n, after_row.as_ref()))
+                .await
+                .map_err(gql)?
+        } else {
+            (db!(ctx, "countries", views::countries(pool(ctx), order, n, after_row.as_ref())).await.map_err(gql)?, None)
+        };
         let has_next_page = rows.len() as i64 > n;
         rows.truncate(n as usize);
         let end_cursor = rows.last().map(|r| encode_cursor(&[r.code.clone(), r.gdp_usd.to_string()]));
         Ok(CountryConnection {
             nodes: rows.into_iter().map(Into::into).collect(),
             page_info: PageInfo { has_next_page, end_cursor },
+            total_count,
         })
     }
 
@@ -206,6 +213,9 @@ impl Query {
 impl CountryConnection {
     /// Registered countries in all.
     async fn total_count(&self, ctx: &Context<'_>) -> ApiResult<i64> {
+        if let Some(n) = self.total_count {
+            return Ok(n);
+        }
         db!(ctx, "country_count", views::country_count(pool(ctx))).await.map_err(gql)
     }
 }

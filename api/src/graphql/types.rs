@@ -255,8 +255,8 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-/// A page of countries (`totalCount` is a resolver: its count query runs only when the
-/// client selects it).
+/// A page of countries (`totalCount` is a resolver: the count is read only when the client
+/// selects it, by the page's own statement when the page has a row).
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct CountryConnection {
@@ -264,6 +264,9 @@ pub struct CountryConnection {
     pub nodes: Vec<Country>,
     /// Paging.
     pub page_info: PageInfo,
+    /// The count read with the page, if it was.
+    #[graphql(skip)]
+    pub total_count: Option<i64>,
 }
 
 /// A page of projects.

@@ -186,8 +186,7 @@ async fn sql_once(pool: &sqlx::PgPool) -> Result<bool> {
     };
     match pick {
         0 => {
-            views::countries(pool, views::CountryOrder::Code, 20, None).await?;
-            views::country_count(pool).await?;
+            views::countries_counted(pool, views::CountryOrder::Code, 20, None).await?;
         }
         1 => {
             views::fund(pool).await?;

@@ -65,18 +65,33 @@ async fn queries_negotiation_read_your_writes_health_and_metrics_over_http() {
     assert_eq!((c["nodes"][0]["code"].as_str(), c["nodes"][1]["code"].as_str()), (Some("US"), Some("DE")), "{body}");
     assert_eq!((c["pageInfo"]["hasNextPage"].as_bool(), c["totalCount"].as_i64()), (Some(true), Some(3)));
     let cursor = c["pageInfo"]["endCursor"].as_str().expect("cursor").to_owned();
-    // The count query runs only when `totalCount` is selected (no other test counts).
-    let counts = || {
-        crate::harness::metric_value("db_client_operation_duration_seconds_count", &[r#"operation="country_count""#])
-            .expect("a country_count series")
+    // The count is read only when `totalCount` is selected, by the page's own statement
+    // when the page has a row, by a count of its own when it has none (no other test
+    // selects `totalCount`).
+    let counts = |operation: &str| {
+        let part = format!(r#"operation="{operation}""#);
+        crate::harness::metric_value("db_client_operation_duration_seconds_count", &[&part]).unwrap_or(0.0)
     };
-    let before = counts();
+    let before = (counts("countries_counted"), counts("country_count"));
+    assert_eq!(before.0, 1.0, "the page above read its count with its rows");
     let (_, body) = graphql(addr, "{ countries(first: 2) { nodes { code } } }", &[]).await;
     assert_eq!(body["data"]["countries"]["nodes"][0]["code"], "DE", "{body}");
-    assert_eq!(counts(), before, "a page without totalCount does not count");
+    assert_eq!(
+        (counts("countries_counted"), counts("country_count")),
+        before,
+        "a page without totalCount counts nothing"
+    );
     let (_, body) = graphql(addr, "{ countries(first: 0) { totalCount } }", &[]).await;
     assert_eq!(body["data"]["countries"]["totalCount"], 3, "{body}");
-    assert_eq!(counts(), before + 1.0, "a selected totalCount counts once");
+    assert_eq!(
+        (counts("countries_counted"), counts("country_count")),
+        (before.0 + 1.0, before.1),
+        "a selected totalCount is read by the page's statement, and no other"
+    );
+    let (_, body) = graphql(addr, r#"{ countries(after: "WyJaWiIsIjAiXQ") { nodes { code } totalCount } }"#, &[]).await;
+    assert_eq!(body["data"]["countries"]["nodes"].as_array().map(Vec::len), Some(0), "{body}");
+    assert_eq!(body["data"]["countries"]["totalCount"], 3, "an empty page still has the count: {body}");
+    assert_eq!(counts("country_count"), before.1 + 1.0, "an empty page's count is read on its own");
     let (_, body) = graphql(addr, &format!(r#"{{ countries(first: 2, orderBy: GDP_DESC, after: "{cursor}") {{ nodes {{ code }} pageInfo {{ hasNextPage }} }} }}"#), &[]).await;
     assert_eq!(body["data"]["countries"]["nodes"][0]["code"], "FR", "{body}");
     assert_eq!(body["data"]["countries"]["pageInfo"]["hasNextPage"], false);
