@@ -50,22 +50,16 @@ impl Telemetry {
 /// The share of new traces the service samples unless `COVENANT_TRACE_SAMPLE_RATIO` says
 /// otherwise: one request in ten. Set 1 to trace every request.
 ///
-/// What telemetry costs a GraphQL request at this ratio (2026-12-07), against a 10%
-/// target: 13.2% more instructions (callgrind, 418.5k against 369.6k per request of the
-/// observability benchmark's mix; 17.6% before the trace layer's per-layer filter was
-/// replaced, see `sampling::Exported`), and paired medians of 12.1%, 14.4% and 13.7% more
-/// CPU time in three runs (`covenant-bench observability --paired --rounds 9`; 14.6% to
-/// 15.0% in five runs before). At ratio 1: 26.8% more CPU time, 18.9% less throughput.
-/// On 2026-12-08, with the timestamp written through `humantime` (1.8k instructions less
-/// per request): a paired median of 12.3% more CPU time; 24.1% at ratio 1. What is left
-/// is spread thin: the request's log line (about 13.7k instructions, most of it the JSON
-/// layer's field handling), the request's span (made, entered at each poll of a query
-/// stream, closed: about 17k), the metrics (about 4k) and the sampled tenth's
-/// OpenTelemetry spans (about 4k on average).
-/// Later on 2026-12-08, with the request's histograms recorded through kept handles
-/// ([`metrics::Histograms`]: the server's telemetry instructions per request 42.1k ->
-/// 38.5k): paired medians of 13.0%, 11.8% and 11.6% in three runs; 28.1% at ratio 1
-/// (this VM's paired runs spread by several points).
+/// What telemetry costs a GraphQL request at this ratio, against a 10% target (2026-12-08;
+/// earlier figures are in the commits that changed them): the server does 38.5k more
+/// instructions per request (callgrind, the observability benchmark's mix: 276.3k against
+/// 237.8k), and paired medians of 11.6% to 13.0% more CPU time in three runs of
+/// `covenant-bench observability --paired --rounds 9`; 28.1% at ratio 1 (this VM's paired
+/// runs spread by several points). What is left is spread thin: the request's log line
+/// (about 13.7k instructions, most of it the JSON layer's field handling), the request's
+/// span (made, entered at each poll of a query stream, closed: about 17k), the sampled
+/// tenth's OpenTelemetry spans (about 4k on average) and the metrics (about 2k, through
+/// kept handles: [`metrics::Histograms`]).
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
 
 /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace exporter
